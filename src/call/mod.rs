@@ -1,0 +1,857 @@
+//! One call, sans-IO: composes the INVITE server transaction, the dialog, the in-dialog
+//! server and client transactions, the session timer (RFC 4028) and the RTP session.
+//! Fed with SIP messages, RTP datagrams and timeouts; drained with `poll_*`.
+
+mod session_timer;
+
+use crate::config::Config;
+use crate::media::rtp::{RtpSession, RtpStats};
+use crate::sip::build::{response, response_flow};
+use crate::sip::dialog::Dialog;
+use crate::sip::endpoint::session_expires;
+use crate::sip::msg::{Message, Method, StartLine};
+use crate::sip::sdp::{self, LocalMedia, Negotiated, Sdp};
+use crate::sip::transaction::{
+    InviteServer, IstEvent, NictEvent, NonInviteClient, NonInviteServer, Timer,
+};
+use crate::sip::{Flow, SipTransmit, ACCEPT, ALLOW, SUPPORTED};
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use session_timer::{Refresher, SessionTimer};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why a call ended. Exactly one per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The PBX sent BYE.
+    RemoteBye,
+    /// The PBX cancelled before we answered.
+    Cancelled,
+    /// Our 2xx was never ACKed (§13.3.1.4).
+    AckTimeout,
+    /// The delayed-offer ACK carried no usable SDP answer.
+    BadAnswer,
+    /// No RTP for `media_timeout`.
+    MediaTimeout,
+    /// The session timer ran out without a refresh (RFC 4028 §10).
+    SessionExpired,
+    /// Our session refresh failed (RFC 4028 §10).
+    RefreshFailed,
+    /// The service is shutting down.
+    Shutdown,
+}
+
+/// What the call reports to its driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEvent {
+    /// We sent the 200 to the INVITE.
+    Answered,
+    /// The call is over (it may linger a little to absorb retransmissions).
+    Ended(CallSummary),
+}
+
+/// The end-of-call facts for logs and the audit record.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct CallSummary {
+    pub reason: EndReason,
+    pub answered: bool,
+    pub duration_ms: u64,
+    pub rtp: RtpStats,
+}
+
+/// Why the call wants to be woken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    Transaction(Timer),
+    Answer,
+    MediaFrame,
+    MediaTimeout,
+    SessionTimer,
+}
+
+/// What the driver hands a new call.
+#[derive(Debug)]
+pub struct CallSetup {
+    pub invite: Message,
+    pub offer: Option<Sdp>,
+    /// The flow the INVITE arrived on.
+    pub flow: Flow,
+    /// Our address as written in Via and Contact.
+    pub local_sip: SocketAddr,
+    /// Our RTP socket's advertised address.
+    pub media: LocalMedia,
+    /// Seed for tags, branches, SSRC and initial sequence/timestamp.
+    pub seed: u64,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// 180 sent; we answer at `answer_at`.
+    Ringing { answer_at: Instant },
+    /// 200 sent (or about to be).
+    Answered,
+    /// The call ended; transactions finish before the driver drops us.
+    Ended,
+}
+
+/// A server INVITE transaction plus the offer/answer facts of that INVITE.
+#[derive(Debug)]
+struct ServerInvite {
+    tx: InviteServer,
+    cseq: u32,
+    /// We put an offer in the 2xx: the answer comes in the ACK.
+    offer_in_2xx: bool,
+}
+
+/// One call.
+#[derive(Debug)]
+pub struct Call {
+    config: Arc<Config>,
+    rng: SmallRng,
+    flow: Flow,
+    local_sip: SocketAddr,
+    media: LocalMedia,
+    sdp_version: u64,
+    last_answer: Option<String>,
+    dialog: Dialog,
+    invite: Message,
+    offer: Option<Sdp>,
+    phase: Phase,
+    initial: ServerInvite,
+    reinvite: Option<ServerInvite>,
+    nists: Vec<NonInviteServer>,
+    clients: Vec<(NonInviteClient, Method)>,
+    session_timer: Option<SessionTimer>,
+    rtp: Option<RtpSession>,
+    started: Instant,
+    answered_at: Option<Instant>,
+    outbox: VecDeque<SipTransmit>,
+    events: VecDeque<CallEvent>,
+}
+
+fn hex(rng: &mut SmallRng) -> String {
+    format!("{:016x}", rng.gen::<u64>())
+}
+
+impl Call {
+    /// Takes an admitted INVITE: sends 100 Trying, then rings or answers.
+    pub fn new(now: Instant, config: Arc<Config>, setup: CallSetup) -> Call {
+        let mut rng = SmallRng::seed_from_u64(setup.seed);
+        let local_tag = hex(&mut rng);
+        let user = setup
+            .invite
+            .start
+            .clone()
+            .request_user()
+            .unwrap_or_else(|| "pincoderouting".into());
+        let transport_param = if setup.flow.reliable() {
+            ";transport=tcp"
+        } else {
+            ""
+        };
+        let contact = format!("<sip:{user}@{}{transport_param}>", setup.local_sip);
+        // Admission checked From tag and Contact, so the dialog exists; a defensive
+        // fallback still keeps a bad INVITE from panicking.
+        let dialog = Dialog::uas(&setup.invite, local_tag, contact.clone()).unwrap_or_else(|| {
+            Dialog::uas(
+                &fallback_invite(&setup.invite),
+                hex(&mut rng),
+                contact.clone(),
+            )
+            .expect("fallback INVITE has From tag and Contact")
+        });
+        let branch = setup
+            .invite
+            .top_via()
+            .and_then(|v| v.branch().map(str::to_string))
+            .unwrap_or_default();
+        let cseq = setup.invite.cseq().map(|c| c.0).unwrap_or(0);
+        let mut call = Call {
+            sdp_version: 1,
+            last_answer: None,
+            rng,
+            flow: setup.flow,
+            local_sip: setup.local_sip,
+            media: setup.media,
+            initial: ServerInvite {
+                tx: InviteServer::new(branch, setup.flow.reliable(), config.sip.timers),
+                cseq,
+                offer_in_2xx: setup.offer.is_none(),
+            },
+            dialog,
+            offer: setup.offer,
+            phase: Phase::Answered,
+            reinvite: None,
+            nists: Vec::new(),
+            clients: Vec::new(),
+            session_timer: None,
+            rtp: None,
+            started: now,
+            answered_at: None,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            invite: setup.invite,
+            config,
+        };
+        let trying = call.reply(&call.invite.clone(), 100, false);
+        let b = call.initial.tx.provisional(trying.to_bytes());
+        call.send_response(&call.invite.clone(), b);
+        let ring = call.config.sip.ring;
+        if ring.is_zero() {
+            call.answer(now);
+        } else {
+            let ringing = call.reply(&call.invite.clone(), 180, true);
+            let b = call.initial.tx.provisional(ringing.to_bytes());
+            call.send_response(&call.invite.clone(), b);
+            call.phase = Phase::Ringing {
+                answer_at: now + ring,
+            };
+        }
+        call
+    }
+
+    pub fn call_id(&self) -> &str {
+        &self.dialog.call_id
+    }
+
+    /// Builds a response in this dialog (our tag on everything but 100).
+    fn reply(&self, req: &Message, code: u16, contact: bool) -> Message {
+        let mut r = response(
+            req,
+            code,
+            Some(&self.dialog.local_tag),
+            &self.config.sip.user_agent,
+        );
+        if contact {
+            r.push_header("Contact", self.dialog.local_contact.clone());
+        }
+        r
+    }
+
+    fn send_response(&mut self, req: &Message, data: Bytes) {
+        self.outbox.push_back(SipTransmit {
+            flow: response_flow(req, self.flow),
+            data,
+        });
+    }
+
+    /// The flow our own requests take: the dialog's next hop if it is an IP literal, else
+    /// back where the INVITE came from (and always the same connection on TCP).
+    fn request_flow(&self) -> Flow {
+        if self.flow.reliable() {
+            return self.flow;
+        }
+        match self.dialog.next_hop() {
+            Some(remote) => Flow {
+                remote,
+                ..self.flow
+            },
+            None => self.flow,
+        }
+    }
+
+    fn answer_sdp(&mut self, offer: &Sdp) -> Result<(Negotiated, String), sdp::SdpError> {
+        let m = &self.config.media;
+        let (neg, body) = sdp::answer(offer, &m.codecs, m.ptime_ms, &self.media, 0)?;
+        Ok((neg, self.versioned(body)))
+    }
+
+    /// RFC 3264 §8: the o= version goes up exactly when the description changes.
+    /// `body` was built with version 0; the real version is put in here.
+    fn versioned(&mut self, body: String) -> String {
+        let changed = self.last_answer.as_deref() != Some(body.as_str());
+        if changed && self.last_answer.is_some() {
+            self.sdp_version += 1;
+        }
+        let sid = self.media.session_id;
+        let out = body.replacen(
+            &format!(" {sid} 0 IN "),
+            &format!(" {sid} {} IN ", self.sdp_version),
+            1,
+        );
+        self.last_answer = Some(body);
+        out
+    }
+
+    fn our_offer(&mut self) -> String {
+        let m = &self.config.media;
+        let body = sdp::offer(&m.codecs, m.ptime_ms, &self.media, 0);
+        self.versioned(body)
+    }
+
+    fn start_media(&mut self, now: Instant, neg: Negotiated) {
+        match &mut self.rtp {
+            Some(r) => r.renegotiate(now, neg),
+            None => {
+                let (ssrc, seq, ts) = (self.rng.gen(), self.rng.gen(), self.rng.gen());
+                self.rtp = Some(RtpSession::new(now, neg, ssrc, seq, ts));
+            }
+        }
+    }
+
+    fn answer(&mut self, now: Instant) {
+        let invite = self.invite.clone();
+        let mut ok = self.reply(&invite, 200, true);
+        let body = match self.offer.clone() {
+            Some(offer) => match self.answer_sdp(&offer) {
+                Ok((neg, body)) => {
+                    self.start_media(now, neg);
+                    body
+                }
+                Err(_) => {
+                    // Admission dry-ran this offer; it cannot fail here. Refuse cleanly anyway.
+                    let r = self.reply(&invite, 488, false);
+                    let b = self.initial.tx.final_response(now, 488, r.to_bytes());
+                    self.send_response(&invite, b);
+                    self.end(now, EndReason::BadAnswer);
+                    return;
+                }
+            },
+            None => self.our_offer(),
+        };
+        self.add_session_timer(now, &invite, &mut ok);
+        self.add_capabilities(&mut ok);
+        ok.push_header("Content-Type", "application/sdp");
+        ok.body = Bytes::from(body);
+        let b = self.initial.tx.final_response(now, 200, ok.to_bytes());
+        self.send_response(&invite, b);
+        self.phase = Phase::Answered;
+        self.answered_at = Some(now);
+        self.events.push_back(CallEvent::Answered);
+    }
+
+    fn add_capabilities(&self, r: &mut Message) {
+        r.push_header("Allow", ALLOW);
+        r.push_header("Supported", SUPPORTED);
+        r.push_header("Accept", ACCEPT);
+    }
+
+    /// RFC 4028 §9: echo the interval; pick the refresher if the UAC did not.
+    fn add_session_timer(&mut self, now: Instant, req: &Message, resp: &mut Message) {
+        let Some((secs, refresher)) = session_expires(req) else {
+            // A refresh without Session-Expires turns the timer off (RFC 4028 §9).
+            self.session_timer = None;
+            return;
+        };
+        let uac_supports = req.has_option("Supported", "timer");
+        let refresher = match refresher.as_deref() {
+            Some("uas") => Refresher::Us,
+            Some("uac") => Refresher::Peer,
+            _ if uac_supports => Refresher::Peer,
+            _ => Refresher::Us,
+        };
+        let tag = if refresher == Refresher::Us { "uas" } else { "uac" };
+        resp.push_header("Session-Expires", format!("{secs};refresher={tag}"));
+        if uac_supports {
+            resp.push_header("Require", "timer");
+        }
+        self.session_timer = Some(SessionTimer::new(now, secs, refresher));
+    }
+
+    /// Ends the call once: emits the summary and, if a dialog is up, sends BYE.
+    fn end(&mut self, now: Instant, reason: EndReason) {
+        if matches!(self.phase, Phase::Ended) {
+            return;
+        }
+        // §13.3.1.4: even an un-ACKed 2xx is ended with BYE.
+        let send_bye = self.answered_at.is_some()
+            && !matches!(reason, EndReason::RemoteBye | EndReason::Cancelled);
+        if let Phase::Ringing { .. } = self.phase {
+            // Not answered yet: refuse the INVITE instead of BYE.
+            let code = if reason == EndReason::Cancelled { 487 } else { 480 };
+            let inv = self.invite.clone();
+            let r = self.reply(&inv, code, false);
+            let b = self.initial.tx.final_response(now, code, r.to_bytes());
+            self.send_response(&inv, b);
+        } else if send_bye {
+            self.send_request(now, Method::Bye);
+        }
+        self.phase = Phase::Ended;
+        self.session_timer = None;
+        let rtp = self.rtp.as_ref().map(|r| r.stats()).unwrap_or_default();
+        self.rtp = None;
+        self.events.push_back(CallEvent::Ended(CallSummary {
+            reason,
+            answered: self.answered_at.is_some(),
+            duration_ms: (now - self.started).as_millis() as u64,
+            rtp,
+        }));
+    }
+
+    fn send_request(&mut self, now: Instant, method: Method) {
+        let branch = format!("z9hG4bK{}", hex(&mut self.rng));
+        let req = self.dialog.request(
+            method.clone(),
+            &branch,
+            self.local_sip,
+            self.flow.transport,
+            &self.config.sip.user_agent,
+        );
+        let data = req.to_bytes();
+        let flow = self.request_flow();
+        let tx = NonInviteClient::new(
+            now,
+            branch,
+            data.clone(),
+            flow.reliable(),
+            self.config.sip.timers,
+        );
+        self.clients.push((tx, method));
+        self.outbox.push_back(SipTransmit { flow, data });
+    }
+
+    /// Starts ending the call from outside (service shutdown).
+    pub fn shutdown(&mut self, now: Instant) {
+        self.end(now, EndReason::Shutdown);
+    }
+
+    /// A SIP message for this call (already routed by Call-ID, Via stamped).
+    pub fn handle_sip(&mut self, now: Instant, msg: Message, flow: Flow) {
+        if flow.reliable() {
+            // Keep answering on the connection the peer uses now.
+            self.flow = flow;
+        }
+        match msg.start.clone() {
+            StartLine::Response { code, .. } => self.handle_response(now, &msg, code),
+            StartLine::Request { method, .. } => self.handle_request(now, msg, method, flow),
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, msg: &Message, code: u16) {
+        let Some(branch) = msg.top_via().and_then(|v| v.branch().map(str::to_string)) else {
+            return;
+        };
+        let Some(i) = self.clients.iter().position(|(c, _)| c.branch() == branch) else {
+            return;
+        };
+        let Some(code) = self.clients[i].0.on_response(now, code) else {
+            return;
+        };
+        let method = self.clients[i].1.clone();
+        if method == Method::Update && !(200..300).contains(&code) {
+            // RFC 4028 §10: a failed refresh (408/481) ends the session.
+            if code == 408 || code == 481 {
+                self.end(now, EndReason::RefreshFailed);
+            }
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, req: Message, method: Method, flow: Flow) {
+        let branch = req
+            .top_via()
+            .and_then(|v| v.branch().map(str::to_string))
+            .unwrap_or_default();
+        // Retransmission of a non-INVITE request we already answered.
+        if !matches!(method, Method::Invite | Method::Ack) {
+            if let Some(n) = self
+                .nists
+                .iter()
+                .find(|n| n.matches(&branch, method.as_str()))
+            {
+                if let Some(b) = n.on_retransmission() {
+                    self.outbox.push_back(SipTransmit {
+                        flow: response_flow(&req, flow),
+                        data: b,
+                    });
+                }
+                return;
+            }
+        }
+        match method {
+            Method::Invite if branch == self.initial.tx.branch() => {
+                if let Some(b) = self.initial.tx.on_retransmission() {
+                    self.send_response(&req, b);
+                }
+            }
+            Method::Ack => self.handle_ack(now, &req, &branch),
+            Method::Cancel => self.handle_cancel(now, &req, &branch, flow),
+            _ if !self.dialog.matches(&req) => self.respond(now, &req, flow, 481),
+            Method::Invite => self.handle_reinvite(now, req),
+            m => {
+                let seq = req.cseq().map(|c| c.0).unwrap_or(0);
+                if !self.dialog.accept_remote_cseq(seq) {
+                    return self.respond(now, &req, flow, 500);
+                }
+                match m {
+                    Method::Bye => {
+                        self.respond(now, &req, flow, 200);
+                        self.end(now, EndReason::RemoteBye);
+                    }
+                    Method::Options => self.respond(now, &req, flow, 200),
+                    // DTMF via INFO arrives with the DTMF issue; for now accept and ignore.
+                    Method::Info => self.respond(now, &req, flow, 200),
+                    Method::Update => self.handle_update(now, req, flow),
+                    Method::Other(_) => self.respond(now, &req, flow, 501),
+                    _ => self.respond(now, &req, flow, 405),
+                }
+            }
+        }
+    }
+
+    /// Answers a non-INVITE request through a new server transaction.
+    fn respond(&mut self, now: Instant, req: &Message, flow: Flow, code: u16) {
+        let mut r = self.reply(req, code, false);
+        if matches!(code, 200 | 405 | 501) {
+            r.push_header("Allow", ALLOW);
+        }
+        if code == 500 {
+            r.push_header("Retry-After", "1");
+        }
+        self.finish_nist(now, req, flow, r);
+    }
+
+    fn finish_nist(&mut self, now: Instant, req: &Message, flow: Flow, resp: Message) {
+        let branch = req
+            .top_via()
+            .and_then(|v| v.branch().map(str::to_string))
+            .unwrap_or_default();
+        let method = req.method().map(|m| m.as_str().to_string()).unwrap_or_default();
+        let mut tx = NonInviteServer::new(&branch, &method);
+        let data = tx.respond(now, resp.to_bytes(), flow.reliable(), &self.config.sip.timers);
+        self.nists.push(tx);
+        self.outbox.push_back(SipTransmit {
+            flow: response_flow(req, flow),
+            data,
+        });
+    }
+
+    fn handle_ack(&mut self, now: Instant, ack: &Message, branch: &str) {
+        // ACK to a non-2xx shares the INVITE's branch (§17.2.1).
+        if branch == self.initial.tx.branch() {
+            self.initial.tx.on_ack_non2xx(now);
+            return;
+        }
+        if let Some(r) = &mut self.reinvite {
+            if r.tx.branch() == branch {
+                r.tx.on_ack_non2xx(now);
+                return;
+            }
+        }
+        if !self.dialog.matches(ack) {
+            return;
+        }
+        let seq = ack.cseq().map(|c| c.0).unwrap_or(0);
+        let which = if seq == self.initial.cseq && self.initial.tx.awaiting_2xx_ack() {
+            Some(true)
+        } else if self
+            .reinvite
+            .as_ref()
+            .is_some_and(|r| r.cseq == seq && r.tx.awaiting_2xx_ack())
+        {
+            Some(false)
+        } else {
+            None
+        };
+        let Some(initial) = which else { return };
+        let si = if initial {
+            &mut self.initial
+        } else {
+            // Checked just above.
+            self.reinvite.as_mut().expect("re-INVITE present")
+        };
+        si.tx.on_ack_2xx();
+        if si.offer_in_2xx {
+            si.offer_in_2xx = false;
+            let m = &self.config.media;
+            let neg = Sdp::parse(&ack.body)
+                .and_then(|a| sdp::accept_answer(&a, &m.codecs, m.ptime_ms));
+            match neg {
+                Ok(neg) => self.start_media(now, neg),
+                Err(_) if !initial && self.rtp.is_some() => {}
+                Err(_) => self.end(now, EndReason::BadAnswer),
+            }
+        }
+    }
+
+    fn handle_cancel(&mut self, now: Instant, cancel: &Message, branch: &str, flow: Flow) {
+        if branch != self.initial.tx.branch() {
+            return self.respond(now, cancel, flow, 481);
+        }
+        // 200 to the CANCEL itself (§9.2), then 487 to the INVITE if still pending.
+        self.respond(now, cancel, flow, 200);
+        if let Phase::Ringing { .. } = self.phase {
+            self.end(now, EndReason::Cancelled);
+        }
+    }
+
+    fn handle_reinvite(&mut self, now: Instant, req: Message) {
+        let seq = req.cseq().map(|c| c.0).unwrap_or(0);
+        let branch = req
+            .top_via()
+            .and_then(|v| v.branch().map(str::to_string))
+            .unwrap_or_default();
+        if let Some(r) = &self.reinvite {
+            if r.tx.branch() == branch {
+                if let Some(b) = r.tx.on_retransmission() {
+                    self.send_response(&req, b);
+                }
+                return;
+            }
+        }
+        let mut tx = InviteServer::new(branch, self.flow.reliable(), self.config.sip.timers);
+        let pending = self.reinvite.as_ref().is_some_and(|r| r.tx.awaiting_2xx_ack())
+            || self.initial.tx.awaiting_2xx_ack();
+        let ended = matches!(self.phase, Phase::Ended);
+        let code = if ended {
+            Some(481)
+        } else if pending {
+            // §14.2: a re-INVITE while another is in progress gets 500 with Retry-After.
+            Some(500)
+        } else if !self.dialog.accept_remote_cseq(seq) {
+            Some(500)
+        } else {
+            None
+        };
+        if let Some(code) = code {
+            let mut r = self.reply(&req, code, false);
+            if code == 500 {
+                r.push_header("Retry-After", "1");
+            }
+            let b = tx.final_response(now, code, r.to_bytes());
+            self.send_response(&req, b);
+            self.reinvite = Some(ServerInvite {
+                tx,
+                cseq: seq,
+                offer_in_2xx: false,
+            });
+            return;
+        }
+        self.dialog.refresh_target(&req);
+        let mut ok = self.reply(&req, 200, true);
+        let mut offer_in_2xx = false;
+        let body = if req.body.is_empty() {
+            offer_in_2xx = true;
+            Ok(self.our_offer())
+        } else {
+            Sdp::parse(&req.body)
+                .and_then(|o| self.answer_sdp(&o))
+                .map(|(neg, body)| {
+                    self.start_media(now, neg);
+                    body
+                })
+        };
+        let resp = match body {
+            Ok(body) => {
+                self.add_session_timer(now, &req, &mut ok);
+                self.add_capabilities(&mut ok);
+                ok.push_header("Content-Type", "application/sdp");
+                ok.body = Bytes::from(body);
+                ok
+            }
+            // §14.2: a re-INVITE we cannot accept leaves the old session as it was.
+            Err(_) => self.reply(&req, 488, false),
+        };
+        let code = resp.status().unwrap_or(500);
+        let b = tx.final_response(now, code, resp.to_bytes());
+        self.send_response(&req, b);
+        self.reinvite = Some(ServerInvite {
+            tx,
+            cseq: seq,
+            offer_in_2xx,
+        });
+    }
+
+    /// UPDATE (RFC 3311): an SDP offer or a bare session refresh.
+    fn handle_update(&mut self, now: Instant, req: Message, flow: Flow) {
+        if matches!(self.phase, Phase::Ended) {
+            return self.respond(now, &req, flow, 481);
+        }
+        self.dialog.refresh_target(&req);
+        let mut ok = self.reply(&req, 200, true);
+        if !req.body.is_empty() {
+            match Sdp::parse(&req.body).and_then(|o| self.answer_sdp(&o)) {
+                Ok((neg, body)) => {
+                    self.start_media(now, neg);
+                    ok.push_header("Content-Type", "application/sdp");
+                    ok.body = Bytes::from(body);
+                }
+                Err(_) => return self.respond(now, &req, flow, 488),
+            }
+        }
+        self.add_session_timer(now, &req, &mut ok);
+        ok.push_header("Allow", ALLOW);
+        self.finish_nist(now, &req, flow, ok);
+    }
+
+    /// An RTP datagram on this call's media socket.
+    pub fn handle_rtp(&mut self, now: Instant, src: SocketAddr, data: &[u8]) {
+        if let Some(rtp) = &mut self.rtp {
+            // Accepted payloads (audio, events) go to DTMF detection in a later issue.
+            let _ = rtp.handle_packet(now, src, data);
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Phase::Ringing { answer_at } = self.phase {
+            if now >= answer_at {
+                self.answer(now);
+            }
+        }
+        match self.initial.tx.handle_timeout(now) {
+            Some(IstEvent::Retransmit(b)) => {
+                let inv = self.invite.clone();
+                self.send_response(&inv, b);
+            }
+            Some(IstEvent::AckTimeout2xx) => self.end(now, EndReason::AckTimeout),
+            _ => {}
+        }
+        if let Some(r) = &mut self.reinvite {
+            match r.tx.handle_timeout(now) {
+                Some(IstEvent::Retransmit(b)) => {
+                    let flow = self.flow;
+                    // Re-INVITE responses go where the INVITE's did.
+                    self.outbox.push_back(SipTransmit {
+                        flow: response_flow(&self.invite, flow),
+                        data: b,
+                    });
+                }
+                Some(IstEvent::AckTimeout2xx) => self.end(now, EndReason::AckTimeout),
+                _ => {}
+            }
+        }
+        for n in &mut self.nists {
+            n.handle_timeout(now);
+        }
+        self.nists.retain(|n| !n.is_terminated());
+        let mut timeouts = Vec::new();
+        let flow = self.request_flow();
+        for (c, m) in &mut self.clients {
+            match c.handle_timeout(now) {
+                Some(NictEvent::Retransmit(data)) => {
+                    self.outbox.push_back(SipTransmit { flow, data });
+                }
+                Some(NictEvent::Timeout) => timeouts.push(m.clone()),
+                None => {}
+            }
+        }
+        self.clients.retain(|(c, _)| !c.is_terminated());
+        if timeouts.contains(&Method::Update) {
+            self.end(now, EndReason::RefreshFailed);
+        }
+        if let Some(st) = &mut self.session_timer {
+            match st.handle_timeout(now) {
+                Some(session_timer::Action::Refresh) => self.send_request(now, Method::Update),
+                Some(session_timer::Action::Expired) => self.end(now, EndReason::SessionExpired),
+                None => {}
+            }
+        }
+        if let Some(rtp) = &self.rtp {
+            if rtp.expects_media() && now >= rtp.last_rx() + self.config.media.media_timeout {
+                self.end(now, EndReason::MediaTimeout);
+            }
+        }
+    }
+
+    /// The next SIP message to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<SipTransmit> {
+        self.outbox.pop_front()
+    }
+
+    /// Writes the next due RTP packet into `buf`; `(len, destination)`.
+    #[must_use]
+    pub fn poll_rtp(&mut self, now: Instant, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        self.rtp.as_mut()?.poll_transmit(now, buf)
+    }
+
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<CallEvent> {
+        self.events.pop_front()
+    }
+
+    /// The earliest moment the call needs `handle_timeout`, and why.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<(Instant, Wake)> {
+        let mut best: Option<(Instant, Wake)> = None;
+        let mut consider = |c: Option<(Instant, Wake)>| {
+            if let Some(c) = c {
+                if best.is_none_or(|b| c.0 < b.0) {
+                    best = Some(c);
+                }
+            }
+        };
+        if let Phase::Ringing { answer_at } = self.phase {
+            consider(Some((answer_at, Wake::Answer)));
+        }
+        consider(
+            self.initial
+                .tx
+                .poll_timeout()
+                .map(|(t, w)| (t, Wake::Transaction(w))),
+        );
+        if let Some(r) = &self.reinvite {
+            consider(r.tx.poll_timeout().map(|(t, w)| (t, Wake::Transaction(w))));
+        }
+        for n in &self.nists {
+            consider(n.poll_timeout().map(|(t, w)| (t, Wake::Transaction(w))));
+        }
+        for (c, _) in &self.clients {
+            consider(c.poll_timeout().map(|(t, w)| (t, Wake::Transaction(w))));
+        }
+        if let Some(st) = &self.session_timer {
+            consider(Some((st.deadline(), Wake::SessionTimer)));
+        }
+        if let Some(rtp) = &self.rtp {
+            consider(rtp.poll_timeout().map(|t| (t, Wake::MediaFrame)));
+            if rtp.expects_media() {
+                consider(Some((
+                    rtp.last_rx() + self.config.media.media_timeout,
+                    Wake::MediaTimeout,
+                )));
+            }
+        }
+        best
+    }
+
+    /// Ended, and every transaction has finished: the driver may drop the call.
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Ended)
+            && self.clients.is_empty()
+            && self.nists.is_empty()
+            && self.initial.tx.is_quiet()
+            && self.reinvite.as_ref().is_none_or(|r| r.tx.is_quiet())
+    }
+
+    /// RTP counters so far.
+    pub fn rtp_stats(&self) -> Option<RtpStats> {
+        self.rtp.as_ref().map(|r| r.stats())
+    }
+
+    /// How long the call has been up.
+    pub fn age(&self, now: Instant) -> Duration {
+        now - self.started
+    }
+}
+
+/// A copy of the INVITE with a From tag and Contact, for the impossible case admission
+/// let one through without them.
+fn fallback_invite(inv: &Message) -> Message {
+    let mut m = inv.clone();
+    if m.from_tag().is_none() {
+        let from = m.header("From").unwrap_or("<sip:anonymous@invalid>").to_string();
+        m.set_header("From", format!("{from};tag=none"));
+    }
+    if m.header("Contact").is_none() {
+        m.set_header("Contact", "<sip:anonymous@invalid>");
+    }
+    m
+}
+
+impl StartLine {
+    /// The user part of a request's URI (the number or name the PBX dialled).
+    pub fn request_user(self) -> Option<String> {
+        match self {
+            StartLine::Request { uri, .. } => crate::sip::msg::Uri::parse(&uri)?.user,
+            StartLine::Response { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

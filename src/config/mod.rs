@@ -1,0 +1,370 @@
+//! Configuration: a pure `parse(&str) -> Result<Config, ConfigError>` with line numbers,
+//! then semantic validation. Nothing here touches the file system except `load`.
+
+use crate::sip::sdp::Codec;
+use crate::sip::TimerValues;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+/// The shipped default configuration file, embedded so `serve` and tests know it.
+pub const DEFAULT_PATH: &str = "sip-config/pincoderouting.toml";
+
+/// A configuration problem, with the file and line where it can be told.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a value of the wrong type.
+    #[error("{path}:{line}: {msg}")]
+    Syntax {
+        path: String,
+        line: usize,
+        msg: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("{path}:{line}: {key}: {msg}")]
+    Invalid {
+        path: String,
+        line: usize,
+        key: String,
+        msg: String,
+    },
+}
+
+/// SIP transport of a listen address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+    pub fn is_reliable(self) -> bool {
+        self == Transport::Tcp
+    }
+}
+
+/// One `transport:ip:port` listen address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (t, a) = s
+            .split_once(':')
+            .ok_or_else(|| format!("'{s}': expected udp:IP:PORT or tcp:IP:PORT"))?;
+        let transport = match t.to_ascii_lowercase().as_str() {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            _ => return Err(format!("'{s}': transport must be udp or tcp")),
+        };
+        let addr = a
+            .parse()
+            .map_err(|_| format!("'{s}': '{a}' is not IP:PORT (IPv6 as [::]:5060)"))?;
+        Ok(Listen { transport, addr })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    sip: RawSip,
+    #[serde(default)]
+    media: RawMedia,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSip {
+    listen: Vec<String>,
+    public_address: Option<String>,
+    user_agent: String,
+    max_message_bytes: usize,
+    max_calls: usize,
+    retry_after_secs: u32,
+    t1_ms: u64,
+    t2_ms: u64,
+    t4_ms: u64,
+    ring_ms: u64,
+    min_session_expires_secs: u32,
+}
+
+impl Default for RawSip {
+    fn default() -> Self {
+        RawSip {
+            listen: vec!["udp:0.0.0.0:5060".into(), "tcp:0.0.0.0:5060".into()],
+            public_address: None,
+            user_agent: concat!("pincoderouting/", env!("CARGO_PKG_VERSION")).into(),
+            max_message_bytes: 16 * 1024,
+            max_calls: 8000,
+            retry_after_secs: 5,
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            ring_ms: 0,
+            min_session_expires_secs: 90,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMedia {
+    rtp_bind: String,
+    public_address: Option<String>,
+    rtp_port_min: u16,
+    rtp_port_max: u16,
+    codecs: Vec<Codec>,
+    ptime_ms: u32,
+    media_timeout_secs: u64,
+}
+
+impl Default for RawMedia {
+    fn default() -> Self {
+        RawMedia {
+            rtp_bind: "0.0.0.0".into(),
+            public_address: None,
+            rtp_port_min: 10000,
+            rtp_port_max: 20000,
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            ptime_ms: 20,
+            media_timeout_secs: 30,
+        }
+    }
+}
+
+/// SIP settings.
+#[derive(Debug, Clone)]
+pub struct SipConfig {
+    pub listen: Vec<Listen>,
+    /// Address put in Via/Contact; `None` = the local address toward the peer.
+    pub public_address: Option<IpAddr>,
+    pub user_agent: String,
+    pub max_message_bytes: usize,
+    pub max_calls: usize,
+    pub retry_after_secs: u32,
+    pub timers: TimerValues,
+    /// Ringing time before answering (0 = answer at once).
+    pub ring: Duration,
+    /// Our Min-SE (RFC 4028 §5); smaller Session-Expires gets 422.
+    pub min_session_expires: u32,
+}
+
+/// Media settings.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    pub rtp_bind: IpAddr,
+    /// Address put in SDP c=; `None` = the local address toward the peer.
+    pub public_address: Option<IpAddr>,
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    pub codecs: Vec<Codec>,
+    pub ptime_ms: u32,
+    pub media_timeout: Duration,
+}
+
+/// The whole validated configuration. Shared as `Arc<Config>` and swapped whole on reload.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub media: MediaConfig,
+}
+
+fn line_of(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.starts_with(key) && l[key.len()..].trim_start().starts_with('=')
+        })
+        .map(|i| i + 1)
+        .unwrap_or(0)
+}
+
+/// Parses and validates a configuration text; `path` is only used in messages.
+pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(0);
+        ConfigError::Syntax {
+            path: path.to_string(),
+            line,
+            msg: e.message().to_string(),
+        }
+    })?;
+    let invalid = |key: &str, msg: String| ConfigError::Invalid {
+        path: path.to_string(),
+        line: line_of(text, key),
+        key: key.to_string(),
+        msg,
+    };
+    let ip = |key: &str, v: &Option<String>| -> Result<Option<IpAddr>, ConfigError> {
+        v.as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| invalid(key, format!("'{s}' is not an IP address")))
+            })
+            .transpose()
+    };
+    let s = raw.sip;
+    let m = raw.media;
+    let listen = s
+        .listen
+        .iter()
+        .map(|l| l.parse::<Listen>().map_err(|e| invalid("listen", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if listen.is_empty() {
+        return Err(invalid("listen", "at least one listen address".into()));
+    }
+    if !(1024..=65535).contains(&s.max_message_bytes) {
+        return Err(invalid(
+            "max_message_bytes",
+            "must be 1024..=65535".into(),
+        ));
+    }
+    if s.max_calls == 0 {
+        return Err(invalid("max_calls", "must be at least 1".into()));
+    }
+    if s.t1_ms == 0 || s.t2_ms < s.t1_ms || s.t4_ms == 0 {
+        return Err(invalid("t1_ms", "need 0 < t1_ms <= t2_ms and t4_ms > 0".into()));
+    }
+    if s.min_session_expires_secs < 90 {
+        return Err(invalid(
+            "min_session_expires_secs",
+            "RFC 4028 requires at least 90".into(),
+        ));
+    }
+    let rtp_bind = m
+        .rtp_bind
+        .parse()
+        .map_err(|_| invalid("rtp_bind", format!("'{}' is not an IP address", m.rtp_bind)))?;
+    if m.rtp_port_min % 2 != 0 || m.rtp_port_min < 1024 || m.rtp_port_max <= m.rtp_port_min {
+        return Err(invalid(
+            "rtp_port_min",
+            format!(
+                "port range {}..{} must be even, start at 1024 or above and hold at least one port pair",
+                m.rtp_port_min, m.rtp_port_max
+            ),
+        ));
+    }
+    if m.codecs.is_empty() {
+        return Err(invalid("codecs", "name at least one of PCMU, PCMA".into()));
+    }
+    if !(10..=60).contains(&m.ptime_ms) || m.ptime_ms % 10 != 0 {
+        return Err(invalid("ptime_ms", "must be 10, 20, 30, 40, 50 or 60".into()));
+    }
+    if m.media_timeout_secs == 0 {
+        return Err(invalid("media_timeout_secs", "must be at least 1".into()));
+    }
+    Ok(Config {
+        sip: SipConfig {
+            listen,
+            public_address: ip("public_address", &s.public_address)?,
+            user_agent: s.user_agent,
+            max_message_bytes: s.max_message_bytes,
+            max_calls: s.max_calls,
+            retry_after_secs: s.retry_after_secs,
+            timers: TimerValues {
+                t1: Duration::from_millis(s.t1_ms),
+                t2: Duration::from_millis(s.t2_ms),
+                t4: Duration::from_millis(s.t4_ms),
+            },
+            ring: Duration::from_millis(s.ring_ms),
+            min_session_expires: s.min_session_expires_secs,
+        },
+        media: MediaConfig {
+            rtp_bind,
+            public_address: ip("public_address", &m.public_address)?,
+            rtp_port_min: m.rtp_port_min,
+            rtp_port_max: m.rtp_port_max,
+            codecs: m.codecs,
+            ptime_ms: m.ptime_ms,
+            media_timeout: Duration::from_secs(m.media_timeout_secs),
+        },
+    })
+}
+
+/// Reads and parses a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    parse(&text, &shown)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The empty document is valid: every key has a default. Invariant checked by the
+        // `empty_config_is_the_default` test.
+        parse("", "<default>").expect("defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_default() {
+        let c = parse("", "x").unwrap();
+        assert_eq!(c.sip.listen.len(), 2);
+        assert_eq!(c.media.media_timeout, Duration::from_secs(30));
+        assert_eq!(c.media.codecs, vec![Codec::Pcmu, Codec::Pcma]);
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let text = include_str!("../../sip-config/pincoderouting.toml");
+        let c = parse(text, DEFAULT_PATH).unwrap();
+        assert_eq!(c.sip.max_calls, 8000);
+    }
+
+    #[test]
+    fn syntax_errors_name_file_and_line() {
+        let e = parse("[sip]\nmax_calls = 10\nmax_calls = = 3\n", "f.toml").unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("f.toml:3:"), "{s}");
+        let e = parse("[sip]\n\nbogus = 1\n", "f.toml").unwrap_err();
+        assert!(e.to_string().starts_with("f.toml:3:"), "{e}");
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = parse("[media]\ncodecs = [\"G729\"]\n", "f.toml").unwrap_err();
+        assert!(e.to_string().starts_with("f.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_key_and_line() {
+        let e = parse(
+            "[media]\nrtp_port_min = 20000\nrtp_port_max = 10000\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("f.toml:2: rtp_port_min"), "{e}");
+        let e = parse("[sip]\nlisten = [\"sctp:1.2.3.4:5\"]\n", "f.toml").unwrap_err();
+        assert!(e.to_string().contains("udp or tcp"), "{e}");
+        let e = parse("[media]\nptime_ms = 25\n", "f.toml").unwrap_err();
+        assert!(e.to_string().contains("ptime_ms"), "{e}");
+        let e = parse("[sip]\nlisten = [\"udp:[::1]:5060\"]\n", "f").unwrap();
+        assert!(e.sip.listen[0].addr.is_ipv6());
+    }
+}

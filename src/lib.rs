@@ -1,0 +1,70 @@
+//! # pincoderouting
+//!
+//! A SIP endpoint that answers calls from a PBX trunk, collects a caller's security PIN and
+//! transfers the call to the organization's success or failure extension.
+//!
+//! ## Shape: sans-IO core, thin drivers
+//! Everything protocol-shaped is a plain state machine that never touches a socket, a clock
+//! or an RNG. It is fed with `handle_*(now, ...)` and drained with `poll_*()`:
+//!
+//! - [`sip::endpoint::Endpoint`] routes each inbound message: to a call, to a new call
+//!   (after admission), or to a stateless reply;
+//! - [`call::Call`] is one call: INVITE server transaction, dialog, in-dialog transactions,
+//!   session timer, RTP session.
+//!
+//! Only [`driver`] (tokio tasks, sockets, timers) and `main.rs` read the clock.
+//!
+//! ## The run-loop contract
+//! Mutate once, then drain every `poll_*` until it returns nothing, then sleep until
+//! `poll_timeout`. A whole call in virtual time:
+//!
+//! ```
+//! use pincoderouting::call::{Call, CallEvent, CallSetup};
+//! use pincoderouting::config::Config;
+//! use pincoderouting::sip::{msg::{Limits, Message}, sdp::{LocalMedia, Sdp}, Flow, Transport};
+//! use std::{sync::Arc, time::{Duration, Instant}};
+//!
+//! let invite = "INVITE sip:pin@192.0.2.10 SIP/2.0\r\n\
+//! Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;rport\r\n\
+//! From: <sip:+15551234567@192.0.2.1>;tag=a\r\nTo: <sip:pin@192.0.2.10>\r\n\
+//! Call-ID: doc-1\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@192.0.2.1>\r\n\
+//! Content-Type: application/sdp\r\nContent-Length: 76\r\n\r\n\
+//! v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+//! let invite = Message::parse(invite.as_bytes(), &Limits::default(), true).unwrap();
+//! let offer = Some(Sdp::parse(&invite.body).unwrap());
+//! let flow = Flow { transport: Transport::Udp, conn: 0, remote: "192.0.2.1:5060".parse().unwrap() };
+//! let media = LocalMedia { ip: "192.0.2.10".parse().unwrap(), port: 10000, session_id: 1 };
+//! let mut now = Instant::now(); // a driver reads the clock; a test just advances `now`
+//! let mut call = Call::new(now, Arc::new(Config::default()), CallSetup {
+//!     invite, offer, flow, local_sip: "192.0.2.10:5060".parse().unwrap(), media, seed: 7,
+//! });
+//! let mut rtp_buf = [0u8; 1500];
+//! let mut sip_sent = 0;
+//! let mut rtp_sent = 0;
+//! // The loop: drain everything, then jump to the next deadline.
+//! for _ in 0..100 {
+//!     while let Some(_t) = call.poll_transmit() { sip_sent += 1; }
+//!     while let Some((_len, _dest)) = call.poll_rtp(now, &mut rtp_buf) { rtp_sent += 1; }
+//!     while let Some(ev) = call.poll_event() { if let CallEvent::Ended(_) = ev { break } }
+//!     let Some((at, _why)) = call.poll_timeout() else { break };
+//!     now = at;
+//!     call.handle_timeout(now);
+//! }
+//! assert_eq!(sip_sent >= 2, true);   // 100 Trying, 200 OK (and its retransmissions)
+//! assert!(rtp_sent > 10);            // 20 ms frames of silence toward 192.0.2.1:4000
+//! ```
+//!
+//! ## Module map
+//! - [`config`]: parse and validate `sip-config/*.toml` (errors carry file and line);
+//! - [`sip`]: wire layer, builders, transactions, dialog, SDP, stateless endpoint;
+//! - [`media`]: RTP session;
+//! - [`call`]: the call composer;
+//! - [`driver`]: tokio sockets, one task per call, the RTP port pool;
+//! - [`cli`]: the command line.
+
+pub mod call;
+pub mod cli;
+pub mod config;
+pub mod driver;
+pub mod media;
+pub mod sip;

@@ -1,0 +1,404 @@
+//! One call's RTP stream (RFC 3550), sans-IO: validates what arrives (version, payload
+//! type, source after latching — symmetric RTP), and paces what we send on an absolute
+//! clock (`epoch + n * ptime`), so there is no drift and a late wake-up is visible.
+//! Header coding is the `rtp` crate's; the hot path allocates nothing.
+
+use crate::sip::sdp::{Codec, Negotiated};
+use rtp::header::Header;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use webrtc_util::marshal::{Marshal, MarshalSize, Unmarshal};
+
+/// Largest RTP datagram we look at; anything larger is dropped unread.
+pub const MAX_RTP_PACKET: usize = 1500;
+/// Comfort noise (RFC 3389) payload type, accepted and ignored.
+const PT_CN: u8 = 13;
+/// If the sender falls this many frames behind its clock it skips ahead instead of
+/// bursting (the skip is counted, and timestamps still advance by the skipped audio).
+const MAX_CATCH_UP_FRAMES: u64 = 3;
+
+/// Counters for the audit record and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RtpStats {
+    pub rx_packets: u64,
+    /// Packets dropped: malformed, wrong payload type, wrong source after latching.
+    pub rx_ignored: u64,
+    pub tx_packets: u64,
+    /// Frames skipped because the sender woke up too late to send them on time.
+    pub tx_late_skipped: u64,
+}
+
+/// What an accepted packet carries.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RtpPayload<'a> {
+    /// Audio in the negotiated codec.
+    Audio(&'a [u8]),
+    /// An RFC 4733 telephone-event payload with its RTP timestamp and marker bit.
+    Event {
+        payload: &'a [u8],
+        timestamp: u32,
+        marker: bool,
+    },
+    /// Comfort noise.
+    ComfortNoise,
+}
+
+/// Why a packet was ignored.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RtpReject {
+    Malformed,
+    WrongPayloadType,
+    WrongSource,
+    NotReceiving,
+}
+
+/// The RTP session state of one call.
+#[derive(Debug)]
+pub struct RtpSession {
+    neg: Negotiated,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    epoch: Instant,
+    frames: u64,
+    remote: Option<SocketAddr>,
+    latched: Option<SocketAddr>,
+    last_rx: Instant,
+    marker: bool,
+    stats: RtpStats,
+}
+
+impl RtpSession {
+    /// Starts the session at `now`; `ssrc`, `seq` and `ts` are random initial values.
+    pub fn new(now: Instant, neg: Negotiated, ssrc: u32, seq: u16, ts: u32) -> Self {
+        RtpSession {
+            remote: neg.remote,
+            neg,
+            ssrc,
+            seq,
+            ts,
+            epoch: now,
+            frames: 0,
+            latched: None,
+            last_rx: now,
+            marker: true,
+            stats: RtpStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> RtpStats {
+        self.stats
+    }
+
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.neg
+    }
+
+    /// Where we send to now (latched source, else the SDP address).
+    pub fn destination(&self) -> Option<SocketAddr> {
+        self.latched.or(self.remote)
+    }
+
+    /// A new negotiation (re-INVITE/UPDATE). Keeps SSRC and sequence; restarts the clock
+    /// and re-learns the source if the peer moved.
+    pub fn renegotiate(&mut self, now: Instant, neg: Negotiated) {
+        if neg.remote != self.neg.remote {
+            self.latched = None;
+        }
+        self.remote = neg.remote;
+        if neg.ptime_ms != self.neg.ptime_ms || neg.codec != self.neg.codec {
+            self.restart_clock(now);
+        }
+        if !self.neg.direction.we_receive() {
+            self.last_rx = now;
+        }
+        self.neg = neg;
+    }
+
+    fn restart_clock(&mut self, now: Instant) {
+        let samples = self.samples_per_frame();
+        self.ts = self.ts.wrapping_add(samples * self.frames as u32);
+        self.epoch = now;
+        self.frames = 0;
+        self.marker = true;
+    }
+
+    fn ptime(&self) -> Duration {
+        Duration::from_millis(self.neg.ptime_ms as u64)
+    }
+
+    fn samples_per_frame(&self) -> u32 {
+        self.neg.ptime_ms * 8
+    }
+
+    /// Time the last valid packet arrived (or the session started / the peer resumed).
+    pub fn last_rx(&self) -> Instant {
+        self.last_rx
+    }
+
+    /// Is the peer expected to send us media?
+    pub fn expects_media(&self) -> bool {
+        self.neg.direction.we_receive()
+    }
+
+    /// Validates one datagram from `src`.
+    pub fn handle_packet<'a>(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        data: &'a [u8],
+    ) -> Result<RtpPayload<'a>, RtpReject> {
+        let r = self.classify(src, data);
+        match &r {
+            Ok(_) => {
+                self.stats.rx_packets += 1;
+                self.last_rx = now;
+                if self.latched.is_none() {
+                    // Symmetric RTP: answer where the media really comes from (NAT).
+                    self.latched = Some(src);
+                }
+            }
+            Err(_) => self.stats.rx_ignored += 1,
+        }
+        r
+    }
+
+    fn classify<'a>(&self, src: SocketAddr, data: &'a [u8]) -> Result<RtpPayload<'a>, RtpReject> {
+        if !self.neg.direction.we_receive() {
+            return Err(RtpReject::NotReceiving);
+        }
+        if data.len() > MAX_RTP_PACKET || data.len() < 12 || data[0] >> 6 != 2 {
+            return Err(RtpReject::Malformed);
+        }
+        if let Some(l) = self.latched {
+            if l != src {
+                return Err(RtpReject::WrongSource);
+            }
+        }
+        let mut buf = data;
+        let h = Header::unmarshal(&mut buf).map_err(|_| RtpReject::Malformed)?;
+        let mut payload = buf;
+        if h.padding {
+            let pad = *payload.last().ok_or(RtpReject::Malformed)? as usize;
+            if pad == 0 || pad > payload.len() {
+                return Err(RtpReject::Malformed);
+            }
+            payload = &payload[..payload.len() - pad];
+        }
+        if h.payload_type == self.neg.pt {
+            Ok(RtpPayload::Audio(payload))
+        } else if Some(h.payload_type) == self.neg.te_pt {
+            Ok(RtpPayload::Event {
+                payload,
+                timestamp: h.timestamp,
+                marker: h.marker,
+            })
+        } else if h.payload_type == PT_CN {
+            Ok(RtpPayload::ComfortNoise)
+        } else {
+            Err(RtpReject::WrongPayloadType)
+        }
+    }
+
+    /// When the next frame is due, if we are sending.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (self.neg.direction.we_send() && self.destination().is_some())
+            .then(|| self.epoch + self.ptime() * self.frames as u32)
+    }
+
+    /// Writes the next due frame (silence for now) into `buf`; returns its length and
+    /// destination. Call until `None` after each wake-up.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        let due = self.poll_timeout()?;
+        if due > now {
+            return None;
+        }
+        let dest = self.destination()?;
+        let ptime = self.ptime();
+        let behind = (now - due).as_micros() as u64 / ptime.as_micros().max(1) as u64;
+        if behind > MAX_CATCH_UP_FRAMES {
+            self.frames += behind;
+            self.stats.tx_late_skipped += behind;
+        }
+        let samples = self.samples_per_frame() as usize;
+        let header = Header {
+            version: 2,
+            marker: self.marker,
+            payload_type: self.neg.pt,
+            sequence_number: self.seq,
+            timestamp: self
+                .ts
+                .wrapping_add(self.samples_per_frame().wrapping_mul(self.frames as u32)),
+            ssrc: self.ssrc,
+            ..Default::default()
+        };
+        let hl = header.marshal_size();
+        if buf.len() < hl + samples {
+            return None;
+        }
+        header.marshal_to(&mut buf[..hl]).ok()?;
+        buf[hl..hl + samples].fill(silence_byte(self.neg.codec));
+        self.marker = false;
+        self.seq = self.seq.wrapping_add(1);
+        self.frames += 1;
+        self.stats.tx_packets += 1;
+        Some((hl + samples, dest))
+    }
+}
+
+/// The G.711 code for zero amplitude.
+pub fn silence_byte(codec: Codec) -> u8 {
+    match codec {
+        Codec::Pcmu => 0xFF,
+        Codec::Pcma => 0xD5,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::sdp::Direction;
+
+    fn neg() -> Negotiated {
+        Negotiated {
+            codec: Codec::Pcmu,
+            pt: 0,
+            te_pt: Some(101),
+            ptime_ms: 20,
+            remote: Some("192.0.2.1:4000".parse().unwrap()),
+            direction: Direction::SendRecv,
+        }
+    }
+
+    fn pkt(pt: u8, seq: u16, marker: bool) -> Vec<u8> {
+        let h = Header {
+            version: 2,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: 160 * seq as u32,
+            ssrc: 7,
+            marker,
+            ..Default::default()
+        };
+        let mut v = h.marshal().unwrap().to_vec();
+        v.extend_from_slice(&[0xFF; 160]);
+        v
+    }
+
+    #[test]
+    fn frames_on_absolute_clock_without_drift() {
+        let t0 = Instant::now();
+        let mut s = RtpSession::new(t0, neg(), 1234, 65530, u32::MAX - 100);
+        let mut buf = [0u8; 1500];
+        let mut sent = vec![];
+        // Ten minutes of 20 ms frames, waking exactly at each deadline.
+        while let Some(at) = s.poll_timeout() {
+            if at - t0 >= Duration::from_secs(600) {
+                break;
+            }
+            while let Some((n, dest)) = s.poll_transmit(at, &mut buf) {
+                assert_eq!(dest, "192.0.2.1:4000".parse().unwrap());
+                let h = Header::unmarshal(&mut &buf[..n]).unwrap();
+                sent.push((at, h.sequence_number, h.timestamp, h.marker, n));
+            }
+        }
+        assert_eq!(sent.len(), 30_000);
+        assert_eq!(sent.last().unwrap().0 - t0, Duration::from_millis(599_980));
+        assert!(sent[0].3, "marker on first packet");
+        assert!(sent[1..].iter().all(|p| !p.3));
+        for w in sent.windows(2) {
+            assert_eq!(w[1].1, w[0].1.wrapping_add(1));
+            assert_eq!(w[1].2, w[0].2.wrapping_add(160));
+            assert_eq!(w[1].0 - w[0].0, Duration::from_millis(20));
+        }
+        assert_eq!(sent[0].4, 12 + 160);
+    }
+
+    #[test]
+    fn late_wakeup_catches_up_or_skips_counted() {
+        let t0 = Instant::now();
+        let mut s = RtpSession::new(t0, neg(), 1, 0, 0);
+        let mut buf = [0u8; 1500];
+        // 50 ms late: frames for 0, 20, 40 ms all go now.
+        let mut n = 0;
+        while s.poll_transmit(t0 + Duration::from_millis(50), &mut buf).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 3);
+        // 1 s late: skip ahead, count it, keep timestamps true to the clock.
+        let late = t0 + Duration::from_millis(1060);
+        let (len, _) = s.poll_transmit(late, &mut buf).unwrap();
+        let h = Header::unmarshal(&mut &buf[..len]).unwrap();
+        assert!(s.stats().tx_late_skipped > 40);
+        assert_eq!(h.timestamp, 160 * (3 + s.stats().tx_late_skipped as u32));
+        assert_eq!(h.sequence_number, 3, "sequence stays contiguous");
+    }
+
+    #[test]
+    fn symmetric_rtp_latches_first_valid_source() {
+        let t0 = Instant::now();
+        let mut s = RtpSession::new(t0, neg(), 1, 0, 0);
+        let nat: SocketAddr = "198.51.100.7:31000".parse().unwrap();
+        let other: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        assert_eq!(
+            s.handle_packet(t0, nat, &pkt(0, 1, true)),
+            Ok(RtpPayload::Audio(&[0xFF; 160][..]))
+        );
+        assert_eq!(s.destination(), Some(nat));
+        assert_eq!(
+            s.handle_packet(t0, other, &pkt(0, 2, false)),
+            Err(RtpReject::WrongSource)
+        );
+        assert!(matches!(
+            s.handle_packet(t0, nat, &pkt(101, 3, true)),
+            Ok(RtpPayload::Event { marker: true, .. })
+        ));
+        assert_eq!(
+            s.handle_packet(t0, nat, &pkt(18, 4, false)),
+            Err(RtpReject::WrongPayloadType)
+        );
+        assert_eq!(s.stats().rx_packets, 2);
+        assert_eq!(s.stats().rx_ignored, 2);
+    }
+
+    #[test]
+    fn garbage_is_ignored_not_crashed_on() {
+        let t0 = Instant::now();
+        let mut s = RtpSession::new(t0, neg(), 1, 0, 0);
+        let src: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let mut cases: Vec<Vec<u8>> = vec![vec![], vec![0x80], vec![0; 12], vec![0xFF; 3000]];
+        // CSRC count claims more than present; extension header truncated; bad padding.
+        let mut p = pkt(0, 1, false);
+        p[0] |= 0x0F;
+        p.truncate(20);
+        cases.push(p);
+        let mut p = pkt(0, 1, false);
+        p[0] |= 0x10;
+        p.truncate(14);
+        cases.push(p);
+        let mut p = pkt(0, 1, false);
+        p[0] |= 0x20;
+        *p.last_mut().unwrap() = 250;
+        cases.push(p);
+        for c in &cases {
+            assert!(s.handle_packet(t0, src, c).is_err(), "{c:?}");
+        }
+        assert_eq!(s.destination(), Some(src), "garbage never latches");
+        assert_eq!(s.stats().rx_packets, 0);
+    }
+
+    #[test]
+    fn hold_stops_sending_and_receiving_expectation() {
+        let t0 = Instant::now();
+        let mut s = RtpSession::new(t0, neg(), 1, 0, 0);
+        let mut n = neg();
+        n.direction = Direction::Inactive;
+        s.renegotiate(t0, n);
+        assert_eq!(s.poll_timeout(), None);
+        assert!(!s.expects_media());
+        n.direction = Direction::SendRecv;
+        n.ptime_ms = 30;
+        s.renegotiate(t0 + Duration::from_secs(5), n);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+    }
+}

@@ -1,0 +1,431 @@
+//! The stateless front of the SIP stack: parses a datagram or stream frame, stamps the Via,
+//! and decides where it goes — to an existing call, to a new call (after admission:
+//! capacity, extensions, session timer, SDP), or to a stateless reply (400 malformed, 481
+//! unknown dialog, 200 OPTIONS, 405/501, 503 overloaded). Holds no per-call state.
+
+use super::build::{response, response_flow, response_with_reason, stamp_via, stateless_tag};
+use super::msg::{Limits, Message, Method, ParseError, StartLine};
+use super::sdp::{self, LocalMedia, Sdp, SdpError};
+use super::{Flow, SipTransmit, ACCEPT, ALLOW, SUPPORTED};
+use crate::config::Config;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+/// Where an inbound message goes.
+#[derive(Debug)]
+pub enum Inbound {
+    /// Deliver to the call with this Call-ID.
+    ToCall(Message),
+    /// A new INVITE passed admission: create a call for it.
+    NewCall(Admission),
+    /// Send this reply; nothing is kept.
+    Reply(SipTransmit),
+    /// Nothing to do (stray ACK, response to nobody, unanswerable garbage).
+    Drop(&'static str),
+}
+
+/// An INVITE that may become a call.
+#[derive(Debug)]
+pub struct Admission {
+    pub invite: Message,
+    /// The parsed offer; `None` for a delayed-offer INVITE.
+    pub offer: Option<Sdp>,
+}
+
+/// What the endpoint needs to know about the calls the driver holds.
+pub trait CallTable {
+    fn contains(&self, call_id: &str) -> bool;
+    fn active(&self) -> usize;
+}
+
+/// The stateless SIP endpoint.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    config: Arc<Config>,
+    limits: Limits,
+}
+
+/// The Session-Expires delta of a request, if any (RFC 4028 §4).
+pub fn session_expires(msg: &Message) -> Option<(u32, Option<String>)> {
+    let v = msg.header("Session-Expires")?;
+    let mut parts = v.split(';');
+    let secs = parts.next()?.trim().parse().ok()?;
+    let refresher = parts.find_map(|p| {
+        let (n, v) = p.split_once('=')?;
+        n.trim()
+            .eq_ignore_ascii_case("refresher")
+            .then(|| v.trim().to_ascii_lowercase())
+    });
+    Some((secs, refresher))
+}
+
+impl Endpoint {
+    pub fn new(config: Arc<Config>) -> Self {
+        let limits = Limits {
+            max_message: config.sip.max_message_bytes,
+            ..Limits::default()
+        };
+        Endpoint { config, limits }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn reply(&self, req: &Message, flow: Flow, msg: Message) -> Inbound {
+        Inbound::Reply(SipTransmit {
+            flow: response_flow(req, flow),
+            data: msg.to_bytes(),
+        })
+    }
+
+    fn simple(&self, req: &Message, flow: Flow, code: u16) -> Inbound {
+        let tag = stateless_tag(req);
+        let mut r = response(req, code, Some(&tag), &self.config.sip.user_agent);
+        if code == 405 || code == 501 || (code == 200 && req.method() == Some(&Method::Options)) {
+            r.push_header("Allow", ALLOW);
+        }
+        if code == 200 {
+            r.push_header("Accept", ACCEPT);
+            r.push_header("Supported", SUPPORTED);
+        }
+        self.reply(req, flow, r)
+    }
+
+    /// Routes one message. `datagram` is true for UDP (Content-Length optional).
+    pub fn handle(
+        &self,
+        flow: Flow,
+        data: &[u8],
+        datagram: bool,
+        calls: &dyn CallTable,
+    ) -> Inbound {
+        let mut msg = match Message::parse(data, &self.limits, datagram) {
+            Ok(m) => m,
+            Err(e) => return self.malformed(flow, data, e),
+        };
+        let method = match &msg.start {
+            StartLine::Response { .. } => {
+                return if calls.contains(msg.call_id()) {
+                    Inbound::ToCall(msg)
+                } else {
+                    Inbound::Drop("response outside any call")
+                };
+            }
+            StartLine::Request { method, .. } => method.clone(),
+        };
+        stamp_via(&mut msg, flow.remote);
+        if calls.contains(msg.call_id()) {
+            return Inbound::ToCall(msg);
+        }
+        match method {
+            Method::Invite if msg.to_tag().is_none() => self.admit(msg, flow, calls.active()),
+            Method::Ack => Inbound::Drop("ACK outside any call"),
+            Method::Options if msg.to_tag().is_none() => self.simple(&msg, flow, 200),
+            Method::Register | Method::Subscribe | Method::Message | Method::Publish
+                if msg.to_tag().is_none() =>
+            {
+                self.simple(&msg, flow, 405)
+            }
+            Method::Other(_) => self.simple(&msg, flow, 501),
+            // CANCEL with no transaction, BYE/re-INVITE/INFO/... with no dialog.
+            _ => self.simple(&msg, flow, 481),
+        }
+    }
+
+    fn admit(&self, invite: Message, flow: Flow, active: usize) -> Inbound {
+        let ua = &self.config.sip.user_agent;
+        let tag = stateless_tag(&invite);
+        if active >= self.config.sip.max_calls {
+            let mut r = response(&invite, 503, Some(&tag), ua);
+            r.push_header("Retry-After", self.config.sip.retry_after_secs.to_string());
+            return self.reply(&invite, flow, r);
+        }
+        let unsupported: Vec<&str> = invite
+            .header_values("Require")
+            .filter(|t| !t.eq_ignore_ascii_case("timer"))
+            .collect();
+        if !unsupported.is_empty() {
+            let mut r = response(&invite, 420, Some(&tag), ua);
+            r.push_header("Unsupported", unsupported.join(", "));
+            return self.reply(&invite, flow, r);
+        }
+        if invite.header("Session-Expires").is_some() {
+            match session_expires(&invite) {
+                Some((se, _)) if se >= self.config.sip.min_session_expires => {}
+                Some(_) => {
+                    let mut r = response(&invite, 422, Some(&tag), ua);
+                    r.push_header("Min-SE", self.config.sip.min_session_expires.to_string());
+                    return self.reply(&invite, flow, r);
+                }
+                None => {
+                    let r = response_with_reason(
+                        &invite,
+                        400,
+                        "Bad Request (Session-Expires)",
+                        Some(&tag),
+                        ua,
+                    );
+                    return self.reply(&invite, flow, r);
+                }
+            }
+        }
+        if invite.header("Contact").is_none() || invite.from_tag().is_none() {
+            let r = response_with_reason(
+                &invite,
+                400,
+                "Bad Request (missing Contact or From tag)",
+                Some(&tag),
+                ua,
+            );
+            return self.reply(&invite, flow, r);
+        }
+        if invite.body.is_empty() {
+            return Inbound::NewCall(Admission {
+                invite,
+                offer: None,
+            });
+        }
+        if !invite
+            .content_type()
+            .is_some_and(|c| c.eq_ignore_ascii_case("application/sdp"))
+        {
+            let mut r = response(&invite, 415, Some(&tag), ua);
+            r.push_header("Accept", ACCEPT);
+            return self.reply(&invite, flow, r);
+        }
+        let offer = match Sdp::parse(&invite.body) {
+            Ok(o) => o,
+            Err(e) => {
+                let r = response_with_reason(
+                    &invite,
+                    400,
+                    &format!("Bad Request ({e})"),
+                    Some(&tag),
+                    ua,
+                );
+                return self.reply(&invite, flow, r);
+            }
+        };
+        // Dry-run the negotiation: an offer we cannot take never costs a port or a task.
+        let probe = LocalMedia {
+            ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 0,
+            session_id: 0,
+        };
+        let m = &self.config.media;
+        match sdp::answer(&offer, &m.codecs, m.ptime_ms, &probe, 0) {
+            Ok(_) => Inbound::NewCall(Admission {
+                invite,
+                offer: Some(offer),
+            }),
+            Err(e) => {
+                let code = if e == SdpError::NoCommonCodec { 488 } else { 400 };
+                let reason = if code == 488 {
+                    "Not Acceptable Here".to_string()
+                } else {
+                    format!("Bad Request ({e})")
+                };
+                let mut r = response_with_reason(&invite, code, &reason, Some(&tag), ua);
+                if code == 488 {
+                    let names: Vec<&str> = m.codecs.iter().map(|c| c.name()).collect();
+                    r.push_header(
+                        "Warning",
+                        format!(
+                            "305 pincoderouting \"Incompatible media format: only {} accepted\"",
+                            names.join("/")
+                        ),
+                    );
+                    r.push_header("Accept", ACCEPT);
+                }
+                self.reply(&invite, flow, r)
+            }
+        }
+    }
+
+    /// A message that failed to parse: answer 400 (413 when too large) if enough of a
+    /// request survives to address a response, else drop it.
+    fn malformed(&self, flow: Flow, data: &[u8], err: ParseError) -> Inbound {
+        let Some(mut skeleton) = lenient_skeleton(data, &self.limits) else {
+            return Inbound::Drop("unanswerable malformed message");
+        };
+        if skeleton.method() == Some(&Method::Ack) {
+            return Inbound::Drop("malformed ACK");
+        }
+        stamp_via(&mut skeleton, flow.remote);
+        let (code, reason) = match err {
+            ParseError::TooLarge(_) => (413, "Request Entity Too Large".to_string()),
+            e => (400, format!("Bad Request ({e})")),
+        };
+        let tag = stateless_tag(&skeleton);
+        let r = response_with_reason(
+            &skeleton,
+            code,
+            &reason,
+            Some(&tag),
+            &self.config.sip.user_agent,
+        );
+        self.reply(&skeleton, flow, r)
+    }
+}
+
+/// Pulls the request line and the five headers a response needs out of bytes that did not
+/// parse, so a 400 can still be addressed. `None` for responses and hopeless input.
+fn lenient_skeleton(data: &[u8], limits: &Limits) -> Option<Message> {
+    let head = &data[..data.len().min(limits.max_message)];
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r'));
+    let first = lines.find(|l| !l.is_empty())?;
+    let mut parts = first.split(' ');
+    let method = parts.next()?;
+    let uri = parts.next()?;
+    if method.starts_with("SIP/") || method.is_empty() || method.len() > 32 {
+        return None;
+    }
+    let mut out = String::with_capacity(512);
+    out.push_str(&format!("{method} {uri} SIP/2.0\r\n"));
+    let wanted = [
+        ("via", "v"),
+        ("from", "f"),
+        ("to", "t"),
+        ("call-id", "i"),
+        ("cseq", ""),
+    ];
+    for l in lines.take(limits.max_headers) {
+        if l.is_empty() {
+            break;
+        }
+        let Some((n, v)) = l.split_once(':') else {
+            continue;
+        };
+        let n = n.trim().to_ascii_lowercase();
+        if wanted.iter().any(|(long, short)| n == *long || n == *short) && v.len() < 1024 {
+            out.push_str(&format!("{n}: {}\r\n", v.trim()));
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    let mut m = Message::parse(out.as_bytes(), limits, true).ok()?;
+    // The method token may be garbage; CSeq already had to agree with it.
+    if let StartLine::Request { .. } = m.start {
+        m.body = bytes::Bytes::new();
+    }
+    Some(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::Transport;
+
+    struct Table(usize, &'static str);
+    impl CallTable for Table {
+        fn contains(&self, id: &str) -> bool {
+            id == self.1
+        }
+        fn active(&self) -> usize {
+            self.0
+        }
+    }
+
+    fn ep(cfg: &str) -> Endpoint {
+        Endpoint::new(Arc::new(crate::config::parse(cfg, "t").unwrap()))
+    }
+
+    fn flow() -> Flow {
+        Flow {
+            transport: Transport::Udp,
+            conn: 0,
+            remote: "192.0.2.1:5060".parse().unwrap(),
+        }
+    }
+
+    fn req(method: &str, extra: &str, body: &str) -> String {
+        format!(
+            "{method} sip:pin@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport\r\n\
+From: <sip:+15551234567@192.0.2.1>;tag=a\r\nTo: <sip:pin@192.0.2.10>\r\nCall-ID: new-call\r\n\
+CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    const SDP: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+
+    fn status(i: Inbound) -> (u16, Message) {
+        match i {
+            Inbound::Reply(t) => {
+                let m = Message::parse(&t.data, &Limits::default(), false).unwrap();
+                (m.status().unwrap(), m)
+            }
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn options_outside_dialog_gets_200_with_capabilities() {
+        let (code, m) = status(ep("").handle(flow(), req("OPTIONS", "", "").as_bytes(), true, &Table(0, "")));
+        assert_eq!(code, 200);
+        assert!(m.header("Allow").unwrap().contains("INVITE"));
+        assert_eq!(m.header("Accept"), Some("application/sdp"));
+        assert!(m.to_tag().is_some());
+    }
+
+    #[test]
+    fn invite_admission_outcomes() {
+        let e = ep("[sip]\nmax_calls = 2\n");
+        let t = Table(0, "");
+        let ok = req("INVITE", "Content-Type: application/sdp\r\n", SDP);
+        assert!(matches!(e.handle(flow(), ok.as_bytes(), true, &t), Inbound::NewCall(a) if a.offer.is_some()));
+        let delayed = req("INVITE", "", "");
+        assert!(matches!(e.handle(flow(), delayed.as_bytes(), true, &t), Inbound::NewCall(a) if a.offer.is_none()));
+        let (c, m) = status(e.handle(flow(), ok.as_bytes(), true, &Table(2, "")));
+        assert_eq!(c, 503);
+        assert_eq!(m.header("Retry-After"), Some("5"));
+        let g729 = req("INVITE", "Content-Type: application/sdp\r\n", &SDP.replace("RTP/AVP 0", "RTP/AVP 18"));
+        let (c, m) = status(e.handle(flow(), g729.as_bytes(), true, &t));
+        assert_eq!(c, 488);
+        assert!(m.header("Warning").unwrap().starts_with("305 "));
+        let broken = req("INVITE", "Content-Type: application/sdp\r\n", "v=0\r\nc=IN IP4 x\r\n");
+        assert_eq!(status(e.handle(flow(), broken.as_bytes(), true, &t)).0, 400);
+        let html = req("INVITE", "Content-Type: text/html\r\n", "<p>");
+        assert_eq!(status(e.handle(flow(), html.as_bytes(), true, &t)).0, 415);
+        let req100 = req("INVITE", "Require: 100rel, foo\r\n", "");
+        let (c, m) = status(e.handle(flow(), req100.as_bytes(), true, &t));
+        assert_eq!(c, 420);
+        assert_eq!(m.header("Unsupported"), Some("100rel, foo"));
+        let short = req("INVITE", "Session-Expires: 30\r\n", "");
+        let (c, m) = status(e.handle(flow(), short.as_bytes(), true, &t));
+        assert_eq!(c, 422);
+        assert_eq!(m.header("Min-SE"), Some("90"));
+    }
+
+    #[test]
+    fn unknown_dialogs_and_methods() {
+        let e = ep("");
+        let t = Table(0, "");
+        assert_eq!(status(e.handle(flow(), req("BYE", "", "").as_bytes(), true, &t)).0, 481);
+        assert_eq!(status(e.handle(flow(), req("CANCEL", "", "").as_bytes(), true, &t)).0, 481);
+        let reinv = req("INVITE", "", "").replace("To: <sip:pin@192.0.2.10>", "To: <sip:pin@192.0.2.10>;tag=zz");
+        assert_eq!(status(e.handle(flow(), reinv.as_bytes(), true, &t)).0, 481);
+        let (c, m) = status(e.handle(flow(), req("SUBSCRIBE", "", "").as_bytes(), true, &t));
+        assert_eq!(c, 405);
+        assert!(m.header("Allow").is_some());
+        assert_eq!(status(e.handle(flow(), req("FROB", "", "").as_bytes(), true, &t)).0, 501);
+        assert!(matches!(e.handle(flow(), req("ACK", "", "").as_bytes(), true, &t), Inbound::Drop(_)));
+        assert!(matches!(e.handle(flow(), req("BYE", "", "").as_bytes(), true, &Table(1, "new-call")), Inbound::ToCall(_)));
+    }
+
+    #[test]
+    fn malformed_requests_get_400_or_are_dropped() {
+        let e = ep("");
+        let t = Table(0, "");
+        let bad_cl = req("OPTIONS", "", "").replace("Content-Length: 0", "Content-Length: 99");
+        let (c, m) = status(e.handle(flow(), bad_cl.as_bytes(), true, &t));
+        assert_eq!(c, 400);
+        assert_eq!(m.call_id(), "new-call");
+        assert!(matches!(e.handle(flow(), b"\x00\x01garbage", true, &t), Inbound::Drop(_)));
+        assert!(matches!(e.handle(flow(), b"SIP/2.0 200 OK\r\n\r\n", true, &t), Inbound::Drop(_)));
+        let huge = req("OPTIONS", &format!("X-Pad: {}\r\n", "a".repeat(3000)), "").repeat(6);
+        let (c, _) = status(e.handle(flow(), huge.as_bytes(), true, &t));
+        assert_eq!(c, 413);
+    }
+}

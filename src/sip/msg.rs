@@ -1,0 +1,964 @@
+//! The SIP wire layer: our message model, the parser (RFC 3261 §7, §18.3 framing rules,
+//! §7.3.3 compact forms, §7.3.1 folding) and the printer. Every limit a peer could abuse is
+//! enforced here, before anything else looks at the bytes.
+//!
+//! rsip 0.4 is used for method names only (see DESIGN.md §2: it rejects folded headers,
+//! compact forms, `tel:` URIs and IPv6 Contacts, and ignores Content-Length, so the
+//! parse itself is ours).
+
+use bytes::Bytes;
+use std::fmt::Write as _;
+use std::str::FromStr;
+
+/// Hard limits on what a peer may send in one message.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Whole message (headers + body), bytes.
+    pub max_message: usize,
+    /// Number of header lines after unfolding.
+    pub max_headers: usize,
+    /// Length of one (unfolded) header line, bytes.
+    pub max_header_line: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message: 16 * 1024,
+            max_headers: 128,
+            max_header_line: 4096,
+        }
+    }
+}
+
+/// Why a message could not be parsed. Each variant maps to 400 (when there is enough of a
+/// request to answer) or to a silent drop.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    /// The message is larger than `max_message`.
+    #[error("message too large ({0} bytes)")]
+    TooLarge(usize),
+    /// No empty line ends the header section.
+    #[error("no end of headers")]
+    NoHeaderEnd,
+    /// The header section is not UTF-8.
+    #[error("headers are not UTF-8")]
+    NotUtf8,
+    /// The first line is neither a request line nor a status line.
+    #[error("bad start line")]
+    BadStartLine,
+    /// A header line has no colon or an invalid name.
+    #[error("bad header line")]
+    BadHeader,
+    /// Too many header lines, or one too long.
+    #[error("header limits exceeded")]
+    HeaderLimits,
+    /// Content-Length is not a number.
+    #[error("bad Content-Length")]
+    BadContentLength,
+    /// Content-Length says more than the datagram holds.
+    #[error("body shorter than Content-Length")]
+    Truncated,
+    /// A mandatory header (Via, From, To, Call-ID, CSeq) is missing or malformed.
+    #[error("missing or malformed {0}")]
+    Mandatory(&'static str),
+}
+
+/// SIP methods. Known ones by name; anything else keeps its token for 501.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Method {
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Options,
+    Register,
+    Info,
+    Update,
+    Refer,
+    Notify,
+    Subscribe,
+    Message,
+    Prack,
+    Publish,
+    /// A method token we do not know (answered 501).
+    Other(String),
+}
+
+impl Method {
+    fn parse(tok: &str) -> Method {
+        // rsip knows the standard set; map its enum to ours so unknown tokens survive.
+        match rsip::Method::from_str(tok) {
+            Ok(m) if m.to_string() == tok => match m {
+                rsip::Method::Invite => Method::Invite,
+                rsip::Method::Ack => Method::Ack,
+                rsip::Method::Bye => Method::Bye,
+                rsip::Method::Cancel => Method::Cancel,
+                rsip::Method::Options => Method::Options,
+                rsip::Method::Register => Method::Register,
+                rsip::Method::Info => Method::Info,
+                rsip::Method::Update => Method::Update,
+                rsip::Method::Refer => Method::Refer,
+                rsip::Method::Notify => Method::Notify,
+                rsip::Method::Subscribe => Method::Subscribe,
+                rsip::Method::Message => Method::Message,
+                rsip::Method::PRack => Method::Prack,
+                rsip::Method::Publish => Method::Publish,
+            },
+            _ => Method::Other(tok.to_string()),
+        }
+    }
+
+    /// The method token as written on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Invite => "INVITE",
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Options => "OPTIONS",
+            Method::Register => "REGISTER",
+            Method::Info => "INFO",
+            Method::Update => "UPDATE",
+            Method::Refer => "REFER",
+            Method::Notify => "NOTIFY",
+            Method::Subscribe => "SUBSCRIBE",
+            Method::Message => "MESSAGE",
+            Method::Prack => "PRACK",
+            Method::Publish => "PUBLISH",
+            Method::Other(s) => s,
+        }
+    }
+}
+
+/// The first line of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartLine {
+    Request { method: Method, uri: String },
+    Response { code: u16, reason: String },
+}
+
+/// A parsed (or to-be-printed) SIP message. Header names are canonical long forms.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub start: StartLine,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+const COMPACT: &[(&str, &str)] = &[
+    ("i", "Call-ID"),
+    ("m", "Contact"),
+    ("e", "Content-Encoding"),
+    ("l", "Content-Length"),
+    ("c", "Content-Type"),
+    ("f", "From"),
+    ("s", "Subject"),
+    ("k", "Supported"),
+    ("t", "To"),
+    ("v", "Via"),
+    ("o", "Event"),
+    ("r", "Refer-To"),
+    ("b", "Referred-By"),
+    ("x", "Session-Expires"),
+    ("u", "Allow-Events"),
+];
+
+const CANONICAL: &[&str] = &[
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "Max-Forwards",
+    "Content-Type",
+    "Content-Length",
+    "Record-Route",
+    "Route",
+    "Allow",
+    "Supported",
+    "Require",
+    "Session-Expires",
+    "Min-SE",
+    "Retry-After",
+    "Event",
+    "Refer-To",
+    "Referred-By",
+    "Subscription-State",
+    "P-Asserted-Identity",
+    "Remote-Party-ID",
+    "User-Agent",
+    "Server",
+    "Warning",
+    "Accept",
+];
+
+fn canonical_name(raw: &str) -> String {
+    if raw.len() == 1 {
+        if let Some((_, long)) = COMPACT.iter().find(|(s, _)| s.eq_ignore_ascii_case(raw)) {
+            return (*long).to_string();
+        }
+    }
+    match CANONICAL.iter().find(|c| c.eq_ignore_ascii_case(raw)) {
+        Some(c) => (*c).to_string(),
+        None => raw.to_string(),
+    }
+}
+
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-.!%*_+`'~".contains(c)
+}
+
+/// Length of the header section including the blank line, if complete.
+fn header_end(buf: &[u8]) -> Option<usize> {
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// TCP framing (RFC 3261 §18.3): how many bytes at the front of `buf` form one message.
+/// Leading CRLFs (keep-alives, RFC 5626 §3.5.1) are reported as `Skip(n)`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// Need more bytes.
+    Incomplete,
+    /// Discard this many bytes of keep-alive CRLF.
+    Skip(usize),
+    /// One whole message of this many bytes.
+    Message(usize),
+}
+
+/// Finds the next frame in a stream buffer. Errors mean the stream is unrecoverable.
+pub fn frame_stream(buf: &[u8], limits: &Limits) -> Result<Frame, ParseError> {
+    let skip = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+    if skip > 0 {
+        return Ok(Frame::Skip(skip));
+    }
+    let Some(end) = header_end(buf) else {
+        if buf.len() > limits.max_message {
+            return Err(ParseError::TooLarge(buf.len()));
+        }
+        return Ok(Frame::Incomplete);
+    };
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| ParseError::NotUtf8)?;
+    let mut len = None;
+    for line in head.split('\n') {
+        if let Some((n, v)) = line.split_once(':') {
+            let n = n.trim();
+            if n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("l") {
+                len = Some(
+                    v.trim()
+                        .parse::<usize>()
+                        .map_err(|_| ParseError::BadContentLength)?,
+                );
+            }
+        }
+    }
+    // A stream message without Content-Length cannot be framed (§18.3 MUST).
+    let len = len.ok_or(ParseError::Mandatory("Content-Length"))?;
+    let total = end.checked_add(len).ok_or(ParseError::BadContentLength)?;
+    if total > limits.max_message {
+        return Err(ParseError::TooLarge(total));
+    }
+    if buf.len() < total {
+        Ok(Frame::Incomplete)
+    } else {
+        Ok(Frame::Message(total))
+    }
+}
+
+impl Message {
+    /// Parses one message. `datagram` selects the UDP rule for a missing Content-Length
+    /// (body runs to the end) — on a stream it is mandatory and framing already checked it.
+    pub fn parse(buf: &[u8], limits: &Limits, datagram: bool) -> Result<Message, ParseError> {
+        if buf.len() > limits.max_message {
+            return Err(ParseError::TooLarge(buf.len()));
+        }
+        // Tolerate leading CRLF before the start line (§7.5).
+        let lead = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+        let buf = &buf[lead..];
+        let end = header_end(buf).ok_or(ParseError::NoHeaderEnd)?;
+        let head = std::str::from_utf8(&buf[..end]).map_err(|_| ParseError::NotUtf8)?;
+        let mut lines = head
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .filter(|l| !l.is_empty());
+        let first = lines.next().ok_or(ParseError::BadStartLine)?;
+        let start = parse_start_line(first)?;
+
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for line in lines {
+            if line.starts_with(' ') || line.starts_with('\t') {
+                // Folded continuation (§7.3.1): joins the previous header with one space.
+                let (_, v) = headers.last_mut().ok_or(ParseError::BadHeader)?;
+                if !v.is_empty() {
+                    v.push(' ');
+                }
+                v.push_str(line.trim());
+                if v.len() > limits.max_header_line {
+                    return Err(ParseError::HeaderLimits);
+                }
+                continue;
+            }
+            if line.len() > limits.max_header_line {
+                return Err(ParseError::HeaderLimits);
+            }
+            let (name, value) = line.split_once(':').ok_or(ParseError::BadHeader)?;
+            let name = name.trim_end_matches([' ', '\t']);
+            if name.is_empty() || !name.chars().all(is_token_char) {
+                return Err(ParseError::BadHeader);
+            }
+            if headers.len() >= limits.max_headers {
+                return Err(ParseError::HeaderLimits);
+            }
+            headers.push((canonical_name(name), value.trim().to_string()));
+        }
+
+        let rest = &buf[end..];
+        let cl = headers
+            .iter()
+            .find(|(n, _)| n == "Content-Length")
+            .map(|(_, v)| v.parse::<usize>().map_err(|_| ParseError::BadContentLength))
+            .transpose()?;
+        let body = match cl {
+            Some(n) if n > rest.len() => return Err(ParseError::Truncated),
+            // §18.3: bytes past Content-Length in a datagram are discarded.
+            Some(n) => Bytes::copy_from_slice(&rest[..n]),
+            None if datagram => Bytes::copy_from_slice(rest),
+            None => return Err(ParseError::Mandatory("Content-Length")),
+        };
+        let msg = Message {
+            start,
+            headers,
+            body,
+        };
+        msg.check_mandatory()?;
+        Ok(msg)
+    }
+
+    fn check_mandatory(&self) -> Result<(), ParseError> {
+        let via = self.top_via().ok_or(ParseError::Mandatory("Via"))?;
+        if via.host.is_empty() {
+            return Err(ParseError::Mandatory("Via"));
+        }
+        self.header("From")
+            .and_then(NameAddr::parse)
+            .ok_or(ParseError::Mandatory("From"))?;
+        self.header("To")
+            .and_then(NameAddr::parse)
+            .ok_or(ParseError::Mandatory("To"))?;
+        match self.header("Call-ID") {
+            Some(v) if !v.is_empty() && !v.contains(char::is_whitespace) => {}
+            _ => return Err(ParseError::Mandatory("Call-ID")),
+        }
+        let (_, m) = self.cseq().ok_or(ParseError::Mandatory("CSeq"))?;
+        if let StartLine::Request { method, .. } = &self.start {
+            // CSeq method must match, except the ACK/CANCEL rules which use their own method.
+            if m != *method {
+                return Err(ParseError::Mandatory("CSeq"));
+            }
+        }
+        Ok(())
+    }
+
+    /// First value of a header (by canonical name, case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a header, with comma-separated lists split (outside quotes and <>).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| split_list(v))
+    }
+
+    /// Is the named option tag listed in this header (Supported, Require)?
+    pub fn has_option(&self, header: &str, tag: &str) -> bool {
+        self.header_values(header)
+            .any(|v| v.trim().eq_ignore_ascii_case(tag))
+    }
+
+    pub fn method(&self) -> Option<&Method> {
+        match &self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match &self.start {
+            StartLine::Response { code, .. } => Some(*code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    pub fn call_id(&self) -> &str {
+        self.header("Call-ID").unwrap_or("")
+    }
+
+    pub fn cseq(&self) -> Option<(u32, Method)> {
+        let v = self.header("CSeq")?;
+        let mut it = v.split_whitespace();
+        let n = it.next()?.parse().ok()?;
+        let m = Method::parse(it.next()?);
+        if it.next().is_some() {
+            return None;
+        }
+        Some((n, m))
+    }
+
+    pub fn top_via(&self) -> Option<Via> {
+        self.header_values("Via").next().and_then(Via::parse)
+    }
+
+    pub fn from(&self) -> Option<NameAddr> {
+        self.header("From").and_then(NameAddr::parse)
+    }
+
+    pub fn to(&self) -> Option<NameAddr> {
+        self.header("To").and_then(NameAddr::parse)
+    }
+
+    pub fn from_tag(&self) -> Option<String> {
+        self.from().and_then(|f| f.param("tag").map(str::to_string))
+    }
+
+    pub fn to_tag(&self) -> Option<String> {
+        self.to().and_then(|t| t.param("tag").map(str::to_string))
+    }
+
+    pub fn content_type(&self) -> Option<&str> {
+        self.header("Content-Type")
+            .map(|v| v.split(';').next().unwrap_or("").trim())
+    }
+
+    /// Sets or replaces a header in place.
+    pub fn set_header(&mut self, name: &str, value: impl Into<String>) {
+        let value = value.into();
+        match self
+            .headers
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some((_, v)) => *v = value,
+            None => self.headers.push((name.to_string(), value)),
+        }
+    }
+
+    pub fn push_header(&mut self, name: &str, value: impl Into<String>) {
+        self.headers.push((name.to_string(), value.into()));
+    }
+
+    /// Prints the message; Content-Length is always written, from the body.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut s = String::with_capacity(512 + self.body.len());
+        match &self.start {
+            StartLine::Request { method, uri } => {
+                let _ = write!(s, "{} {} SIP/2.0\r\n", method.as_str(), uri);
+            }
+            StartLine::Response { code, reason } => {
+                let _ = write!(s, "SIP/2.0 {} {}\r\n", code, reason);
+            }
+        }
+        for (n, v) in &self.headers {
+            if n != "Content-Length" {
+                let _ = write!(s, "{}: {}\r\n", n, v);
+            }
+        }
+        let _ = write!(s, "Content-Length: {}\r\n\r\n", self.body.len());
+        let mut out = s.into_bytes();
+        out.extend_from_slice(&self.body);
+        Bytes::from(out)
+    }
+}
+
+fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
+    if let Some(rest) = line.strip_prefix("SIP/2.0 ") {
+        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        let code: u16 = code.parse().map_err(|_| ParseError::BadStartLine)?;
+        if !(100..=699).contains(&code) {
+            return Err(ParseError::BadStartLine);
+        }
+        return Ok(StartLine::Response {
+            code,
+            reason: reason.to_string(),
+        });
+    }
+    let mut parts = line.split(' ');
+    let (Some(m), Some(uri), Some(ver), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ParseError::BadStartLine);
+    };
+    if m.is_empty() || !m.chars().all(is_token_char) || ver != "SIP/2.0" || uri.is_empty() {
+        return Err(ParseError::BadStartLine);
+    }
+    if !uri.contains(':') {
+        return Err(ParseError::BadStartLine);
+    }
+    Ok(StartLine::Request {
+        method: Method::parse(m),
+        uri: uri.to_string(),
+    })
+}
+
+/// Splits a header value on commas that are outside quotes and angle brackets.
+pub fn split_list(v: &str) -> impl Iterator<Item = &str> {
+    let mut parts = Vec::new();
+    let (mut quote, mut angle, mut start) = (false, false, 0);
+    let bytes = v.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if quote => i += 1,
+            b'"' => quote = !quote,
+            b'<' if !quote => angle = true,
+            b'>' if !quote => angle = false,
+            b',' if !quote && !angle => {
+                parts.push(v[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(v[start.min(v.len())..].trim());
+    parts.into_iter().filter(|p| !p.is_empty())
+}
+
+/// Splits `;`-separated parameters (outside quotes) into (name, value).
+fn parse_params(s: &str) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut quote = false;
+    let mut start = 0;
+    let b = s.as_bytes();
+    let mut push = |seg: &str| {
+        let seg = seg.trim();
+        if seg.is_empty() {
+            return;
+        }
+        match seg.split_once('=') {
+            Some((n, v)) => out.push((
+                n.trim().to_ascii_lowercase(),
+                Some(v.trim().trim_matches('"').to_string()),
+            )),
+            None => out.push((seg.to_ascii_lowercase(), None)),
+        }
+    };
+    for i in 0..b.len() {
+        match b[i] {
+            b'"' => quote = !quote,
+            b';' if !quote => {
+                push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    push(&s[start..]);
+    out
+}
+
+/// Splits `host[:port]`, with IPv6 references in brackets.
+pub fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((format!("[{host}]"), port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Some((h.to_string(), Some(p.parse().ok()?))),
+        Some(_) => None,
+        None if s.is_empty() => None,
+        None => Some((s.to_string(), None)),
+    }
+}
+
+/// One Via value (§20.42).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    pub transport: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub params: Vec<(String, Option<String>)>,
+}
+
+impl Via {
+    pub fn parse(v: &str) -> Option<Via> {
+        let (proto, rest) = v.trim().split_once(|c: char| c.is_whitespace())?;
+        let mut p = proto.split('/');
+        let (Some(name), Some(ver), Some(transport)) = (p.next(), p.next(), p.next()) else {
+            return None;
+        };
+        if !name.trim().eq_ignore_ascii_case("SIP") || ver.trim() != "2.0" {
+            return None;
+        }
+        let rest = rest.trim();
+        let (sent_by, params) = match rest.find(';') {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        let (host, port) = split_host_port(sent_by)?;
+        Some(Via {
+            transport: transport.trim().to_ascii_uppercase(),
+            host,
+            port,
+            params: parse_params(params),
+        })
+    }
+
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    pub fn has_param(&self, name: &str) -> bool {
+        self.params.iter().any(|(n, _)| n == name)
+    }
+
+    pub fn branch(&self) -> Option<&str> {
+        self.param("branch")
+    }
+}
+
+/// A name-addr or addr-spec with header parameters (From, To, Contact, Route, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameAddr {
+    pub display: Option<String>,
+    pub uri: String,
+    pub params: Vec<(String, Option<String>)>,
+}
+
+impl NameAddr {
+    pub fn parse(v: &str) -> Option<NameAddr> {
+        let v = v.trim();
+        if v.is_empty() {
+            return None;
+        }
+        if let Some(lt) = find_unquoted(v, '<') {
+            let display = v[..lt].trim().trim_matches('"').trim();
+            let gt = v[lt..].find('>')? + lt;
+            let uri = v[lt + 1..gt].trim();
+            if uri.is_empty() {
+                return None;
+            }
+            let params = v[gt + 1..].trim_start().strip_prefix(';').unwrap_or("");
+            return Some(NameAddr {
+                display: (!display.is_empty()).then(|| display.to_string()),
+                uri: uri.to_string(),
+                params: parse_params(params),
+            });
+        }
+        if v == "*" {
+            return Some(NameAddr {
+                display: None,
+                uri: "*".into(),
+                params: vec![],
+            });
+        }
+        // addr-spec: header params start at the first ';' (§20.10).
+        let (uri, params) = match v.find(';') {
+            Some(i) => (&v[..i], &v[i + 1..]),
+            None => (v, ""),
+        };
+        if !uri.contains(':') {
+            return None;
+        }
+        Some(NameAddr {
+            display: None,
+            uri: uri.trim().to_string(),
+            params: parse_params(params),
+        })
+    }
+
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+}
+
+fn find_unquoted(s: &str, c: char) -> Option<usize> {
+    let mut quote = false;
+    for (i, ch) in s.char_indices() {
+        match ch {
+            '"' => quote = !quote,
+            x if x == c && !quote => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The parts of a SIP/SIPS/tel URI we route on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uri {
+    pub scheme: String,
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+    pub params: Vec<(String, Option<String>)>,
+}
+
+impl Uri {
+    pub fn parse(s: &str) -> Option<Uri> {
+        let (scheme, rest) = s.trim().split_once(':')?;
+        let scheme = scheme.to_ascii_lowercase();
+        let rest = rest.split('?').next().unwrap_or("");
+        if scheme == "tel" {
+            let (num, params) = rest.split_once(';').unwrap_or((rest, ""));
+            return Some(Uri {
+                scheme,
+                user: Some(num.to_string()),
+                host: String::new(),
+                port: None,
+                params: parse_params(params),
+            });
+        }
+        if scheme != "sip" && scheme != "sips" {
+            return None;
+        }
+        let (userinfo, hostpart) = match rest.rfind('@') {
+            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            None => (None, rest),
+        };
+        let (hp, params) = match hostpart.find(';') {
+            Some(i) => (&hostpart[..i], &hostpart[i + 1..]),
+            None => (hostpart, ""),
+        };
+        let (host, port) = split_host_port(hp)?;
+        let user = userinfo.map(|u| u.split(':').next().unwrap_or("").to_string());
+        Some(Uri {
+            scheme,
+            user,
+            host,
+            port,
+            params: parse_params(params),
+        })
+    }
+
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+
+    pub fn has_param(&self, name: &str) -> bool {
+        self.params.iter().any(|(n, _)| n == name)
+    }
+
+    /// The host as an IP address, if it is a literal.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()
+    }
+}
+
+/// Reason phrases for the status codes we send (RFC 3261 §21, RFC 4028, RFC 3515).
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        180 => "Ringing",
+        200 => "OK",
+        202 => "Accepted",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Request Entity Too Large",
+        415 => "Unsupported Media Type",
+        420 => "Bad Extension",
+        422 => "Session Interval Too Small",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        491 => "Request Pending",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        505 => "Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &str = "INVITE sip:pincoderouting@10.0.0.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK776asdhds;rport\r\n\
+Max-Forwards: 70\r\n\
+To: <sip:pincoderouting@10.0.0.1>\r\n\
+From: \"Alice\" <sip:+15551234567@10.0.0.2>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:alice@10.0.0.2:5060>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\r\nv=0\n";
+
+    fn p(s: &str) -> Result<Message, ParseError> {
+        Message::parse(s.as_bytes(), &Limits::default(), true)
+    }
+
+    #[test]
+    fn parses_a_plain_invite() {
+        let m = p(INVITE).unwrap();
+        assert_eq!(m.method(), Some(&Method::Invite));
+        assert_eq!(m.call_id(), "a84b4c76e66710@pc33");
+        assert_eq!(m.cseq(), Some((314159, Method::Invite)));
+        assert_eq!(m.from_tag().as_deref(), Some("1928301774"));
+        let via = m.top_via().unwrap();
+        assert_eq!(via.branch(), Some("z9hG4bK776asdhds"));
+        assert!(via.has_param("rport"));
+        assert_eq!(&m.body[..], b"v=0\n");
+    }
+
+    #[test]
+    fn compact_forms_are_accepted() {
+        let s = "OPTIONS sip:x@h SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+f: <sip:a@h>;tag=1\r\nt: <sip:x@h>\r\ni: abc\r\nCSeq: 1 OPTIONS\r\nm: <sip:a@h>\r\nl: 0\r\n\r\n";
+        let m = p(s).unwrap();
+        assert_eq!(m.call_id(), "abc");
+        assert!(m.header("Contact").is_some());
+        assert!(m.body.is_empty());
+    }
+
+    #[test]
+    fn folded_headers_and_spaced_colons() {
+        let s = "OPTIONS sip:x@h SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n ;branch=z9hG4bK1\r\n\
+From: <sip:a@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID : abc\r\nCSeq: 1 OPTIONS\r\nSubject: I know\r\n\tyou're there\r\n\r\n";
+        let m = p(s).unwrap();
+        assert_eq!(m.call_id(), "abc");
+        assert_eq!(m.header("Subject"), Some("I know you're there"));
+        assert_eq!(m.top_via().unwrap().branch(), Some("z9hG4bK1"));
+    }
+
+    #[test]
+    fn content_length_governs_the_body() {
+        // Truncated body: rejected.
+        let trunc = INVITE.replace("Content-Length: 4", "Content-Length: 40");
+        assert_eq!(p(&trunc).unwrap_err(), ParseError::Truncated);
+        // Two messages back to back in one datagram: only the first is taken.
+        let two = format!("{INVITE}{INVITE}");
+        assert_eq!(&p(&two).unwrap().body[..], b"v=0\n");
+        let bad = INVITE.replace("Content-Length: 4", "Content-Length: x");
+        assert_eq!(p(&bad).unwrap_err(), ParseError::BadContentLength);
+    }
+
+    #[test]
+    fn ipv6_tel_and_quoted_params() {
+        let s = "INVITE tel:+15551234567 SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::1]:5062;branch=z9hG4bK1\r\n\
+From: <tel:+15551234567>;tag=1\r\nTo: <sip:x@[2001:db8::2]>\r\nCall-ID: abc\r\nCSeq: 1 INVITE\r\n\
+Contact: \"A, B\" <sip:a@[2001:db8::1]:5062;transport=udp>;expires=\"60\";+sip.instance=\"<urn:x>\"\r\n\r\n";
+        let m = p(s).unwrap();
+        let via = m.top_via().unwrap();
+        assert_eq!(via.host, "[2001:db8::1]");
+        assert_eq!(via.port, Some(5062));
+        let c = m.header("Contact").and_then(NameAddr::parse).unwrap();
+        assert_eq!(c.display.as_deref(), Some("A, B"));
+        let u = Uri::parse(&c.uri).unwrap();
+        assert_eq!(u.ip(), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(u.port, Some(5062));
+        assert_eq!(c.param("+sip.instance"), Some("<urn:x>"));
+        let t = Uri::parse("tel:+15551234567;phone-context=x").unwrap();
+        assert_eq!(t.user.as_deref(), Some("+15551234567"));
+    }
+
+    #[test]
+    fn unknown_methods_still_parse() {
+        let s = "FOO sip:x@h SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n\
+From: <sip:a@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: abc\r\nCSeq: 1 FOO\r\nContent-Length: 0\r\n\r\n";
+        let m = p(s).unwrap();
+        assert_eq!(m.method(), Some(&Method::Other("FOO".into())));
+    }
+
+    #[test]
+    fn malformed_inputs_are_errors_not_panics() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"\r\n\r\n",
+            b"INVITE\r\n\r\n",
+            b"INVITE sip:x SIP/3.0\r\n\r\n",
+            b"SIP/2.0 99999 Huh\r\n\r\n",
+            b"INVITE sip:x@h SIP/2.0\r\nNoColon\r\n\r\n",
+            b"INVITE sip:x@h SIP/2.0\r\nVia: junk\r\n\r\n",
+            b"INVITE sip:x@h SIP/2.0\r\n\xff\xfe: x\r\n\r\n",
+            b"INVITE sip:x@h SIP/2.0\r\n continuation-first\r\n\r\n",
+            b"INVITE sip:x@h SIP/2.0\r\nVia: SIP/2.0/UDP [::1\r\n\r\n",
+        ];
+        for c in cases {
+            assert!(Message::parse(c, &Limits::default(), true).is_err(), "{c:?}");
+        }
+        let big = vec![b'a'; 70_000];
+        assert!(matches!(
+            Message::parse(&big, &Limits::default(), true),
+            Err(ParseError::TooLarge(_))
+        ));
+        let many = format!(
+            "OPTIONS sip:x@h SIP/2.0\r\n{}\r\n",
+            "X-A: 1\r\n".repeat(200)
+        );
+        assert_eq!(p(&many).unwrap_err(), ParseError::HeaderLimits);
+        let cseq = INVITE.replace("314159 INVITE", "314159 BYE");
+        assert_eq!(p(&cseq).unwrap_err(), ParseError::Mandatory("CSeq"));
+    }
+
+    #[test]
+    fn stream_framing_by_content_length() {
+        let l = Limits::default();
+        let two = format!("\r\n\r\n{INVITE}{INVITE}");
+        let b = two.as_bytes();
+        assert_eq!(frame_stream(b, &l), Ok(Frame::Skip(4)));
+        let Ok(Frame::Message(n)) = frame_stream(&b[4..], &l) else {
+            panic!()
+        };
+        assert_eq!(n, INVITE.len());
+        assert_eq!(frame_stream(&b[4..20], &l), Ok(Frame::Incomplete));
+        assert_eq!(
+            frame_stream(&b[4..4 + n - 1], &l),
+            Ok(Frame::Incomplete),
+            "body not complete yet"
+        );
+        let no_cl = "OPTIONS sip:x@h SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n";
+        assert!(frame_stream(no_cl.as_bytes(), &l).is_err());
+        let huge = "OPTIONS sip:x@h SIP/2.0\r\nContent-Length: 99999999\r\n\r\n";
+        assert!(matches!(
+            frame_stream(huge.as_bytes(), &l),
+            Err(ParseError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn printer_round_trips() {
+        let m = p(INVITE).unwrap();
+        let again = Message::parse(&m.to_bytes(), &Limits::default(), false).unwrap();
+        assert_eq!(again.headers.len(), m.headers.len());
+        assert_eq!(again.body, m.body);
+    }
+}
