@@ -24,12 +24,13 @@
 //! use pincoderouting::sip::{msg::{Limits, Message}, sdp::{LocalMedia, Sdp}, Flow, Transport};
 //! use std::{sync::Arc, time::{Duration, Instant}};
 //!
-//! let invite = "INVITE sip:pin@192.0.2.10 SIP/2.0\r\n\
+//! let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+//! m=audio 4000 RTP/AVP 0\r\n";
+//! let invite = format!("INVITE sip:pin@192.0.2.10 SIP/2.0\r\n\
 //! Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;rport\r\n\
 //! From: <sip:+15551234567@192.0.2.1>;tag=a\r\nTo: <sip:pin@192.0.2.10>\r\n\
 //! Call-ID: doc-1\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@192.0.2.1>\r\n\
-//! Content-Type: application/sdp\r\nContent-Length: 76\r\n\r\n\
-//! v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+//! Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len());
 //! let invite = Message::parse(invite.as_bytes(), &Limits::default(), true).unwrap();
 //! let offer = Some(Sdp::parse(&invite.body).unwrap());
 //! let flow = Flow { transport: Transport::Udp, conn: 0, remote: "192.0.2.1:5060".parse().unwrap() };
@@ -68,3 +69,5 @@ pub mod config;
 pub mod driver;
 pub mod media;
 pub mod sip;
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -1,1 +1,102 @@
-fn main(){}
+//! The `pincoderouting` binary: parses the command line, loads the configuration, sets up
+//! logging and runs the driver.
+#![allow(clippy::disallowed_methods)]
+
+use clap::Parser;
+use pincoderouting::cli::{Cli, Command, LogFormat};
+use pincoderouting::config::{self, Config};
+use pincoderouting::driver::Server;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn init_logging(cli: &Cli) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .map_err(|e| format!("--log-level '{}': {e}", cli.log_level))?;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    match cli.log_format {
+        LogFormat::Json => b.json().with_current_span(true).init(),
+        LogFormat::Text => b.init(),
+    }
+    Ok(())
+}
+
+fn load(path: Option<PathBuf>) -> Result<Config, config::ConfigError> {
+    let path = path.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    config::load(Path::new(&path))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { ref path } => match load(path.clone()) {
+            Ok(c) => {
+                println!(
+                    "ok: {} listen address(es), max {} calls, RTP {}-{}",
+                    c.sip.listen.len(),
+                    c.sip.max_calls,
+                    c.media.rtp_port_min,
+                    c.media.rtp_port_max
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve { ref config } => {
+            if let Err(e) = init_logging(&cli) {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            let config = match load(config.clone()) {
+                Ok(c) => Arc::new(c),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(async {
+                let server = match Server::bind(config).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                server.run(shutdown_signal(), Duration::from_secs(5)).await;
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}

@@ -345,7 +345,11 @@ impl Call {
             _ if uac_supports => Refresher::Peer,
             _ => Refresher::Us,
         };
-        let tag = if refresher == Refresher::Us { "uas" } else { "uac" };
+        let tag = if refresher == Refresher::Us {
+            "uas"
+        } else {
+            "uac"
+        };
         resp.push_header("Session-Expires", format!("{secs};refresher={tag}"));
         if uac_supports {
             resp.push_header("Require", "timer");
@@ -363,7 +367,11 @@ impl Call {
             && !matches!(reason, EndReason::RemoteBye | EndReason::Cancelled);
         if let Phase::Ringing { .. } = self.phase {
             // Not answered yet: refuse the INVITE instead of BYE.
-            let code = if reason == EndReason::Cancelled { 487 } else { 480 };
+            let code = if reason == EndReason::Cancelled {
+                487
+            } else {
+                480
+            };
             let inv = self.invite.clone();
             let r = self.reply(&inv, code, false);
             let b = self.initial.tx.final_response(now, code, r.to_bytes());
@@ -510,9 +518,17 @@ impl Call {
             .top_via()
             .and_then(|v| v.branch().map(str::to_string))
             .unwrap_or_default();
-        let method = req.method().map(|m| m.as_str().to_string()).unwrap_or_default();
+        let method = req
+            .method()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default();
         let mut tx = NonInviteServer::new(&branch, &method);
-        let data = tx.respond(now, resp.to_bytes(), flow.reliable(), &self.config.sip.timers);
+        let data = tx.respond(
+            now,
+            resp.to_bytes(),
+            flow.reliable(),
+            &self.config.sip.timers,
+        );
         self.nists.push(tx);
         self.outbox.push_back(SipTransmit {
             flow: response_flow(req, flow),
@@ -558,8 +574,8 @@ impl Call {
         if si.offer_in_2xx {
             si.offer_in_2xx = false;
             let m = &self.config.media;
-            let neg = Sdp::parse(&ack.body)
-                .and_then(|a| sdp::accept_answer(&a, &m.codecs, m.ptime_ms));
+            let neg =
+                Sdp::parse(&ack.body).and_then(|a| sdp::accept_answer(&a, &m.codecs, m.ptime_ms));
             match neg {
                 Ok(neg) => self.start_media(now, neg),
                 Err(_) if !initial && self.rtp.is_some() => {}
@@ -594,7 +610,10 @@ impl Call {
             }
         }
         let mut tx = InviteServer::new(branch, self.flow.reliable(), self.config.sip.timers);
-        let pending = self.reinvite.as_ref().is_some_and(|r| r.tx.awaiting_2xx_ack())
+        let pending = self
+            .reinvite
+            .as_ref()
+            .is_some_and(|r| r.tx.awaiting_2xx_ack())
             || self.initial.tx.awaiting_2xx_ack();
         let ended = matches!(self.phase, Phase::Ended);
         let code = if ended {
@@ -834,7 +853,10 @@ impl Call {
 fn fallback_invite(inv: &Message) -> Message {
     let mut m = inv.clone();
     if m.from_tag().is_none() {
-        let from = m.header("From").unwrap_or("<sip:anonymous@invalid>").to_string();
+        let from = m
+            .header("From")
+            .unwrap_or("<sip:anonymous@invalid>")
+            .to_string();
         m.set_header("From", format!("{from};tag=none"));
     }
     if m.header("Contact").is_none() {

@@ -69,7 +69,7 @@ mod tests {
 
     #[test]
     fn peer_refresher_expires_before_the_interval() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut st = SessionTimer::new(t0, 90, Refresher::Peer);
         assert_eq!(st.deadline(), t0 + Duration::from_secs(60));
         assert_eq!(st.handle_timeout(t0 + Duration::from_secs(59)), None);
@@ -83,7 +83,7 @@ mod tests {
 
     #[test]
     fn we_refresh_at_half_interval_repeatedly() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut st = SessionTimer::new(t0, 600, Refresher::Us);
         assert_eq!(
             st.handle_timeout(t0 + Duration::from_secs(300)),

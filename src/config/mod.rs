@@ -236,16 +236,16 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         return Err(invalid("listen", "at least one listen address".into()));
     }
     if !(1024..=65535).contains(&s.max_message_bytes) {
-        return Err(invalid(
-            "max_message_bytes",
-            "must be 1024..=65535".into(),
-        ));
+        return Err(invalid("max_message_bytes", "must be 1024..=65535".into()));
     }
     if s.max_calls == 0 {
         return Err(invalid("max_calls", "must be at least 1".into()));
     }
     if s.t1_ms == 0 || s.t2_ms < s.t1_ms || s.t4_ms == 0 {
-        return Err(invalid("t1_ms", "need 0 < t1_ms <= t2_ms and t4_ms > 0".into()));
+        return Err(invalid(
+            "t1_ms",
+            "need 0 < t1_ms <= t2_ms and t4_ms > 0".into(),
+        ));
     }
     if s.min_session_expires_secs < 90 {
         return Err(invalid(
@@ -257,7 +257,10 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         .rtp_bind
         .parse()
         .map_err(|_| invalid("rtp_bind", format!("'{}' is not an IP address", m.rtp_bind)))?;
-    if m.rtp_port_min % 2 != 0 || m.rtp_port_min < 1024 || m.rtp_port_max <= m.rtp_port_min {
+    if !m.rtp_port_min.is_multiple_of(2)
+        || m.rtp_port_min < 1024
+        || m.rtp_port_max <= m.rtp_port_min
+    {
         return Err(invalid(
             "rtp_port_min",
             format!(
@@ -269,8 +272,11 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
     if m.codecs.is_empty() {
         return Err(invalid("codecs", "name at least one of PCMU, PCMA".into()));
     }
-    if !(10..=60).contains(&m.ptime_ms) || m.ptime_ms % 10 != 0 {
-        return Err(invalid("ptime_ms", "must be 10, 20, 30, 40, 50 or 60".into()));
+    if !(10..=60).contains(&m.ptime_ms) || !m.ptime_ms.is_multiple_of(10) {
+        return Err(invalid(
+            "ptime_ms",
+            "must be 10, 20, 30, 40, 50 or 60".into(),
+        ));
     }
     if m.media_timeout_secs == 0 {
         return Err(invalid("media_timeout_secs", "must be at least 1".into()));

@@ -1,1 +1,267 @@
-//! tokio drivers
+//! The tokio drivers: the only code that owns sockets, reads the clock and sleeps.
+//! One receive task per SIP socket (UDP) or connection (TCP), one task per call owning
+//! its RTP socket and a single timer. `dashmap` maps Call-ID to the call task's inbox.
+#![allow(clippy::disallowed_methods)]
+
+mod call_task;
+mod ports;
+mod tcp;
+
+pub use ports::PortPool;
+
+use crate::config::{Config, Listen, Transport};
+use crate::sip::endpoint::{Admission, CallTable, Endpoint, Inbound};
+use crate::sip::msg::Message;
+use crate::sip::{Flow, SipTransmit};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use dashmap::DashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// What a call task receives.
+#[derive(Debug)]
+pub(crate) enum CallInput {
+    Sip(Message, Flow),
+    Shutdown,
+}
+
+/// Per-call inbox depth. A call that falls this far behind drops SIP (the peer
+/// retransmits) rather than growing memory.
+const CALL_INBOX: usize = 64;
+
+/// State shared by every task of one running server.
+pub(crate) struct Shared {
+    pub config: ArcSwap<Config>,
+    pub calls: DashMap<String, mpsc::Sender<CallInput>>,
+    pub active: AtomicUsize,
+    pub udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
+    pub tcp_conns: DashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>,
+    pub next_conn: AtomicU64,
+    pub ports: PortPool,
+    pub calls_total: AtomicU64,
+}
+
+impl CallTable for Shared {
+    fn contains(&self, call_id: &str) -> bool {
+        self.calls.contains_key(call_id)
+    }
+    fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// A listen address could not be bound.
+    #[error("cannot listen on {transport:?} {addr}: {source}")]
+    Bind {
+        transport: Transport,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A bound, running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    tcp: Vec<(TcpListener, SocketAddr)>,
+}
+
+impl Server {
+    /// Binds every listen address. Port 0 picks a free port (see `local_addrs`).
+    pub async fn bind(config: Arc<Config>) -> Result<Server, DriverError> {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for Listen { transport, addr } in config.sip.listen.iter().copied() {
+            let err = |source| DriverError::Bind {
+                transport,
+                addr,
+                source,
+            };
+            match transport {
+                Transport::Udp => {
+                    let s = UdpSocket::bind(addr).await.map_err(err)?;
+                    let local = s.local_addr().map_err(err)?;
+                    udp.push((Arc::new(s), local));
+                }
+                Transport::Tcp => {
+                    let l = TcpListener::bind(addr).await.map_err(err)?;
+                    let local = l.local_addr().map_err(err)?;
+                    tcp.push((l, local));
+                }
+            }
+        }
+        let ports = PortPool::new(config.media.rtp_port_min, config.media.rtp_port_max);
+        Ok(Server {
+            shared: Arc::new(Shared {
+                config: ArcSwap::new(config),
+                calls: DashMap::new(),
+                active: AtomicUsize::new(0),
+                udp,
+                tcp_conns: DashMap::new(),
+                next_conn: AtomicU64::new(1),
+                ports,
+                calls_total: AtomicU64::new(0),
+            }),
+            tcp,
+        })
+    }
+
+    /// The addresses actually bound.
+    pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
+        let mut v: Vec<_> = self
+            .shared
+            .udp
+            .iter()
+            .map(|(_, a)| (Transport::Udp, *a))
+            .collect();
+        v.extend(self.tcp.iter().map(|(_, a)| (Transport::Tcp, *a)));
+        v
+    }
+
+    /// Runs until `shutdown` resolves, then ends every call (BYE) and waits for them to
+    /// finish, for at most `drain`.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+        drain: std::time::Duration,
+    ) {
+        for (t, a) in self.local_addrs() {
+            info!(transport = t.as_str(), addr = %a, "listening");
+        }
+        let mut tasks = Vec::new();
+        for (idx, (sock, _)) in self.shared.udp.iter().enumerate() {
+            let shared = self.shared.clone();
+            let sock = sock.clone();
+            tasks.push(tokio::spawn(udp_loop(shared, sock, idx as u64)));
+        }
+        for (listener, _) in self.tcp {
+            tasks.push(tokio::spawn(tcp::accept_loop(
+                self.shared.clone(),
+                listener,
+            )));
+        }
+        shutdown.await;
+        info!(calls = self.shared.calls.len(), "shutting down");
+        for e in self.shared.calls.iter() {
+            let _ = e.value().try_send(CallInput::Shutdown);
+        }
+        let deadline = tokio::time::Instant::now() + drain;
+        while !self.shared.calls.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep_until(
+                tokio::time::Instant::now() + std::time::Duration::from_millis(50),
+            )
+            .await;
+        }
+        for t in tasks {
+            t.abort();
+        }
+        info!(
+            calls_total = self.shared.calls_total.load(Ordering::Relaxed),
+            "stopped"
+        );
+    }
+}
+
+async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, idx: u64) {
+    // One byte more than the limit, so an oversized datagram is seen as such.
+    let max = shared.config.load().sip.max_message_bytes + 1;
+    let mut buf = vec![0u8; max.max(65536)];
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, src)) => {
+                let flow = Flow {
+                    transport: Transport::Udp,
+                    conn: idx,
+                    remote: src,
+                };
+                dispatch(&shared, flow, &buf[..n], true).await;
+            }
+            // ICMP port unreachable and the like surface here on some systems.
+            Err(e) => debug!(error = %e, "udp receive error"),
+        }
+    }
+}
+
+/// Routes one inbound SIP message.
+pub(crate) async fn dispatch(shared: &Arc<Shared>, flow: Flow, data: &[u8], datagram: bool) {
+    let config = shared.config.load_full();
+    let endpoint = Endpoint::new(config.clone());
+    match endpoint.handle(flow, data, datagram, shared.as_ref()) {
+        Inbound::ToCall(msg) => deliver(shared, msg, flow),
+        Inbound::NewCall(adm) => call_task::spawn(shared.clone(), config, adm, flow).await,
+        Inbound::Reply(t) => send_sip(shared, t).await,
+        Inbound::Drop(why) => debug!(from = %flow.remote, why, "dropped"),
+    }
+}
+
+fn deliver(shared: &Shared, msg: Message, flow: Flow) {
+    // Clone the sender out so no map guard is held while sending.
+    let tx = shared.calls.get(msg.call_id()).map(|e| e.value().clone());
+    if let Some(tx) = tx {
+        if tx.try_send(CallInput::Sip(msg, flow)).is_err() {
+            debug!("call inbox full or closed; message dropped (peer will retransmit)");
+        }
+    }
+}
+
+/// Sends SIP bytes on their flow.
+pub(crate) async fn send_sip(shared: &Shared, t: SipTransmit) {
+    match t.flow.transport {
+        Transport::Udp => {
+            let Some((sock, _)) = shared.udp.get(t.flow.conn as usize) else {
+                return;
+            };
+            if let Err(e) = sock.send_to(&t.data, t.flow.remote).await {
+                warn!(to = %t.flow.remote, error = %e, "udp send failed");
+            }
+        }
+        Transport::Tcp => {
+            let tx = shared
+                .tcp_conns
+                .get(&t.flow.conn)
+                .map(|e| e.value().0.clone());
+            match tx {
+                Some(tx) => {
+                    if tx.try_send(t.data).is_err() {
+                        warn!(to = %t.flow.remote, "tcp connection backlog full; message dropped");
+                    }
+                }
+                None => debug!(to = %t.flow.remote, "tcp connection gone; message dropped"),
+            }
+        }
+    }
+}
+
+/// The local address the OS would use to reach `peer` (no packet is sent).
+pub(crate) fn local_ip_toward(peer: SocketAddr) -> Option<IpAddr> {
+    let bind: SocketAddr = if peer.is_ipv4() {
+        "0.0.0.0:0".parse().ok()?
+    } else {
+        "[::]:0".parse().ok()?
+    };
+    let s = std::net::UdpSocket::bind(bind).ok()?;
+    s.connect(peer).ok()?;
+    Some(s.local_addr().ok()?.ip())
+}
+
+/// The address we advertise for a listen socket, toward `peer`.
+pub(crate) fn advertised(bound: SocketAddr, public: Option<IpAddr>, peer: SocketAddr) -> IpAddr {
+    if let Some(p) = public {
+        return p;
+    }
+    if !bound.ip().is_unspecified() {
+        return bound.ip();
+    }
+    local_ip_toward(peer).unwrap_or(bound.ip())
+}
+
+pub(crate) fn admission_call_id(adm: &Admission) -> String {
+    adm.invite.call_id().to_string()
+}

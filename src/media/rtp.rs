@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn frames_on_absolute_clock_without_drift() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut s = RtpSession::new(t0, neg(), 1234, 65530, u32::MAX - 100);
         let mut buf = [0u8; 1500];
         let mut sent = vec![];
@@ -316,12 +316,15 @@ mod tests {
 
     #[test]
     fn late_wakeup_catches_up_or_skips_counted() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut s = RtpSession::new(t0, neg(), 1, 0, 0);
         let mut buf = [0u8; 1500];
         // 50 ms late: frames for 0, 20, 40 ms all go now.
         let mut n = 0;
-        while s.poll_transmit(t0 + Duration::from_millis(50), &mut buf).is_some() {
+        while s
+            .poll_transmit(t0 + Duration::from_millis(50), &mut buf)
+            .is_some()
+        {
             n += 1;
         }
         assert_eq!(n, 3);
@@ -336,7 +339,7 @@ mod tests {
 
     #[test]
     fn symmetric_rtp_latches_first_valid_source() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut s = RtpSession::new(t0, neg(), 1, 0, 0);
         let nat: SocketAddr = "198.51.100.7:31000".parse().unwrap();
         let other: SocketAddr = "203.0.113.9:5000".parse().unwrap();
@@ -363,7 +366,7 @@ mod tests {
 
     #[test]
     fn garbage_is_ignored_not_crashed_on() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut s = RtpSession::new(t0, neg(), 1, 0, 0);
         let src: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         let mut cases: Vec<Vec<u8>> = vec![vec![], vec![0x80], vec![0; 12], vec![0xFF; 3000]];
@@ -389,7 +392,7 @@ mod tests {
 
     #[test]
     fn hold_stops_sending_and_receiving_expectation() {
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut s = RtpSession::new(t0, neg(), 1, 0, 0);
         let mut n = neg();
         n.direction = Direction::Inactive;

@@ -175,7 +175,10 @@ CSeq: 7 INVITE\r\nContact: <sip:alice@10.0.0.2:5070>\r\n{extra}Content-Length: 0
             "ua",
         );
         let text = String::from_utf8(bye.to_bytes().to_vec()).unwrap();
-        assert!(text.starts_with("BYE sip:alice@10.0.0.2:5070 SIP/2.0\r\n"), "{text}");
+        assert!(
+            text.starts_with("BYE sip:alice@10.0.0.2:5070 SIP/2.0\r\n"),
+            "{text}"
+        );
         assert_eq!(bye.from_tag().as_deref(), Some("lt"));
         assert_eq!(bye.to_tag().as_deref(), Some("ft"));
         assert_eq!(bye.cseq(), Some((1, Method::Bye)));
@@ -202,7 +205,10 @@ CSeq: 7 INVITE\r\nContact: <sip:alice@10.0.0.2:5070>\r\n{extra}Content-Length: 0
             "ua",
         );
         let routes: Vec<&str> = bye.header_values("Route").collect();
-        assert_eq!(routes, vec!["<sip:p1.example;lr>", "<sip:192.0.2.9:5080;lr>"]);
+        assert_eq!(
+            routes,
+            vec!["<sip:p1.example;lr>", "<sip:192.0.2.9:5080;lr>"]
+        );
         assert_eq!(d.next_hop(), None, "hostname route: use the flow");
     }
 

@@ -220,7 +220,11 @@ impl Endpoint {
                 offer: Some(offer),
             }),
             Err(e) => {
-                let code = if e == SdpError::NoCommonCodec { 488 } else { 400 };
+                let code = if e == SdpError::NoCommonCodec {
+                    488
+                } else {
+                    400
+                };
                 let reason = if code == 488 {
                     "Not Acceptable Here".to_string()
                 } else {
@@ -362,7 +366,12 @@ CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\
 
     #[test]
     fn options_outside_dialog_gets_200_with_capabilities() {
-        let (code, m) = status(ep("").handle(flow(), req("OPTIONS", "", "").as_bytes(), true, &Table(0, "")));
+        let (code, m) = status(ep("").handle(
+            flow(),
+            req("OPTIONS", "", "").as_bytes(),
+            true,
+            &Table(0, ""),
+        ));
         assert_eq!(code, 200);
         assert!(m.header("Allow").unwrap().contains("INVITE"));
         assert_eq!(m.header("Accept"), Some("application/sdp"));
@@ -374,17 +383,29 @@ CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\
         let e = ep("[sip]\nmax_calls = 2\n");
         let t = Table(0, "");
         let ok = req("INVITE", "Content-Type: application/sdp\r\n", SDP);
-        assert!(matches!(e.handle(flow(), ok.as_bytes(), true, &t), Inbound::NewCall(a) if a.offer.is_some()));
+        assert!(
+            matches!(e.handle(flow(), ok.as_bytes(), true, &t), Inbound::NewCall(a) if a.offer.is_some())
+        );
         let delayed = req("INVITE", "", "");
-        assert!(matches!(e.handle(flow(), delayed.as_bytes(), true, &t), Inbound::NewCall(a) if a.offer.is_none()));
+        assert!(
+            matches!(e.handle(flow(), delayed.as_bytes(), true, &t), Inbound::NewCall(a) if a.offer.is_none())
+        );
         let (c, m) = status(e.handle(flow(), ok.as_bytes(), true, &Table(2, "")));
         assert_eq!(c, 503);
         assert_eq!(m.header("Retry-After"), Some("5"));
-        let g729 = req("INVITE", "Content-Type: application/sdp\r\n", &SDP.replace("RTP/AVP 0", "RTP/AVP 18"));
+        let g729 = req(
+            "INVITE",
+            "Content-Type: application/sdp\r\n",
+            &SDP.replace("RTP/AVP 0", "RTP/AVP 18"),
+        );
         let (c, m) = status(e.handle(flow(), g729.as_bytes(), true, &t));
         assert_eq!(c, 488);
         assert!(m.header("Warning").unwrap().starts_with("305 "));
-        let broken = req("INVITE", "Content-Type: application/sdp\r\n", "v=0\r\nc=IN IP4 x\r\n");
+        let broken = req(
+            "INVITE",
+            "Content-Type: application/sdp\r\n",
+            "v=0\r\nc=IN IP4 x\r\n",
+        );
         assert_eq!(status(e.handle(flow(), broken.as_bytes(), true, &t)).0, 400);
         let html = req("INVITE", "Content-Type: text/html\r\n", "<p>");
         assert_eq!(status(e.handle(flow(), html.as_bytes(), true, &t)).0, 415);
@@ -402,16 +423,39 @@ CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\
     fn unknown_dialogs_and_methods() {
         let e = ep("");
         let t = Table(0, "");
-        assert_eq!(status(e.handle(flow(), req("BYE", "", "").as_bytes(), true, &t)).0, 481);
-        assert_eq!(status(e.handle(flow(), req("CANCEL", "", "").as_bytes(), true, &t)).0, 481);
-        let reinv = req("INVITE", "", "").replace("To: <sip:pin@192.0.2.10>", "To: <sip:pin@192.0.2.10>;tag=zz");
+        assert_eq!(
+            status(e.handle(flow(), req("BYE", "", "").as_bytes(), true, &t)).0,
+            481
+        );
+        assert_eq!(
+            status(e.handle(flow(), req("CANCEL", "", "").as_bytes(), true, &t)).0,
+            481
+        );
+        let reinv = req("INVITE", "", "").replace(
+            "To: <sip:pin@192.0.2.10>",
+            "To: <sip:pin@192.0.2.10>;tag=zz",
+        );
         assert_eq!(status(e.handle(flow(), reinv.as_bytes(), true, &t)).0, 481);
         let (c, m) = status(e.handle(flow(), req("SUBSCRIBE", "", "").as_bytes(), true, &t));
         assert_eq!(c, 405);
         assert!(m.header("Allow").is_some());
-        assert_eq!(status(e.handle(flow(), req("FROB", "", "").as_bytes(), true, &t)).0, 501);
-        assert!(matches!(e.handle(flow(), req("ACK", "", "").as_bytes(), true, &t), Inbound::Drop(_)));
-        assert!(matches!(e.handle(flow(), req("BYE", "", "").as_bytes(), true, &Table(1, "new-call")), Inbound::ToCall(_)));
+        assert_eq!(
+            status(e.handle(flow(), req("FROB", "", "").as_bytes(), true, &t)).0,
+            501
+        );
+        assert!(matches!(
+            e.handle(flow(), req("ACK", "", "").as_bytes(), true, &t),
+            Inbound::Drop(_)
+        ));
+        assert!(matches!(
+            e.handle(
+                flow(),
+                req("BYE", "", "").as_bytes(),
+                true,
+                &Table(1, "new-call")
+            ),
+            Inbound::ToCall(_)
+        ));
     }
 
     #[test]
@@ -422,8 +466,14 @@ CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\
         let (c, m) = status(e.handle(flow(), bad_cl.as_bytes(), true, &t));
         assert_eq!(c, 400);
         assert_eq!(m.call_id(), "new-call");
-        assert!(matches!(e.handle(flow(), b"\x00\x01garbage", true, &t), Inbound::Drop(_)));
-        assert!(matches!(e.handle(flow(), b"SIP/2.0 200 OK\r\n\r\n", true, &t), Inbound::Drop(_)));
+        assert!(matches!(
+            e.handle(flow(), b"\x00\x01garbage", true, &t),
+            Inbound::Drop(_)
+        ));
+        assert!(matches!(
+            e.handle(flow(), b"SIP/2.0 200 OK\r\n\r\n", true, &t),
+            Inbound::Drop(_)
+        ));
         let huge = req("OPTIONS", &format!("X-Pad: {}\r\n", "a".repeat(3000)), "").repeat(6);
         let (c, _) = status(e.handle(flow(), huge.as_bytes(), true, &t));
         assert_eq!(c, 413);

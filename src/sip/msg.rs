@@ -234,7 +234,10 @@ pub enum Frame {
 
 /// Finds the next frame in a stream buffer. Errors mean the stream is unrecoverable.
 pub fn frame_stream(buf: &[u8], limits: &Limits) -> Result<Frame, ParseError> {
-    let skip = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+    let skip = buf
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
     if skip > 0 {
         return Ok(Frame::Skip(skip));
     }
@@ -279,7 +282,10 @@ impl Message {
             return Err(ParseError::TooLarge(buf.len()));
         }
         // Tolerate leading CRLF before the start line (§7.5).
-        let lead = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+        let lead = buf
+            .iter()
+            .take_while(|b| **b == b'\r' || **b == b'\n')
+            .count();
         let buf = &buf[lead..];
         let end = header_end(buf).ok_or(ParseError::NoHeaderEnd)?;
         let head = std::str::from_utf8(&buf[..end]).map_err(|_| ParseError::NotUtf8)?;
@@ -913,7 +919,10 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: abc\r\nCSeq: 1 FOO\r\nContent
             b"INVITE sip:x@h SIP/2.0\r\nVia: SIP/2.0/UDP [::1\r\n\r\n",
         ];
         for c in cases {
-            assert!(Message::parse(c, &Limits::default(), true).is_err(), "{c:?}");
+            assert!(
+                Message::parse(c, &Limits::default(), true).is_err(),
+                "{c:?}"
+            );
         }
         let big = vec![b'a'; 70_000];
         assert!(matches!(

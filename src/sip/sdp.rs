@@ -310,7 +310,10 @@ fn write_audio(s: &mut String, port: u16, codecs: &[(Codec, u8)], te: Option<u8>
         let _ = write!(s, "a=rtpmap:{pt} {}/8000\r\n", c.name());
     }
     if let Some(te) = te {
-        let _ = write!(s, "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n");
+        let _ = write!(
+            s,
+            "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
+        );
     }
     let _ = write!(s, "a=ptime:{ptime}\r\n");
 }
@@ -493,7 +496,10 @@ m=audio 4000 RTP/AVP 8\r\nc=IN IP6 2001:db8::2\r\na=ptime:15\r\n";
         let (n, body) = ans(sdp, &[Codec::Pcmu, Codec::Pcma]).unwrap();
         assert_eq!(n.remote, Some("[2001:db8::2]:4000".parse().unwrap()));
         assert_eq!(n.ptime_ms, 10);
-        assert!(body.contains("m=video 0 RTP/AVP 31\r\nm=audio 10000"), "{body}");
+        assert!(
+            body.contains("m=video 0 RTP/AVP 31\r\nm=audio 10000"),
+            "{body}"
+        );
         assert_eq!(n.te_pt, None);
     }
 
@@ -519,8 +525,12 @@ m=audio 4000 RTP/AVP 8\r\nc=IN IP6 2001:db8::2\r\na=ptime:15\r\n";
         assert!(o.contains("m=audio 10000 RTP/AVP 8 0 101"));
         let a = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
 m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
-        let n = accept_answer(&Sdp::parse(a.as_bytes()).unwrap(), &[Codec::Pcma, Codec::Pcmu], 20)
-            .unwrap();
+        let n = accept_answer(
+            &Sdp::parse(a.as_bytes()).unwrap(),
+            &[Codec::Pcma, Codec::Pcmu],
+            20,
+        )
+        .unwrap();
         assert_eq!(n.codec, Codec::Pcmu);
         assert_eq!(n.te_pt, Some(101));
     }

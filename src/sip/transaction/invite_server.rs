@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 enum State {
     /// 100/18x sent; waiting for the TU's final response.
-    Proceeding { last: Option<Bytes> },
+    Proceeding {
+        last: Option<Bytes>,
+    },
     /// 2xx sent: retransmit it until the ACK (dialog-level) arrives or 64*T1 passes.
     Accepted {
         resp: Bytes,
@@ -26,7 +28,9 @@ enum State {
         h: Instant,
     },
     /// ACK received for a non-2xx: absorb ACK retransmissions until Timer I.
-    Confirmed { i: Instant },
+    Confirmed {
+        i: Instant,
+    },
     Terminated,
 }
 
@@ -229,7 +233,11 @@ mod tests {
 
     fn ist(reliable: bool) -> (InviteServer, Instant, TimerValues) {
         let t = TimerValues::default();
-        (InviteServer::new("z9hG4bK1".into(), reliable, t), Instant::now(), t)
+        (
+            InviteServer::new("z9hG4bK1".into(), reliable, t),
+            crate::testutil::epoch(),
+            t,
+        )
     }
 
     #[test]

@@ -175,9 +175,8 @@ mod tests {
     #[test]
     fn udp_timer_e_doubles_to_t2_and_f_times_out() {
         let t = TimerValues::default();
-        let t0 = Instant::now();
-        let mut tx =
-            NonInviteClient::new(t0, "b".into(), Bytes::from_static(b"BYE"), false, t);
+        let t0 = crate::testutil::epoch();
+        let mut tx = NonInviteClient::new(t0, "b".into(), Bytes::from_static(b"BYE"), false, t);
         let (fired, end) = run_to_end(&mut tx);
         assert_eq!(end - t0, t.t1x64());
         let e: Vec<u128> = fired
@@ -192,7 +191,7 @@ mod tests {
     #[test]
     fn tcp_never_retransmits() {
         let t = TimerValues::default();
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut tx = NonInviteClient::new(t0, "b".into(), Bytes::from_static(b"BYE"), true, t);
         assert_eq!(tx.poll_timeout(), Some((t0 + t.t1x64(), Timer::F)));
         assert_eq!(tx.handle_timeout(t0 + t.t1x64()), Some(NictEvent::Timeout));
@@ -201,9 +200,8 @@ mod tests {
     #[test]
     fn final_response_completes_then_k_absorbs_duplicates() {
         let t = TimerValues::default();
-        let t0 = Instant::now();
-        let mut tx =
-            NonInviteClient::new(t0, "b".into(), Bytes::from_static(b"BYE"), false, t);
+        let t0 = crate::testutil::epoch();
+        let mut tx = NonInviteClient::new(t0, "b".into(), Bytes::from_static(b"BYE"), false, t);
         assert_eq!(tx.on_response(t0, 100), None);
         assert_eq!(tx.on_response(t0, 200), Some(200));
         assert_eq!(tx.on_response(t0, 200), None, "retransmitted 200 absorbed");
@@ -215,9 +213,8 @@ mod tests {
     #[test]
     fn provisional_moves_timer_e_to_t2() {
         let t = TimerValues::default();
-        let t0 = Instant::now();
-        let mut tx =
-            NonInviteClient::new(t0, "b".into(), Bytes::from_static(b"BYE"), false, t);
+        let t0 = crate::testutil::epoch();
+        let mut tx = NonInviteClient::new(t0, "b".into(), Bytes::from_static(b"BYE"), false, t);
         tx.on_response(t0 + Duration::from_millis(100), 180);
         assert_eq!(
             tx.poll_timeout(),

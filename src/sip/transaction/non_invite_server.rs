@@ -75,7 +75,7 @@ mod tests {
     #[test]
     fn replays_until_timer_j_then_terminates() {
         let t = TimerValues::default();
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut tx = NonInviteServer::new("z9hG4bKb", "BYE");
         assert!(tx.matches("z9hG4bKb", "BYE"));
         assert!(!tx.matches("z9hG4bKb", "INFO"));
@@ -90,7 +90,7 @@ mod tests {
     #[test]
     fn tcp_timer_j_is_zero() {
         let t = TimerValues::default();
-        let t0 = Instant::now();
+        let t0 = crate::testutil::epoch();
         let mut tx = NonInviteServer::new("b", "OPTIONS");
         tx.respond(t0, Bytes::from_static(b"200"), true, &t);
         assert_eq!(tx.poll_timeout(), Some((t0, Timer::J)));
