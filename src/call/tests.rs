@@ -1,1 +1,747 @@
+//! Whole-call simulations in virtual time: our endpoint and call against a simulated PBX
+//! built from our own SIP and RTP code, over a seeded network that loses, duplicates,
+//! delays and reorders. No sockets, no sleeps: a minute of call runs in milliseconds.
 
+use super::*;
+use crate::config;
+use crate::sip::build::response;
+use crate::sip::endpoint::{CallTable, Endpoint, Inbound};
+use crate::sip::msg::Limits;
+use crate::sip::Transport;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+const US_SIP: &str = "192.0.2.10:5060";
+const US_RTP: &str = "192.0.2.10:10000";
+const PBX_SIP: &str = "192.0.2.1:5060";
+const PBX_RTP: &str = "192.0.2.1:4000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum To {
+    Us,
+    Pbx,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Sip,
+    Rtp,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Packet {
+    to: To,
+    kind: Kind,
+    data: Vec<u8>,
+}
+
+/// A seeded lossy network.
+struct Net {
+    rng: SmallRng,
+    loss: f64,
+    dup: f64,
+    latency: Duration,
+    jitter: Duration,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Instant, u64, Packet)>>,
+    /// Drop every SIP message that starts with this (e.g. "ACK").
+    black_hole: Option<&'static str>,
+}
+
+impl Net {
+    fn new(seed: u64, loss: f64, dup: f64) -> Net {
+        Net {
+            rng: SmallRng::seed_from_u64(seed),
+            loss,
+            dup,
+            latency: Duration::from_millis(20),
+            jitter: Duration::from_millis(15),
+            seq: 0,
+            queue: BinaryHeap::new(),
+            black_hole: None,
+        }
+    }
+
+    fn send(&mut self, now: Instant, to: To, kind: Kind, data: &[u8]) {
+        if let Some(prefix) = self.black_hole {
+            if kind == Kind::Sip && data.starts_with(prefix.as_bytes()) {
+                return;
+            }
+        }
+        let copies = if self.rng.gen_bool(self.dup) { 2 } else { 1 };
+        for _ in 0..copies {
+            if self.rng.gen_bool(self.loss) {
+                continue;
+            }
+            let j = self.rng.gen_range(0..=self.jitter.as_micros() as u64);
+            let at = now + self.latency + Duration::from_micros(j);
+            self.seq += 1;
+            self.queue.push(Reverse((
+                at,
+                self.seq,
+                Packet {
+                    to,
+                    kind,
+                    data: data.to_vec(),
+                },
+            )));
+        }
+    }
+
+    fn next_at(&self) -> Option<Instant> {
+        self.queue.peek().map(|Reverse((t, _, _))| *t)
+    }
+}
+
+/// The simulated PBX trunk: a UAC built from our message model, transactions and RTP.
+struct Pbx {
+    call_id: String,
+    tag: String,
+    cseq: u32,
+    invite: Option<(Message, Instant, Duration)>,
+    invite_branch: String,
+    to_tag: Option<String>,
+    responses: Vec<(u16, Method)>,
+    requests: Vec<Method>,
+    rtp: Option<RtpSession>,
+    send_rtp: bool,
+    auto_ack: bool,
+    last_answer: Option<Bytes>,
+    bye: Option<NonInviteClient>,
+    out: VecDeque<Vec<u8>>,
+    n: u64,
+}
+
+impl Pbx {
+    fn new(call_id: &str) -> Pbx {
+        Pbx {
+            call_id: call_id.into(),
+            tag: "pbx-tag".into(),
+            cseq: 1,
+            invite: None,
+            invite_branch: "z9hG4bKinv".into(),
+            to_tag: None,
+            responses: vec![],
+            requests: vec![],
+            rtp: None,
+            send_rtp: true,
+            auto_ack: true,
+            last_answer: None,
+            bye: None,
+            out: VecDeque::new(),
+            n: 0,
+        }
+    }
+
+    fn to_header(&self) -> String {
+        match &self.to_tag {
+            Some(t) => format!("<sip:pincoderouting@192.0.2.10>;tag={t}"),
+            None => "<sip:pincoderouting@192.0.2.10>".into(),
+        }
+    }
+
+    fn build(&mut self, method: &str, branch: &str, cseq: u32, extra: &str, body: &str) -> Message {
+        let s = format!(
+            "{method} sip:pincoderouting@192.0.2.10 SIP/2.0\r\n\
+Via: SIP/2.0/UDP {PBX_SIP};branch={branch};rport\r\nMax-Forwards: 70\r\n\
+From: <sip:+15551234567@192.0.2.1>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n\
+Contact: <sip:pbx@{PBX_SIP}>\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            self.tag,
+            self.to_header(),
+            self.call_id,
+            body.len()
+        );
+        Message::parse(s.as_bytes(), &Limits::default(), true).unwrap()
+    }
+
+    fn sdp(port: u16, dir: &str) -> String {
+        format!(
+            "v=0\r\no=pbx 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r\n"
+        )
+    }
+
+    fn invite(&mut self, now: Instant, extra: &str, body: Option<String>) {
+        let (extra, body) = match body {
+            Some(b) => (format!("Content-Type: application/sdp\r\n{extra}"), b),
+            None => (extra.to_string(), String::new()),
+        };
+        let branch = self.invite_branch.clone();
+        let m = self.build("INVITE", &branch, 1, &extra, &body);
+        self.out.push_back(m.to_bytes().to_vec());
+        self.invite = Some((m, now + Duration::from_millis(500), Duration::from_millis(500)));
+    }
+
+    /// Sends an in-dialog request with a new CSeq; BYE uses a client transaction.
+    fn request(&mut self, now: Instant, method: &str, extra: &str, body: &str) -> u32 {
+        self.cseq += 1;
+        self.n += 1;
+        let branch = format!("z9hG4bKpbx{}", self.n);
+        let cseq = self.cseq;
+        let m = self.build(method, &branch, cseq, extra, body);
+        let data = m.to_bytes();
+        if method == "BYE" {
+            self.bye = Some(NonInviteClient::new(
+                now,
+                branch,
+                data.clone(),
+                false,
+                Default::default(),
+            ));
+        }
+        self.out.push_back(data.to_vec());
+        cseq
+    }
+
+    fn ack(&mut self, cseq: u32, branch: &str, body: &str) {
+        let extra = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        let m = self.build("ACK", branch, cseq, extra, body);
+        self.out.push_back(m.to_bytes().to_vec());
+    }
+
+    fn handle_sip(&mut self, now: Instant, data: &[u8]) {
+        let msg = Message::parse(data, &Limits::default(), true).unwrap();
+        match msg.start.clone() {
+            StartLine::Response { code, .. } => {
+                let (seq, method) = msg.cseq().unwrap();
+                self.responses.push((code, method.clone()));
+                match method {
+                    Method::Invite => {
+                        if seq == 1 {
+                            self.invite = None;
+                        }
+                        if code >= 200 {
+                            if let Some(t) = msg.to_tag() {
+                                self.to_tag = Some(t);
+                            }
+                        }
+                        if (200..300).contains(&code) {
+                            if !msg.body.is_empty() {
+                                self.last_answer = Some(msg.body.clone());
+                                if let Ok(neg) = Sdp::parse(&msg.body).and_then(|a| {
+                                    sdp::accept_answer(&a, &[sdp::Codec::Pcmu, sdp::Codec::Pcma], 20)
+                                }) {
+                                    match &mut self.rtp {
+                                        Some(r) => r.renegotiate(now, neg),
+                                        None => {
+                                            self.rtp = Some(RtpSession::new(now, neg, 99, 0, 0))
+                                        }
+                                    }
+                                }
+                            }
+                            if self.auto_ack {
+                                self.n += 1;
+                                let b = format!("z9hG4bKack{}", self.n);
+                                self.ack(seq, &b, "");
+                            }
+                        } else if code >= 300 {
+                            let b = if seq == 1 {
+                                self.invite_branch.clone()
+                            } else {
+                                msg.top_via().unwrap().branch().unwrap().to_string()
+                            };
+                            self.ack(seq, &b, "");
+                        }
+                    }
+                    Method::Bye => {
+                        if let Some(b) = &mut self.bye {
+                            b.on_response(now, code);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            StartLine::Request { method, .. } => {
+                self.requests.push(method.clone());
+                if method != Method::Ack {
+                    let r = response(&msg, 200, None, "pbx");
+                    self.out.push_back(r.to_bytes().to_vec());
+                }
+            }
+        }
+    }
+
+    fn handle_rtp(&mut self, now: Instant, data: &[u8]) {
+        if let Some(r) = &mut self.rtp {
+            let _ = r.handle_packet(now, addr(US_RTP), data);
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Vec<Instant> = vec![];
+        if let Some((_, at, _)) = &self.invite {
+            t.push(*at);
+        }
+        if let Some(b) = &self.bye {
+            t.extend(b.poll_timeout().map(|x| x.0));
+        }
+        if self.send_rtp {
+            if let Some(r) = &self.rtp {
+                t.extend(r.poll_timeout());
+            }
+        }
+        t.into_iter().min()
+    }
+
+    fn handle_timeout(&mut self, now: Instant, net: &mut Net) {
+        if let Some((m, at, iv)) = &mut self.invite {
+            if now >= *at {
+                // Timer A: INVITE retransmission over UDP (§17.1.1.2).
+                *iv *= 2;
+                *at = now + *iv;
+                self.out.push_back(m.to_bytes().to_vec());
+            }
+        }
+        if let Some(b) = &mut self.bye {
+            if let Some(NictEvent::Retransmit(d)) = b.handle_timeout(now) {
+                self.out.push_back(d.to_vec());
+            }
+        }
+        if self.send_rtp {
+            if let Some(r) = &mut self.rtp {
+                let mut buf = [0u8; 1500];
+                while let Some((n, _)) = r.poll_transmit(now, &mut buf) {
+                    net.send(now, To::Us, Kind::Rtp, &buf[..n]);
+                }
+            }
+        }
+    }
+}
+
+struct OneCall<'a>(Option<&'a str>);
+impl CallTable for OneCall<'_> {
+    fn contains(&self, id: &str) -> bool {
+        self.0 == Some(id)
+    }
+    fn active(&self) -> usize {
+        usize::from(self.0.is_some())
+    }
+}
+
+/// Our endpoint + call, the PBX and the network, in virtual time.
+struct World {
+    now: Instant,
+    t0: Instant,
+    config: Arc<Config>,
+    ep: Endpoint,
+    call: Option<Call>,
+    admissions: usize,
+    stateless: Vec<u16>,
+    events: Vec<CallEvent>,
+    net: Net,
+    pbx: Pbx,
+}
+
+impl World {
+    fn new(cfg: &str, seed: u64, loss: f64, dup: f64) -> World {
+        let config = Arc::new(config::parse(cfg, "test").unwrap());
+        let t0 = crate::testutil::epoch();
+        World {
+            now: t0,
+            t0,
+            ep: Endpoint::new(config.clone()),
+            config,
+            call: None,
+            admissions: 0,
+            stateless: vec![],
+            events: vec![],
+            net: Net::new(seed, loss, dup),
+            pbx: Pbx::new("sim-call-1"),
+        }
+    }
+
+    fn flow(&self) -> Flow {
+        Flow {
+            transport: Transport::Udp,
+            conn: 0,
+            remote: addr(PBX_SIP),
+        }
+    }
+
+    fn to_us_sip(&mut self, data: &[u8]) {
+        let id = self.call.as_ref().map(|c| c.call_id().to_string());
+        let flow = self.flow();
+        match self.ep.handle(flow, data, true, &OneCall(id.as_deref())) {
+            Inbound::ToCall(m) => {
+                if let Some(c) = self.call.as_mut() {
+                    c.handle_sip(self.now, m, flow)
+                }
+            }
+            Inbound::NewCall(adm) => {
+                self.admissions += 1;
+                self.call = Some(Call::new(
+                    self.now,
+                    self.config.clone(),
+                    CallSetup {
+                        invite: adm.invite,
+                        offer: adm.offer,
+                        flow,
+                        local_sip: addr(US_SIP),
+                        media: LocalMedia {
+                            ip: addr(US_RTP).ip(),
+                            port: 10000,
+                            session_id: 77,
+                        },
+                        seed: 5,
+                    },
+                ));
+            }
+            Inbound::Reply(t) => {
+                let m = Message::parse(&t.data, &Limits::default(), true).unwrap();
+                self.stateless.push(m.status().unwrap());
+                self.net.send(self.now, To::Pbx, Kind::Sip, &t.data);
+            }
+            Inbound::Drop(_) => {}
+        }
+    }
+
+    /// Moves everything both sides want to send into the network.
+    fn drain(&mut self) {
+        while let Some(d) = self.pbx.out.pop_front() {
+            self.net.send(self.now, To::Us, Kind::Sip, &d);
+        }
+        if let Some(c) = self.call.as_mut() {
+            while let Some(t) = c.poll_transmit() {
+                assert_eq!(t.flow.remote, addr(PBX_SIP));
+                self.net.send(self.now, To::Pbx, Kind::Sip, &t.data);
+            }
+            let mut buf = [0u8; 1500];
+            while let Some((n, dest)) = c.poll_rtp(self.now, &mut buf) {
+                assert_eq!(dest, addr(PBX_RTP));
+                self.net.send(self.now, To::Pbx, Kind::Rtp, &buf[..n]);
+            }
+            while let Some(e) = c.poll_event() {
+                self.events.push(e);
+            }
+        }
+    }
+
+    /// One step: deliver the earliest packet or fire the earliest timer, if it is due by
+    /// `limit`; otherwise time moves to `limit` and nothing happens.
+    fn step(&mut self, limit: Instant) -> bool {
+        self.drain();
+        let call_t = self.call.as_ref().and_then(|c| c.poll_timeout()).map(|t| t.0);
+        let cands = [self.net.next_at(), call_t, self.pbx.poll_timeout()];
+        let next = cands.into_iter().flatten().min();
+        let Some(next) = next.filter(|n| *n <= limit) else {
+            self.now = limit;
+            return false;
+        };
+        assert!(next >= self.now, "time never goes backwards");
+        self.now = next;
+        if self.net.next_at() == Some(next) {
+            let Reverse((_, _, p)) = self.net.queue.pop().unwrap();
+            match (p.to, p.kind) {
+                (To::Us, Kind::Sip) => self.to_us_sip(&p.data),
+                (To::Us, Kind::Rtp) => {
+                    if let Some(c) = self.call.as_mut() {
+                        c.handle_rtp(next, addr(PBX_RTP), &p.data)
+                    }
+                }
+                (To::Pbx, Kind::Sip) => self.pbx.handle_sip(next, &p.data),
+                (To::Pbx, Kind::Rtp) => self.pbx.handle_rtp(next, &p.data),
+            }
+        } else if call_t == Some(next) {
+            self.call.as_mut().unwrap().handle_timeout(next);
+        } else {
+            self.pbx.handle_timeout(next, &mut self.net);
+        }
+        self.drain();
+        true
+    }
+
+    /// Runs until `secs` of virtual time have passed; fails on livelock.
+    fn run_for(&mut self, secs: f64) {
+        let until = self.now + Duration::from_secs_f64(secs);
+        let mut steps = 0u32;
+        while self.step(until) {
+            steps += 1;
+            assert!(steps < 2_000_000, "livelock: too many steps");
+        }
+    }
+
+    fn ended(&self) -> Vec<CallSummary> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                CallEvent::Ended(s) => Some(*s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn codes(&self, m: Method) -> Vec<u16> {
+        self.pbx
+            .responses
+            .iter()
+            .filter(|(_, x)| *x == m)
+            .map(|(c, _)| *c)
+            .collect()
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.now - self.t0
+    }
+}
+
+fn start(w: &mut World) {
+    let sdp = Pbx::sdp(4000, "sendrecv");
+    let now = w.now;
+    w.pbx.invite(now, "Supported: timer\r\n", Some(sdp));
+}
+
+#[test]
+fn whole_call_over_lossy_network_with_rtp_both_ways() {
+    for seed in 0..20 {
+        let mut w = World::new("", seed, 0.1, 0.05);
+        start(&mut w);
+        w.run_for(10.0);
+        let now = w.now;
+        w.pbx.request(now, "BYE", "", "");
+        w.run_for(40.0);
+        let ended = w.ended();
+        assert_eq!(ended.len(), 1, "seed {seed}: exactly one end");
+        assert_eq!(ended[0].reason, EndReason::RemoteBye, "seed {seed}");
+        assert_eq!(w.admissions, 1, "seed {seed}: retransmitted INVITEs absorbed");
+        let rtp = ended[0].rtp;
+        // ~500 frames each way in 10 s with 10 % loss.
+        assert!(rtp.rx_packets > 350, "seed {seed}: we received {rtp:?}");
+        assert!(rtp.tx_packets >= 495, "seed {seed}: we sent {rtp:?}");
+        let pbx_rx = w.pbx.rtp.as_ref().unwrap().stats().rx_packets;
+        assert!(pbx_rx > 350, "seed {seed}: PBX received {pbx_rx}");
+        assert!(w.codes(Method::Invite).contains(&200));
+        assert!(w.codes(Method::Bye).contains(&200), "seed {seed}");
+        assert!(w.call.as_ref().unwrap().is_done(), "seed {seed}: call finished");
+    }
+}
+
+#[test]
+fn invite_retransmission_absorbed_and_answer_replayed() {
+    let mut w = World::new("", 1, 0.0, 0.0);
+    w.net.dup = 1.0; // every packet twice
+    start(&mut w);
+    w.run_for(2.0);
+    assert_eq!(w.admissions, 1);
+    // Each INVITE copy got an answer; the PBX saw 200 at least twice, never two dialogs.
+    let oks = w.codes(Method::Invite).iter().filter(|c| **c == 200).count();
+    assert!(oks >= 2);
+    assert_eq!(w.events.iter().filter(|e| **e == CallEvent::Answered).count(), 1);
+}
+
+#[test]
+fn lost_ack_retransmits_2xx_then_byes_after_64_t1() {
+    let mut w = World::new("", 2, 0.0, 0.0);
+    w.net.black_hole = Some("ACK");
+    start(&mut w);
+    w.run_for(40.0);
+    let oks = w.codes(Method::Invite).iter().filter(|c| **c == 200).count();
+    // 0, 0.5, 1.5, 3.5, 7.5, 11.5, ... up to 32 s: 10 sends.
+    assert!((9..=11).contains(&oks), "{oks} 200s");
+    let ended = w.ended();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].reason, EndReason::AckTimeout);
+    assert!(w.pbx.requests.contains(&Method::Bye), "BYE after Timer H");
+}
+
+#[test]
+fn cancel_before_answer_gets_200_and_487() {
+    let mut w = World::new("[sip]\nring_ms = 3000\n", 3, 0.0, 0.0);
+    start(&mut w);
+    w.run_for(1.0);
+    assert_eq!(w.codes(Method::Invite), vec![100, 180]);
+    // CANCEL: same branch and CSeq number as the INVITE (§9.1).
+    let branch = w.pbx.invite_branch.clone();
+    let to_tag = w.pbx.to_tag.take();
+    let cancel = w.pbx.build("CANCEL", &branch, 1, "", "");
+    w.pbx.to_tag = to_tag;
+    w.pbx.out.push_back(cancel.to_bytes().to_vec());
+    w.run_for(10.0);
+    assert!(!w.call.as_ref().unwrap().is_done(), "lingers for Timer J");
+    w.run_for(30.0);
+    assert!(w.codes(Method::Cancel).contains(&200));
+    assert!(w.codes(Method::Invite).contains(&487), "{:?} {:?}", w.pbx.responses, w.events);
+    assert!(!w.codes(Method::Invite).contains(&200));
+    assert_eq!(w.ended()[0].reason, EndReason::Cancelled);
+    assert!(!w.ended()[0].answered);
+    assert!(w.call.as_ref().unwrap().is_done());
+}
+
+#[test]
+fn cancel_racing_the_answer_leaves_the_call_up() {
+    let mut w = World::new("", 4, 0.0, 0.0);
+    start(&mut w);
+    w.run_for(1.0);
+    let branch = w.pbx.invite_branch.clone();
+    let cancel = w.pbx.build("CANCEL", &branch, 1, "", "");
+    w.pbx.out.push_back(cancel.to_bytes().to_vec());
+    w.run_for(2.0);
+    assert!(w.codes(Method::Cancel).contains(&200));
+    assert!(!w.codes(Method::Invite).contains(&487));
+    assert!(w.ended().is_empty(), "answered call survives a late CANCEL");
+}
+
+#[test]
+fn no_rtp_for_media_timeout_ends_with_bye() {
+    let mut w = World::new("[media]\nmedia_timeout_secs = 5\n", 5, 0.0, 0.0);
+    w.pbx.send_rtp = false;
+    start(&mut w);
+    w.run_for(10.0);
+    let ended = w.ended();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].reason, EndReason::MediaTimeout);
+    let took = ended[0].duration_ms;
+    assert!((5000..5100).contains(&took), "ended after {took} ms");
+    assert!(w.pbx.requests.contains(&Method::Bye));
+}
+
+#[test]
+fn hold_suspends_media_timeout_and_sdp_version_moves() {
+    let mut w = World::new("[media]\nmedia_timeout_secs = 5\n", 6, 0.0, 0.0);
+    start(&mut w);
+    w.run_for(1.0);
+    let v1 = w.pbx.last_answer.clone().unwrap();
+    let now = w.now;
+    w.pbx.request(now, "INVITE", "Content-Type: application/sdp\r\n", &Pbx::sdp(4000, "sendonly"));
+    w.pbx.send_rtp = true;
+    w.run_for(1.0);
+    let v2 = w.pbx.last_answer.clone().unwrap();
+    let s2 = String::from_utf8_lossy(&v2);
+    assert!(s2.contains("a=recvonly"), "{s2}");
+    assert!(s2.contains(" 77 2 IN IP4"), "version bumped: {s2}");
+    assert!(String::from_utf8_lossy(&v1).contains(" 77 1 IN IP4"));
+    // PBX on hold sends nothing and the call stays up past the media timeout.
+    let now = w.now;
+    w.pbx.request(now, "INVITE", "Content-Type: application/sdp\r\n", &Pbx::sdp(4000, "inactive"));
+    w.pbx.send_rtp = false;
+    w.run_for(20.0);
+    assert!(w.ended().is_empty(), "hold is not a media timeout");
+    // Same SDP again: same version (RFC 3264 §8).
+    let now = w.now;
+    w.pbx.request(now, "INVITE", "Content-Type: application/sdp\r\n", &Pbx::sdp(4000, "inactive"));
+    w.run_for(1.0);
+    let v4 = String::from_utf8_lossy(w.pbx.last_answer.as_ref().unwrap()).to_string();
+    assert!(v4.contains(" 77 3 IN IP4"), "{v4}");
+    // Unhold: media expected again, and its absence now ends the call.
+    let now = w.now;
+    w.pbx.request(now, "INVITE", "Content-Type: application/sdp\r\n", &Pbx::sdp(4000, "sendrecv"));
+    w.run_for(10.0);
+    assert_eq!(w.ended()[0].reason, EndReason::MediaTimeout);
+}
+
+#[test]
+fn session_timer_without_refresh_ends_the_call() {
+    let mut w = World::new("", 7, 0.0, 0.0);
+    let now = w.now;
+    w.pbx.invite(
+        now,
+        "Supported: timer\r\nSession-Expires: 90\r\n",
+        Some(Pbx::sdp(4000, "sendrecv")),
+    );
+    w.run_for(30.0);
+    // A refresh (UPDATE) resets the timer.
+    let now = w.now;
+    w.pbx.request(now, "UPDATE", "Session-Expires: 90;refresher=uac\r\nSupported: timer\r\n", "");
+    w.run_for(50.0);
+    assert!(w.ended().is_empty(), "refreshed at 30 s, alive at 80 s");
+    assert!(w.codes(Method::Update).contains(&200));
+    w.run_for(20.0);
+    let e = w.ended();
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].reason, EndReason::SessionExpired);
+    // 30 s + (90 - 30) s = 90 s after the start.
+    assert!((89_000..92_000).contains(&e[0].duration_ms), "{}", e[0].duration_ms);
+}
+
+#[test]
+fn delayed_offer_takes_the_answer_from_the_ack() {
+    let mut w = World::new("", 8, 0.0, 0.0);
+    w.pbx.auto_ack = false;
+    let now = w.now;
+    w.pbx.invite(now, "", None);
+    w.run_for(0.2);
+    let offer = String::from_utf8_lossy(w.pbx.last_answer.as_ref().unwrap()).to_string();
+    assert!(offer.contains("m=audio 10000 RTP/AVP 0 8 101"), "{offer}");
+    w.pbx.rtp = None;
+    w.pbx.ack(1, "z9hG4bKack-do", &Pbx::sdp(4000, "sendrecv").replace("0 8 101", "8 101"));
+    let neg = sdp::accept_answer(
+        &Sdp::parse(Pbx::sdp(4000, "sendrecv").as_bytes()).unwrap(),
+        &[sdp::Codec::Pcma],
+        20,
+    )
+    .unwrap();
+    let now = w.now;
+    w.pbx.rtp = Some(RtpSession::new(now, neg, 1, 1, 1));
+    w.run_for(3.0);
+    let stats = w.call.as_ref().unwrap().rtp_stats().unwrap();
+    assert!(stats.tx_packets > 100 && stats.rx_packets > 100, "{stats:?}");
+    assert!(w.ended().is_empty());
+}
+
+#[test]
+fn in_dialog_requests_get_the_right_answers() {
+    let mut w = World::new("", 9, 0.0, 0.0);
+    start(&mut w);
+    w.run_for(1.0);
+    for m in ["OPTIONS", "INFO", "REFER", "FROB"] {
+        let now = w.now;
+        w.pbx.request(now, m, "", "");
+        w.run_for(0.5);
+    }
+    assert_eq!(w.codes(Method::Options), vec![200]);
+    assert_eq!(w.codes(Method::Info), vec![200]);
+    assert_eq!(w.codes(Method::Refer), vec![405]);
+    assert_eq!(w.codes(Method::Other("FROB".into())), vec![501]);
+    // A request with the wrong To tag is for no dialog we know.
+    w.pbx.to_tag = Some("wrong".into());
+    let now = w.now;
+    w.pbx.request(now, "INFO", "", "");
+    w.run_for(1.0);
+    assert_eq!(w.codes(Method::Info), vec![200, 481]);
+    // CSeq going backwards in the dialog: 500 (§12.2.2).
+    w.pbx.to_tag = w.call.as_ref().map(|c| c.dialog.local_tag.clone());
+    w.pbx.cseq = 1;
+    let now = w.now;
+    w.pbx.request(now, "OPTIONS", "", "");
+    w.run_for(0.5);
+    assert_eq!(w.codes(Method::Options), vec![200, 500]);
+}
+
+#[test]
+fn retransmitted_bye_gets_the_same_200_and_one_end() {
+    let mut w = World::new("", 10, 0.0, 0.0);
+    start(&mut w);
+    w.run_for(1.0);
+    let now = w.now;
+    w.pbx.request(now, "BYE", "", "");
+    let again = w.pbx.out.back().cloned().unwrap();
+    w.pbx.out.push_back(again);
+    w.run_for(1.0);
+    assert_eq!(w.codes(Method::Bye), vec![200, 200]);
+    assert_eq!(w.ended().len(), 1);
+    // Stray BYE after the call is gone from the table: stateless 481.
+    w.run_for(40.0);
+    assert!(w.call.as_ref().unwrap().is_done());
+}
+
+#[test]
+fn shutdown_sends_bye_and_retransmits_it_until_answered() {
+    let mut w = World::new("", 11, 0.0, 0.0);
+    start(&mut w);
+    w.run_for(1.0);
+    w.net.loss = 0.5;
+    let now = w.now;
+    w.call.as_mut().unwrap().shutdown(now);
+    w.run_for(40.0);
+    assert_eq!(w.ended()[0].reason, EndReason::Shutdown);
+    assert!(w.pbx.requests.contains(&Method::Bye));
+    assert!(w.call.as_ref().unwrap().is_done());
+    assert!(w.elapsed() >= Duration::from_secs(40));
+}
