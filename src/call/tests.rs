@@ -173,7 +173,11 @@ m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r
         let branch = self.invite_branch.clone();
         let m = self.build("INVITE", &branch, 1, &extra, &body);
         self.out.push_back(m.to_bytes().to_vec());
-        self.invite = Some((m, now + Duration::from_millis(500), Duration::from_millis(500)));
+        self.invite = Some((
+            m,
+            now + Duration::from_millis(500),
+            Duration::from_millis(500),
+        ));
     }
 
     /// Sends an in-dialog request with a new CSeq; BYE uses a client transaction.
@@ -227,7 +231,11 @@ m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r
                             if !msg.body.is_empty() {
                                 self.last_answer = Some(msg.body.clone());
                                 if let Ok(neg) = Sdp::parse(&msg.body).and_then(|a| {
-                                    sdp::accept_answer(&a, &[sdp::Codec::Pcmu, sdp::Codec::Pcma], 20)
+                                    sdp::accept_answer(
+                                        &a,
+                                        &[sdp::Codec::Pcmu, sdp::Codec::Pcma],
+                                        20,
+                                    )
                                 }) {
                                     match &mut self.rtp {
                                         Some(r) => r.renegotiate(now, neg),
@@ -366,7 +374,7 @@ impl World {
         }
     }
 
-    fn to_us_sip(&mut self, data: &[u8]) {
+    fn deliver_sip_to_us(&mut self, data: &[u8]) {
         let id = self.call.as_ref().map(|c| c.call_id().to_string());
         let flow = self.flow();
         match self.ep.handle(flow, data, true, &OneCall(id.as_deref())) {
@@ -428,7 +436,11 @@ impl World {
     /// `limit`; otherwise time moves to `limit` and nothing happens.
     fn step(&mut self, limit: Instant) -> bool {
         self.drain();
-        let call_t = self.call.as_ref().and_then(|c| c.poll_timeout()).map(|t| t.0);
+        let call_t = self
+            .call
+            .as_ref()
+            .and_then(|c| c.poll_timeout())
+            .map(|t| t.0);
         let cands = [self.net.next_at(), call_t, self.pbx.poll_timeout()];
         let next = cands.into_iter().flatten().min();
         let Some(next) = next.filter(|n| *n <= limit) else {
@@ -440,7 +452,7 @@ impl World {
         if self.net.next_at() == Some(next) {
             let Reverse((_, _, p)) = self.net.queue.pop().unwrap();
             match (p.to, p.kind) {
-                (To::Us, Kind::Sip) => self.to_us_sip(&p.data),
+                (To::Us, Kind::Sip) => self.deliver_sip_to_us(&p.data),
                 (To::Us, Kind::Rtp) => {
                     if let Some(c) = self.call.as_mut() {
                         c.handle_rtp(next, addr(PBX_RTP), &p.data)
@@ -510,7 +522,10 @@ fn whole_call_over_lossy_network_with_rtp_both_ways() {
         let ended = w.ended();
         assert_eq!(ended.len(), 1, "seed {seed}: exactly one end");
         assert_eq!(ended[0].reason, EndReason::RemoteBye, "seed {seed}");
-        assert_eq!(w.admissions, 1, "seed {seed}: retransmitted INVITEs absorbed");
+        assert_eq!(
+            w.admissions, 1,
+            "seed {seed}: retransmitted INVITEs absorbed"
+        );
         let rtp = ended[0].rtp;
         // ~500 frames each way in 10 s with 10 % loss.
         assert!(rtp.rx_packets > 350, "seed {seed}: we received {rtp:?}");
@@ -519,7 +534,10 @@ fn whole_call_over_lossy_network_with_rtp_both_ways() {
         assert!(pbx_rx > 350, "seed {seed}: PBX received {pbx_rx}");
         assert!(w.codes(Method::Invite).contains(&200));
         assert!(w.codes(Method::Bye).contains(&200), "seed {seed}");
-        assert!(w.call.as_ref().unwrap().is_done(), "seed {seed}: call finished");
+        assert!(
+            w.call.as_ref().unwrap().is_done(),
+            "seed {seed}: call finished"
+        );
     }
 }
 
@@ -531,9 +549,19 @@ fn invite_retransmission_absorbed_and_answer_replayed() {
     w.run_for(2.0);
     assert_eq!(w.admissions, 1);
     // Each INVITE copy got an answer; the PBX saw 200 at least twice, never two dialogs.
-    let oks = w.codes(Method::Invite).iter().filter(|c| **c == 200).count();
+    let oks = w
+        .codes(Method::Invite)
+        .iter()
+        .filter(|c| **c == 200)
+        .count();
     assert!(oks >= 2);
-    assert_eq!(w.events.iter().filter(|e| **e == CallEvent::Answered).count(), 1);
+    assert_eq!(
+        w.events
+            .iter()
+            .filter(|e| **e == CallEvent::Answered)
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -542,7 +570,11 @@ fn lost_ack_retransmits_2xx_then_byes_after_64_t1() {
     w.net.black_hole = Some("ACK");
     start(&mut w);
     w.run_for(40.0);
-    let oks = w.codes(Method::Invite).iter().filter(|c| **c == 200).count();
+    let oks = w
+        .codes(Method::Invite)
+        .iter()
+        .filter(|c| **c == 200)
+        .count();
     // 0, 0.5, 1.5, 3.5, 7.5, 11.5, ... up to 32 s: 10 sends.
     assert!((9..=11).contains(&oks), "{oks} 200s");
     let ended = w.ended();
@@ -567,7 +599,12 @@ fn cancel_before_answer_gets_200_and_487() {
     assert!(!w.call.as_ref().unwrap().is_done(), "lingers for Timer J");
     w.run_for(30.0);
     assert!(w.codes(Method::Cancel).contains(&200));
-    assert!(w.codes(Method::Invite).contains(&487), "{:?} {:?}", w.pbx.responses, w.events);
+    assert!(
+        w.codes(Method::Invite).contains(&487),
+        "{:?} {:?}",
+        w.pbx.responses,
+        w.events
+    );
     assert!(!w.codes(Method::Invite).contains(&200));
     assert_eq!(w.ended()[0].reason, EndReason::Cancelled);
     assert!(!w.ended()[0].answered);
@@ -609,7 +646,12 @@ fn hold_suspends_media_timeout_and_sdp_version_moves() {
     w.run_for(1.0);
     let v1 = w.pbx.last_answer.clone().unwrap();
     let now = w.now;
-    w.pbx.request(now, "INVITE", "Content-Type: application/sdp\r\n", &Pbx::sdp(4000, "sendonly"));
+    w.pbx.request(
+        now,
+        "INVITE",
+        "Content-Type: application/sdp\r\n",
+        &Pbx::sdp(4000, "sendonly"),
+    );
     w.pbx.send_rtp = true;
     w.run_for(1.0);
     let v2 = w.pbx.last_answer.clone().unwrap();
@@ -619,19 +661,34 @@ fn hold_suspends_media_timeout_and_sdp_version_moves() {
     assert!(String::from_utf8_lossy(&v1).contains(" 77 1 IN IP4"));
     // PBX on hold sends nothing and the call stays up past the media timeout.
     let now = w.now;
-    w.pbx.request(now, "INVITE", "Content-Type: application/sdp\r\n", &Pbx::sdp(4000, "inactive"));
+    w.pbx.request(
+        now,
+        "INVITE",
+        "Content-Type: application/sdp\r\n",
+        &Pbx::sdp(4000, "inactive"),
+    );
     w.pbx.send_rtp = false;
     w.run_for(20.0);
     assert!(w.ended().is_empty(), "hold is not a media timeout");
     // Same SDP again: same version (RFC 3264 §8).
     let now = w.now;
-    w.pbx.request(now, "INVITE", "Content-Type: application/sdp\r\n", &Pbx::sdp(4000, "inactive"));
+    w.pbx.request(
+        now,
+        "INVITE",
+        "Content-Type: application/sdp\r\n",
+        &Pbx::sdp(4000, "inactive"),
+    );
     w.run_for(1.0);
     let v4 = String::from_utf8_lossy(w.pbx.last_answer.as_ref().unwrap()).to_string();
     assert!(v4.contains(" 77 3 IN IP4"), "{v4}");
     // Unhold: media expected again, and its absence now ends the call.
     let now = w.now;
-    w.pbx.request(now, "INVITE", "Content-Type: application/sdp\r\n", &Pbx::sdp(4000, "sendrecv"));
+    w.pbx.request(
+        now,
+        "INVITE",
+        "Content-Type: application/sdp\r\n",
+        &Pbx::sdp(4000, "sendrecv"),
+    );
     w.run_for(10.0);
     assert_eq!(w.ended()[0].reason, EndReason::MediaTimeout);
 }
@@ -648,7 +705,12 @@ fn session_timer_without_refresh_ends_the_call() {
     w.run_for(30.0);
     // A refresh (UPDATE) resets the timer.
     let now = w.now;
-    w.pbx.request(now, "UPDATE", "Session-Expires: 90;refresher=uac\r\nSupported: timer\r\n", "");
+    w.pbx.request(
+        now,
+        "UPDATE",
+        "Session-Expires: 90;refresher=uac\r\nSupported: timer\r\n",
+        "",
+    );
     w.run_for(50.0);
     assert!(w.ended().is_empty(), "refreshed at 30 s, alive at 80 s");
     assert!(w.codes(Method::Update).contains(&200));
@@ -657,7 +719,11 @@ fn session_timer_without_refresh_ends_the_call() {
     assert_eq!(e.len(), 1);
     assert_eq!(e[0].reason, EndReason::SessionExpired);
     // 30 s + (90 - 30) s = 90 s after the start.
-    assert!((89_000..92_000).contains(&e[0].duration_ms), "{}", e[0].duration_ms);
+    assert!(
+        (89_000..92_000).contains(&e[0].duration_ms),
+        "{}",
+        e[0].duration_ms
+    );
 }
 
 #[test]
@@ -670,7 +736,11 @@ fn delayed_offer_takes_the_answer_from_the_ack() {
     let offer = String::from_utf8_lossy(w.pbx.last_answer.as_ref().unwrap()).to_string();
     assert!(offer.contains("m=audio 10000 RTP/AVP 0 8 101"), "{offer}");
     w.pbx.rtp = None;
-    w.pbx.ack(1, "z9hG4bKack-do", &Pbx::sdp(4000, "sendrecv").replace("0 8 101", "8 101"));
+    w.pbx.ack(
+        1,
+        "z9hG4bKack-do",
+        &Pbx::sdp(4000, "sendrecv").replace("0 8 101", "8 101"),
+    );
     let neg = sdp::accept_answer(
         &Sdp::parse(Pbx::sdp(4000, "sendrecv").as_bytes()).unwrap(),
         &[sdp::Codec::Pcma],
@@ -681,7 +751,10 @@ fn delayed_offer_takes_the_answer_from_the_ack() {
     w.pbx.rtp = Some(RtpSession::new(now, neg, 1, 1, 1));
     w.run_for(3.0);
     let stats = w.call.as_ref().unwrap().rtp_stats().unwrap();
-    assert!(stats.tx_packets > 100 && stats.rx_packets > 100, "{stats:?}");
+    assert!(
+        stats.tx_packets > 100 && stats.rx_packets > 100,
+        "{stats:?}"
+    );
     assert!(w.ended().is_empty());
 }
 

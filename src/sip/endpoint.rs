@@ -250,12 +250,10 @@ impl Endpoint {
     /// A message that failed to parse: answer 400 (413 when too large) if enough of a
     /// request survives to address a response, else drop it.
     fn malformed(&self, flow: Flow, data: &[u8], err: ParseError) -> Inbound {
+        // ACKs are never answered (§17.2.1), malformed or not.
         let Some(mut skeleton) = lenient_skeleton(data, &self.limits) else {
             return Inbound::Drop("unanswerable malformed message");
         };
-        if skeleton.method() == Some(&Method::Ack) {
-            return Inbound::Drop("malformed ACK");
-        }
         stamp_via(&mut skeleton, flow.remote);
         let (code, reason) = match err {
             ParseError::TooLarge(_) => (413, "Request Entity Too Large".to_string()),
@@ -274,7 +272,8 @@ impl Endpoint {
 }
 
 /// Pulls the request line and the five headers a response needs out of bytes that did not
-/// parse, so a 400 can still be addressed. `None` for responses and hopeless input.
+/// parse, so a 400 can still be addressed. Values are echoed as they came (even a bad
+/// CSeq); only a Via we can route on is required. `None` for responses and hopeless input.
 fn lenient_skeleton(data: &[u8], limits: &Limits) -> Option<Message> {
     let head = &data[..data.len().min(limits.max_message)];
     let text = String::from_utf8_lossy(head);
@@ -283,18 +282,23 @@ fn lenient_skeleton(data: &[u8], limits: &Limits) -> Option<Message> {
     let mut parts = first.split(' ');
     let method = parts.next()?;
     let uri = parts.next()?;
-    if method.starts_with("SIP/") || method.is_empty() || method.len() > 32 {
+    if method.starts_with("SIP/")
+        || method.is_empty()
+        || method.len() > 32
+        || !method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return None;
     }
-    let mut out = String::with_capacity(512);
-    out.push_str(&format!("{method} {uri} SIP/2.0\r\n"));
-    let wanted = [
-        ("via", "v"),
-        ("from", "f"),
-        ("to", "t"),
-        ("call-id", "i"),
-        ("cseq", ""),
+    const WANTED: [(&str, &str, &str); 5] = [
+        ("via", "v", "Via"),
+        ("from", "f", "From"),
+        ("to", "t", "To"),
+        ("call-id", "i", "Call-ID"),
+        ("cseq", "cseq", "CSeq"),
     ];
+    let mut headers = Vec::new();
     for l in lines.take(limits.max_headers) {
         if l.is_empty() {
             break;
@@ -303,15 +307,26 @@ fn lenient_skeleton(data: &[u8], limits: &Limits) -> Option<Message> {
             continue;
         };
         let n = n.trim().to_ascii_lowercase();
-        if wanted.iter().any(|(long, short)| n == *long || n == *short) && v.len() < 1024 {
-            out.push_str(&format!("{n}: {}\r\n", v.trim()));
+        if let Some((_, _, canon)) = WANTED
+            .iter()
+            .find(|(long, short, _)| n == *long || n == *short)
+        {
+            if v.len() < 1024 && !v.contains(|c: char| c.is_control() && c != '\t') {
+                headers.push((canon.to_string(), v.trim().to_string()));
+            }
         }
     }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    let mut m = Message::parse(out.as_bytes(), limits, true).ok()?;
-    // The method token may be garbage; CSeq already had to agree with it.
-    if let StartLine::Request { .. } = m.start {
-        m.body = bytes::Bytes::new();
+    let m = Message {
+        start: StartLine::Request {
+            method: Method::Other(method.to_string()),
+            uri: uri.to_string(),
+        },
+        headers,
+        body: bytes::Bytes::new(),
+    };
+    m.top_via()?;
+    if method.eq_ignore_ascii_case("ACK") {
+        return None;
     }
     Some(m)
 }

@@ -1,0 +1,228 @@
+//! Black-box harness: the real binary on loopback, driven by real SIPp and raw sockets.
+#![allow(dead_code)]
+// Black-box tests are a driver: they may read the clock.
+#![allow(clippy::disallowed_methods)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Each service in this process gets its own RTP port range.
+static NEXT_RANGE: AtomicU16 = AtomicU16::new(0);
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn scenario(name: &str) -> String {
+    repo()
+        .join("scenarios")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A free UDP port on loopback (bound and released; good enough on a test machine).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The running service with its captured JSON log.
+pub struct Service {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Service {
+    /// Starts the binary with a config that listens on loopback (ephemeral ports) plus
+    /// `extra` TOML lines for the [sip] and [media] tables.
+    pub fn start(sip_extra: &str, media_extra: &str) -> Service {
+        let k = NEXT_RANGE.fetch_add(1, Ordering::SeqCst);
+        // Ranges of 400 ports, by test process and service, to keep tests apart.
+        let base = 20000 + (std::process::id() as u16 % 10) * 4000 + (k % 10) * 400;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("pincoderouting.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n{sip_extra}\n\
+[media]\nrtp_bind = \"127.0.0.1\"\nrtp_port_min = {base}\nrtp_port_max = {}\n{media_extra}\n",
+                base + 398
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pincoderouting"))
+            .args([
+                "--log-format",
+                "json",
+                "--log-level",
+                "info",
+                "serve",
+                "--config",
+            ])
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pincoderouting");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        let mut s = Service {
+            child,
+            lines,
+            udp: "0.0.0.0:0".parse().unwrap(),
+            tcp: "0.0.0.0:0".parse().unwrap(),
+            _dir: dir,
+        };
+        let listening = s.wait_for(Duration::from_secs(20), |v| {
+            v.iter().filter(|e| msg(e) == "listening").count() >= 2
+        });
+        for e in listening.iter().filter(|e| msg(e) == "listening") {
+            let addr: SocketAddr = field(e, "addr").parse().unwrap();
+            match field(e, "transport").as_str() {
+                "UDP" => s.udp = addr,
+                _ => s.tcp = addr,
+            }
+        }
+        s
+    }
+
+    /// Every log line so far, parsed.
+    pub fn log(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    pub fn raw_log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Polls the log until `pred` holds; panics with the log after `timeout`.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if pred(&log) {
+                return log;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting; log so far:\n{}",
+                self.raw_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The "call ended" records so far.
+    pub fn ended(&self) -> Vec<Value> {
+        self.log()
+            .into_iter()
+            .filter(|e| msg(e) == "call ended")
+            .collect()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn msg(e: &Value) -> String {
+    e["fields"]["message"].as_str().unwrap_or("").to_string()
+}
+
+pub fn field(e: &Value, k: &str) -> String {
+    match &e["fields"][k] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        v => v.to_string(),
+    }
+}
+
+pub fn num(e: &Value, k: &str) -> u64 {
+    e["fields"][k].as_u64().unwrap_or(0)
+}
+
+/// Runs SIPp against `target`; returns its output. Logs go to a temp directory.
+pub fn sipp(scenario_name: &str, target: SocketAddr, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("sipp")
+        .current_dir(dir.path())
+        .arg("-sf")
+        .arg(scenario(scenario_name))
+        .arg(target.to_string())
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+        ])
+        .args(["-trace_err"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sipp (apt-get install sip-tester)");
+    if !out.status.success() {
+        let errs: String = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with("_errors.log"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .collect();
+        eprintln!(
+            "sipp {scenario_name} failed ({}):\n{}\n{errs}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    out
+}
+
+pub fn sipp_available() -> bool {
+    Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+pub fn exists(p: &str) -> bool {
+    Path::new(p).exists()
+}

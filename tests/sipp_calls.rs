@@ -1,0 +1,140 @@
+//! Black-box: the real binary on loopback, real SIPp scenarios from `scenarios/`.
+//! `.ci/run` installs SIPp (Debian package `sip-tester`); without it these tests fail
+//! loudly rather than pass silently.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn require_sipp() {
+    assert!(
+        sipp_available(),
+        "sipp not found: apt-get install -y sip-tester (see .ci/run)"
+    );
+}
+
+#[test]
+fn basic_call_rtp_both_ways_then_bye_from_pbx_udp_and_tcp() {
+    require_sipp();
+    let svc = Service::start("", "");
+    for (target, transport) in [(svc.udp, "u1"), (svc.tcp, "t1")] {
+        let mp = free_udp_port().to_string();
+        let out = sipp(
+            "uac_basic.xml",
+            target,
+            &[
+                "-t",
+                transport,
+                "-m",
+                "1",
+                "-d",
+                "2000",
+                "-rtp_echo",
+                "-mp",
+                &mp,
+            ],
+        );
+        assert!(out.status.success(), "sipp basic call over {transport}");
+    }
+    let ended = svc.wait_for(Duration::from_secs(10), |l| {
+        l.iter().filter(|e| msg(e) == "call ended").count() >= 2
+    });
+    for e in ended.iter().filter(|e| msg(e) == "call ended") {
+        assert_eq!(field(e, "reason"), "RemoteBye", "{e}");
+        // 2 s of 20 ms frames: ~100 sent; SIPp echoed them back to us.
+        assert!(num(e, "rtp_tx") >= 90, "we sent RTP: {e}");
+        assert!(num(e, "rtp_rx") >= 80, "RTP came back from SIPp: {e}");
+        assert_eq!(num(e, "rtp_rx_ignored"), 0, "{e}");
+    }
+}
+
+#[test]
+fn pcma_audio_played_by_sipp_is_received() {
+    require_sipp();
+    let pcap = "/usr/share/sip-tester/g711a.pcap";
+    assert!(exists(pcap), "{pcap} ships with sip-tester");
+    let svc = Service::start("", "");
+    let mp = free_udp_port().to_string();
+    let out = sipp(
+        "uac_pcap_audio.xml",
+        svc.udp,
+        &["-m", "1", "-d", "3000", "-mp", &mp],
+    );
+    assert!(out.status.success());
+    let log = svc.wait_for(Duration::from_secs(10), |l| {
+        l.iter().any(|e| msg(e) == "call ended")
+    });
+    let e = log.iter().find(|e| msg(e) == "call ended").unwrap();
+    assert!(num(e, "rtp_rx") >= 50, "PCMA from the pcap reached us: {e}");
+}
+
+#[test]
+fn cancel_before_answer_gets_487() {
+    require_sipp();
+    let svc = Service::start("ring_ms = 3000", "");
+    let out = sipp("uac_cancel.xml", svc.udp, &["-m", "1"]);
+    assert!(out.status.success());
+    let log = svc.wait_for(Duration::from_secs(10), |l| {
+        l.iter().any(|e| msg(e) == "call ended")
+    });
+    let e = log.iter().find(|e| msg(e) == "call ended").unwrap();
+    assert_eq!(field(e, "reason"), "Cancelled");
+    assert_eq!(field(e, "answered"), "false");
+}
+
+#[test]
+fn options_ping_gets_200_over_udp_and_tcp() {
+    require_sipp();
+    let svc = Service::start("", "");
+    assert!(sipp("options.xml", svc.udp, &["-m", "3"]).status.success());
+    assert!(sipp("options.xml", svc.tcp, &["-t", "t1", "-m", "3"])
+        .status
+        .success());
+}
+
+#[test]
+fn unsupported_codec_gets_488_with_warning() {
+    require_sipp();
+    let svc = Service::start("", "");
+    assert!(sipp("uac_unsupported_codec.xml", svc.udp, &["-m", "2"])
+        .status
+        .success());
+    assert!(
+        svc.ended().is_empty(),
+        "a refused offer never becomes a call"
+    );
+}
+
+#[test]
+fn hundred_concurrent_calls_all_complete() {
+    require_sipp();
+    let svc = Service::start("", "");
+    let mp = free_udp_port().to_string();
+    let out = sipp(
+        "uac_basic.xml",
+        svc.udp,
+        &[
+            "-l",
+            "100",
+            "-m",
+            "200",
+            "-r",
+            "200",
+            "-d",
+            "1500",
+            "-rtp_echo",
+            "-mp",
+            &mp,
+        ],
+    );
+    assert!(out.status.success(), "all 200 calls succeed");
+    let log = svc.wait_for(Duration::from_secs(20), |l| {
+        l.iter().filter(|e| msg(e) == "call ended").count() >= 200
+    });
+    let ended: Vec<_> = log.iter().filter(|e| msg(e) == "call ended").collect();
+    assert_eq!(ended.len(), 200);
+    assert!(ended.iter().all(|e| field(e, "reason") == "RemoteBye"));
+    let no_media = ended.iter().filter(|e| num(e, "rtp_rx") == 0).count();
+    assert_eq!(no_media, 0, "every call had RTP both ways");
+}
