@@ -113,7 +113,7 @@ impl Default for RawSip {
             public_address: None,
             user_agent: concat!("pincoderouting/", env!("CARGO_PKG_VERSION")).into(),
             max_message_bytes: 16 * 1024,
-            max_calls: 8000,
+            max_calls: 5000,
             retry_after_secs: 5,
             t1_ms: 500,
             t2_ms: 4000,
@@ -269,6 +269,16 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             ),
         ));
     }
+    let pairs = (m.rtp_port_max - m.rtp_port_min) as usize / 2 + 1;
+    if s.max_calls > pairs {
+        return Err(invalid(
+            "max_calls",
+            format!(
+                "{} calls need {} RTP ports but rtp_port_min..rtp_port_max holds {pairs} even ports",
+                s.max_calls, s.max_calls
+            ),
+        ));
+    }
     if m.codecs.is_empty() {
         return Err(invalid("codecs", "name at least one of PCMU, PCMA".into()));
     }
@@ -343,7 +353,7 @@ mod tests {
     fn shipped_config_parses() {
         let text = include_str!("../../sip-config/pincoderouting.toml");
         let c = parse(text, DEFAULT_PATH).unwrap();
-        assert_eq!(c.sip.max_calls, 8000);
+        assert_eq!(c.sip.max_calls, 5000);
     }
 
     #[test]
@@ -368,6 +378,8 @@ mod tests {
         assert!(e.to_string().starts_with("f.toml:2: rtp_port_min"), "{e}");
         let e = parse("[sip]\nlisten = [\"sctp:1.2.3.4:5\"]\n", "f.toml").unwrap_err();
         assert!(e.to_string().contains("udp or tcp"), "{e}");
+        let e = parse("[sip]\nmax_calls = 6000\n", "f.toml").unwrap_err();
+        assert!(e.to_string().starts_with("f.toml:2: max_calls"), "{e}");
         let e = parse("[media]\nptime_ms = 25\n", "f.toml").unwrap_err();
         assert!(e.to_string().contains("ptime_ms"), "{e}");
         let e = parse("[sip]\nlisten = [\"udp:[::1]:5060\"]\n", "f").unwrap();

@@ -92,15 +92,34 @@ pub(crate) async fn spawn(shared: Arc<Shared>, config: Arc<Config>, adm: Admissi
     });
     tokio::spawn(
         async move {
-            run(&shared, call, rx, rtp_sock).await;
+            run(&shared, call, rx, rtp_sock, port).await;
             shared.calls.remove(&call_id);
-            shared.ports.give_back(port);
         }
         .instrument(span),
     );
 }
 
-async fn run(shared: &Shared, mut call: Call, mut rx: mpsc::Receiver<CallInput>, sock: UdpSocket) {
+/// Receives on the RTP socket while there is one; pends forever after it was released.
+async fn recv_rtp(
+    sock: &Option<UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run(
+    shared: &Shared,
+    mut call: Call,
+    mut rx: mpsc::Receiver<CallInput>,
+    sock: UdpSocket,
+    port: u16,
+) {
+    // The socket and its port go back to the pool as soon as the call ends; the task may
+    // linger a little longer for SIP retransmissions (Timer J, K, BYE).
+    let mut sock = Some(sock);
     let mut rx_buf = [0u8; MAX_RTP_PACKET + 1];
     let mut tx_buf = [0u8; MAX_RTP_PACKET];
     let mut ended = false;
@@ -114,9 +133,11 @@ async fn run(shared: &Shared, mut call: Call, mut rx: mpsc::Receiver<CallInput>,
         while let Some(t) = call.poll_transmit() {
             send_sip(shared, t).await;
         }
-        while let Some((n, dest)) = call.poll_rtp(now, &mut tx_buf) {
-            if let Err(e) = sock.send_to(&tx_buf[..n], dest).await {
-                debug!(error = %e, "rtp send failed");
+        if let Some(s) = &sock {
+            while let Some((n, dest)) = call.poll_rtp(now, &mut tx_buf) {
+                if let Err(e) = s.send_to(&tx_buf[..n], dest).await {
+                    debug!(error = %e, "rtp send failed");
+                }
             }
         }
         while let Some(ev) = call.poll_event() {
@@ -124,6 +145,9 @@ async fn run(shared: &Shared, mut call: Call, mut rx: mpsc::Receiver<CallInput>,
                 CallEvent::Answered => info!("answered"),
                 CallEvent::Ended(s) => {
                     ended = true;
+                    if sock.take().is_some() {
+                        shared.ports.give_back(port);
+                    }
                     shared.active.fetch_sub(1, Ordering::Relaxed);
                     info!(
                         reason = ?s.reason,
@@ -152,7 +176,7 @@ async fn run(shared: &Shared, mut call: Call, mut rx: mpsc::Receiver<CallInput>,
                 Some(CallInput::Sip(msg, flow)) => call.handle_sip(Instant::now(), msg, flow),
                 Some(CallInput::Shutdown) | None => call.shutdown(Instant::now()),
             },
-            r = sock.recv_from(&mut rx_buf) => {
+            r = recv_rtp(&sock, &mut rx_buf) => {
                 if let Ok((n, src)) = r {
                     call.handle_rtp(Instant::now(), src, &rx_buf[..n]);
                 }
@@ -165,5 +189,8 @@ async fn run(shared: &Shared, mut call: Call, mut rx: mpsc::Receiver<CallInput>,
     }
     if !ended {
         shared.active.fetch_sub(1, Ordering::Relaxed);
+    }
+    if sock.take().is_some() {
+        shared.ports.give_back(port);
     }
 }
