@@ -67,6 +67,8 @@ pub mod call;
 pub mod cli;
 pub mod config;
 pub mod driver;
+#[cfg(test)]
+mod fuzz_smoke;
 pub mod media;
 pub mod sip;
 #[cfg(test)]

@@ -138,3 +138,33 @@ fn hundred_concurrent_calls_all_complete() {
     let no_media = ended.iter().filter(|e| num(e, "rtp_rx") == 0).count();
     assert_eq!(no_media, 0, "every call had RTP both ways");
 }
+
+#[test]
+fn ipv6_call_with_rtp_both_ways() {
+    require_sipp();
+    let svc = Service::start_on("::1", "", "");
+    assert!(svc.udp.is_ipv6());
+    let mp = free_udp_port().to_string();
+    let out = sipp(
+        "uac_basic.xml",
+        svc.udp,
+        &[
+            "-m",
+            "1",
+            "-d",
+            "1500",
+            "-rtp_echo",
+            "-mp",
+            &mp,
+            "-mi",
+            "::1",
+        ],
+    );
+    assert!(out.status.success(), "IPv6 call");
+    let log = svc.wait_for(Duration::from_secs(10), |l| {
+        l.iter().any(|e| msg(e) == "call ended")
+    });
+    let e = log.iter().find(|e| msg(e) == "call ended").unwrap();
+    assert_eq!(field(e, "reason"), "RemoteBye");
+    assert!(num(e, "rtp_rx") > 30 && num(e, "rtp_tx") > 30, "{e}");
+}

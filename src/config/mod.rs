@@ -27,11 +27,11 @@ pub enum ConfigError {
         line: usize,
         msg: String,
     },
-    /// A value that parses but makes no sense.
-    #[error("{path}:{line}: {key}: {msg}")]
+    /// A value that parses but makes no sense. `at` is `path:line`, or just `path` when
+    /// the key was left at its default.
+    #[error("{at}: {key}: {msg}")]
     Invalid {
-        path: String,
-        line: usize,
+        at: String,
         key: String,
         msg: String,
     },
@@ -211,8 +211,10 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         }
     })?;
     let invalid = |key: &str, msg: String| ConfigError::Invalid {
-        path: path.to_string(),
-        line: line_of(text, key),
+        at: match line_of(text, key) {
+            0 => format!("{path} (default value)"),
+            n => format!("{path}:{n}"),
+        },
         key: key.to_string(),
         msg,
     };
@@ -380,6 +382,12 @@ mod tests {
         assert!(e.to_string().contains("udp or tcp"), "{e}");
         let e = parse("[sip]\nmax_calls = 6000\n", "f.toml").unwrap_err();
         assert!(e.to_string().starts_with("f.toml:2: max_calls"), "{e}");
+        let e = parse("[media]\nrtp_port_max = 10100\n", "f.toml").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("f.toml (default value): max_calls"),
+            "{e}"
+        );
         let e = parse("[media]\nptime_ms = 25\n", "f.toml").unwrap_err();
         assert!(e.to_string().contains("ptime_ms"), "{e}");
         let e = parse("[sip]\nlisten = [\"udp:[::1]:5060\"]\n", "f").unwrap();

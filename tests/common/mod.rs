@@ -49,6 +49,16 @@ impl Service {
     /// Starts the binary with a config that listens on loopback (ephemeral ports) plus
     /// `extra` TOML lines for the [sip] and [media] tables.
     pub fn start(sip_extra: &str, media_extra: &str) -> Service {
+        Self::start_on("127.0.0.1", sip_extra, media_extra)
+    }
+
+    /// As `start`, listening (SIP and RTP) on `ip` (e.g. `::1`).
+    pub fn start_on(ip: &str, sip_extra: &str, media_extra: &str) -> Service {
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
         let k = NEXT_RANGE.fetch_add(1, Ordering::SeqCst);
         // Ranges of 400 ports, by test process and service, to keep tests apart.
         let base = 20000 + (std::process::id() as u16 % 10) * 4000 + (k % 10) * 400;
@@ -63,8 +73,8 @@ impl Service {
         std::fs::write(
             &cfg,
             format!(
-                "[sip]\nlisten = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]\n{max_calls}\n{sip_extra}\n\
-[media]\nrtp_bind = \"127.0.0.1\"\nrtp_port_min = {base}\nrtp_port_max = {}\n{media_extra}\n",
+                "[sip]\nlisten = [\"udp:{host}:0\", \"tcp:{host}:0\"]\n{max_calls}\n{sip_extra}\n\
+[media]\nrtp_bind = \"{ip}\"\nrtp_port_min = {base}\nrtp_port_max = {}\n{media_extra}\n",
                 base + 398
             ),
         )
@@ -186,14 +196,8 @@ pub fn sipp(scenario_name: &str, target: SocketAddr, args: &[&str]) -> Output {
         .arg("-sf")
         .arg(scenario(scenario_name))
         .arg(target.to_string())
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-nostdin",
-            "-timeout",
-            "60s",
-            "-timeout_error",
-        ])
+        .args(["-i", &target.ip().to_string()])
+        .args(["-nostdin", "-timeout", "60s", "-timeout_error"])
         .args(["-trace_err"])
         .args(args)
         .stdin(Stdio::null())
@@ -207,8 +211,9 @@ pub fn sipp(scenario_name: &str, target: SocketAddr, args: &[&str]) -> Output {
             .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
             .collect();
         eprintln!(
-            "sipp {scenario_name} failed ({}):\n{}\n{errs}",
+            "sipp {scenario_name} failed ({}):\n{}\n{}\n{errs}",
             out.status,
+            String::from_utf8_lossy(&out.stderr),
             String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .rev()
