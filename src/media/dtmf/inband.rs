@@ -1,7 +1,8 @@
 //! In-band DTMF detection (ITU-T Q.23/Q.24) on linear PCM at 8 kHz.
 //!
-//! Two interleaved banks of 8 Goertzel filters over Hann-windowed 64-sample (8 ms) windows,
-//! offset by 32 samples, give a complete window every 4 ms. A window is *tone-like* when its
+//! Hann-windowed 64-sample (8 ms) windows overlapping by half give a complete window every
+//! 4 ms; each window's 8 DFT bins (the Goertzel frequencies) are the sum of two half-window
+//! partial sums, so every 32-sample chunk is one fixed 32×32 matrix–vector product. A window is *tone-like* when its
 //! strongest low-group and high-group bins hold most of its energy, both tones are above the
 //! level floor and its two halves carry similar energy (no onset or dropout inside). A
 //! decision needs three consecutive tone-like windows with the same pair; the frequency of
@@ -12,8 +13,9 @@
 //! needs `OFF_DECISIONS` disagreeing ones: that gives the 40 ms / 23 ms duration rule, bridges
 //! 10 ms dropouts and splits on 40 ms pauses. A long press is one digit, however long.
 //!
-//! The hot loop is 16 independent f32 recurrences per sample, laid out for the compiler to
-//! vectorize; everything else runs once per 32 samples.
+//! The hot loop is that product (no recurrence, so no latency chain), written for the
+//! compiler to vectorize and compiled twice: plain, and with AVX2+FMA chosen at run time.
+//! Everything else runs once per 32 samples.
 
 use super::Digit;
 use std::collections::VecDeque;
@@ -54,11 +56,23 @@ const MIN_HALF_BALANCE: f32 = 0.5;
 /// The two lag-32 frequency readings of one decision must agree within this, Hz.
 const MAX_DRIFT_HZ: f32 = 12.0;
 
+/// Outputs of the per-chunk product: re/im of the 8 bins with the first-half window
+/// (0..16) and with the second-half window (16..32).
+const OUTS: usize = 32;
+
 struct Consts {
-    hann: [f32; WIN],
-    coef: [f32; 16],
-    cos: [f32; 8],
-    sin: [f32; 8],
+    /// `mat[i][o]`: weight of input sample `i` of a chunk in output `o`.
+    mat: [[f32; OUTS]; HOP],
+    /// Squared Hann weights of the first and second half.
+    w2: [[f32; HOP]; 2],
+    /// Windowed energy of two tones at the level floor.
+    min_window_energy: f32,
+    /// The twist limits as amplitude ratios.
+    max_normal_ratio: f32,
+    max_reverse_ratio: f32,
+    /// Each bin's own phase advance over 32 and 64 samples, wrapped to (-π, π].
+    own32: [f32; 8],
+    own64: [f32; 8],
     /// (Σw)² / (2 Σw²): |X|² of a pure windowed tone over its windowed energy.
     gain: f32,
     sum_w: f32,
@@ -68,28 +82,44 @@ struct Consts {
 fn consts() -> &'static Consts {
     static C: OnceLock<Consts> = OnceLock::new();
     C.get_or_init(|| {
-        let mut hann = [0f32; WIN];
+        let mut hann = [0f64; WIN];
         for (n, w) in hann.iter_mut().enumerate() {
-            let s = (PI * (n as f32 + 0.5) / WIN as f32).sin();
+            let s = (std::f64::consts::PI * (n as f64 + 0.5) / WIN as f64).sin();
             *w = s * s;
         }
-        let sum_w: f32 = hann.iter().sum();
-        let sum_w2: f32 = hann.iter().map(|w| w * w).sum();
-        let mut coef = [0f32; 16];
-        let mut cos = [0f32; 8];
-        let mut sin = [0f32; 8];
-        for k in 0..8 {
-            let w = 2.0 * PI * FREQS[k] / RATE;
-            cos[k] = w.cos();
-            sin[k] = w.sin();
-            coef[k] = 2.0 * cos[k];
-            coef[k + 8] = 2.0 * cos[k];
+        let sum_w = hann.iter().sum::<f64>() as f32;
+        let sum_w2 = hann.iter().map(|w| w * w).sum::<f64>() as f32;
+        let mut mat = [[0f32; OUTS]; HOP];
+        let mut w2 = [[0f32; HOP]; 2];
+        for i in 0..HOP {
+            for (half, base) in [(0, 0), (1, HOP)] {
+                let n = base + i;
+                w2[half][i] = (hann[n] * hann[n]) as f32;
+                for k in 0..8 {
+                    let ph = 2.0 * std::f64::consts::PI * FREQS[k] as f64 / RATE as f64 * n as f64;
+                    mat[i][half * 16 + k] = (hann[n] * ph.cos()) as f32;
+                    mat[i][half * 16 + 8 + k] = (-hann[n] * ph.sin()) as f32;
+                }
+            }
         }
+        let own = |lag: f64| {
+            let mut o = [0f32; 8];
+            for k in 0..8 {
+                let a = 2.0 * std::f64::consts::PI * FREQS[k] as f64 * lag / RATE as f64;
+                o[k] = (a.sin().atan2(a.cos())) as f32;
+            }
+            o
+        };
+        let min_amp = 32768.0 * 10f32.powf((MIN_LEVEL_DBM0 - FULL_SCALE_DBM0) / 20.0);
         Consts {
-            hann,
-            coef,
-            cos,
-            sin,
+            // Each tone of amplitude A holds A²/2 · Σw² of windowed energy.
+            min_window_energy: min_amp * min_amp * sum_w2,
+            max_normal_ratio: 10f32.powf(MAX_NORMAL_TWIST_DB / 20.0),
+            max_reverse_ratio: 10f32.powf(MAX_REVERSE_TWIST_DB / 20.0),
+            own32: own(HOP as f64),
+            own64: own(WIN as f64),
+            mat,
+            w2,
             gain: sum_w * sum_w / (2.0 * sum_w2),
             sum_w,
             min_amp: 32768.0 * 10f32.powf((MIN_LEVEL_DBM0 - FULL_SCALE_DBM0) / 20.0),
@@ -109,6 +139,8 @@ struct Window {
     halves: [f32; 2],
     /// Index of the window's first sample.
     start: u64,
+    /// The tone pair (row, column bins) if the window is tone-like.
+    class: Option<(usize, usize)>,
 }
 
 /// What the detector reports, with sample positions (divide by 8 for ms).
@@ -133,10 +165,10 @@ enum State {
 
 /// The detector for one audio stream.
 pub struct InbandDetector {
-    s1: [f32; 16],
-    s2: [f32; 16],
-    /// Σ(x·w)² per bank (A = lanes 0..8, B = lanes 8..16).
-    wenergy: [f32; 2],
+    /// First-half partial sums (re/im of 8 bins) of the window that started last chunk.
+    first: [f32; 16],
+    /// Its windowed energy so far.
+    first_energy: f32,
     chunk: [f32; HOP],
     fill: usize,
     /// Energy of the previous chunk (first half of the window completing now).
@@ -180,15 +212,41 @@ fn hann_response(x: f32) -> f32 {
     (px.sin() / px / (1.0 - x * x)).abs()
 }
 
+/// atan2 to within 1e-5 rad (0.0003 Hz here), without a libm call.
+fn atan2(y: f32, x: f32) -> f32 {
+    let (ax, ay) = (x.abs(), y.abs());
+    if ax == 0.0 && ay == 0.0 {
+        return 0.0;
+    }
+    let (z, swap) = if ay > ax { (ax / ay, true) } else { (ay / ax, false) };
+    let z2 = z * z;
+    let mut a = z
+        * (0.999_977_3
+            + z2 * (-0.332_623_5
+                + z2 * (0.193_543_5 + z2 * (-0.116_432_9 + z2 * (0.052_653_3 + z2 * -0.011_721_2)))));
+    if swap {
+        a = PI / 2.0 - a;
+    }
+    if x < 0.0 {
+        a = PI - a;
+    }
+    if y < 0.0 {
+        -a
+    } else {
+        a
+    }
+}
+
+/// Wraps an angle in (-3π, 3π) into (-π, π].
 fn wrap(a: f32) -> f32 {
     let two_pi = 2.0 * PI;
-    let mut a = a % two_pi;
     if a > PI {
-        a -= two_pi;
-    } else if a < -PI {
-        a += two_pi;
+        a - two_pi
+    } else if a <= -PI {
+        a + two_pi
+    } else {
+        a
     }
-    a
 }
 
 /// Phase advance of bin `k` from window `a` to window `b`, minus the bin's own advance over
@@ -197,8 +255,84 @@ fn offset_phase(a: &Window, b: &Window, k: usize, lag: usize) -> f32 {
     // arg(b · conj(a))
     let re = b.re[k] * a.re[k] + b.im[k] * a.im[k];
     let im = b.im[k] * a.re[k] - b.re[k] * a.im[k];
-    let own = 2.0 * PI * FREQS[k] * lag as f32 / RATE;
-    wrap(im.atan2(re) - own)
+    let c = consts();
+    let own = if lag == HOP { c.own32[k] } else { c.own64[k] };
+    wrap(atan2(im, re) - own)
+}
+
+/// `out[o] = Σ_i mat[i][o] · x[i]`, plus the chunk's energy and its energy under each
+/// squared half-window. Independent accumulators only (lane-wise partial sums for the
+/// energies), so it vectorizes fully. AVX2+FMA when the CPU has it.
+fn product(c: &Consts, x: &[f32; HOP]) -> ([f32; OUTS], [f32; 3]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static LEVEL: OnceLock<u8> = OnceLock::new();
+        let level = *LEVEL.get_or_init(|| {
+            if std::env::var_os("PCR_NO_AVX512").is_none() && std::arch::is_x86_feature_detected!("avx512f") {
+                2
+            } else if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                1
+            } else {
+                0
+            }
+        });
+        match level {
+            // SAFETY: the CPU supports the features of the chosen variant (checked above).
+            2 => return unsafe { product_avx512(c, x) },
+            1 => return unsafe { product_avx2(c, x) },
+            _ => {}
+        }
+    }
+    product_plain(c, x)
+}
+
+#[inline(always)]
+fn product_body<const FMA: bool>(c: &Consts, x: &[f32; HOP]) -> ([f32; OUTS], [f32; 3]) {
+    let mac = |acc: f32, a: f32, b: f32| if FMA { a.mul_add(b, acc) } else { acc + a * b };
+    // Four accumulator sets (rows mod 4) keep enough independent FMAs in flight to hide
+    // their latency, whatever the vector width.
+    let mut acc = [[0f32; OUTS]; 4];
+    for i in (0..HOP).step_by(4) {
+        for (r, a) in acc.iter_mut().enumerate() {
+            for o in 0..OUTS {
+                a[o] = mac(a[o], c.mat[i + r][o], x[i + r]);
+            }
+        }
+    }
+    let mut out = [0f32; OUTS];
+    for o in 0..OUTS {
+        out[o] = (acc[0][o] + acc[1][o]) + (acc[2][o] + acc[3][o]);
+    }
+    let (mut e, mut e1, mut e2) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+    let halves = c.w2[0].chunks_exact(8).zip(c.w2[1].chunks_exact(8));
+    for (xs, (w1, w2)) in x.chunks_exact(8).zip(halves) {
+        for l in 0..8 {
+            let x2 = xs[l] * xs[l];
+            e[l] += x2;
+            e1[l] = mac(e1[l], x2, w1[l]);
+            e2[l] = mac(e2[l], x2, w2[l]);
+        }
+    }
+    let sum = |a: [f32; 8]| a.iter().sum::<f32>();
+    (out, [sum(e), sum(e1), sum(e2)])
+}
+
+fn product_plain(c: &Consts, x: &[f32; HOP]) -> ([f32; OUTS], [f32; 3]) {
+    product_body::<false>(c, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn product_avx512(c: &Consts, x: &[f32; HOP]) -> ([f32; OUTS], [f32; 3]) {
+    product_body::<true>(c, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn product_avx2(c: &Consts, x: &[f32; HOP]) -> ([f32; OUTS], [f32; 3]) {
+    product_body::<true>(c, x)
 }
 
 fn hz(phase: f32, lag: usize) -> f32 {
@@ -209,9 +343,8 @@ impl InbandDetector {
     pub fn new() -> Self {
         let _ = consts();
         InbandDetector {
-            s1: [0.0; 16],
-            s2: [0.0; 16],
-            wenergy: [0.0; 2],
+            first: [0.0; 16],
+            first_energy: 0.0,
             chunk: [0.0; HOP],
             fill: 0,
             prev_chunk_energy: 0.0,
@@ -236,9 +369,18 @@ impl InbandDetector {
     }
 
     /// Feeds G.711 bytes through a decode table (see `g711::decode_table`).
-    pub fn process_g711(&mut self, payload: &[u8], table: &[i16; 256]) {
-        for &b in payload {
-            self.push(table[b as usize] as f32);
+    pub fn process_g711(&mut self, mut payload: &[u8], table: &[i16; 256]) {
+        while !payload.is_empty() {
+            let n = (HOP - self.fill).min(payload.len());
+            for (dst, b) in self.chunk[self.fill..self.fill + n].iter_mut().zip(&payload[..n]) {
+                *dst = table[*b as usize] as f32;
+            }
+            self.fill += n;
+            payload = &payload[n..];
+            if self.fill == HOP {
+                self.fill = 0;
+                self.run_chunk();
+            }
         }
     }
 
@@ -252,90 +394,44 @@ impl InbandDetector {
         }
     }
 
-    /// The hot loop: 32 samples through both banks.
+    /// The hot loop: one chunk through the 32×32 product, then the window it completes.
     fn run_chunk(&mut self) {
         let c = consts();
-        // Bank A's window starts on even chunks, bank B's on odd ones.
-        let a_second_half = self.chunks % 2 == 1;
-        let (wa, wb) = if a_second_half {
-            (&c.hann[HOP..], &c.hann[..HOP])
-        } else {
-            (&c.hann[..HOP], &c.hann[HOP..])
-        };
-        let mut s1 = self.s1;
-        let mut s2 = self.s2;
-        let coef = c.coef;
-        let (mut ea, mut eb, mut e) = (0f32, 0f32, 0f32);
-        for i in 0..HOP {
-            let x = self.chunk[i];
-            let xa = x * wa[i];
-            let xb = x * wb[i];
-            e += x * x;
-            ea += xa * xa;
-            eb += xb * xb;
-            let mut xin = [0f32; 16];
-            xin[..8].fill(xa);
-            xin[8..].fill(xb);
-            for k in 0..16 {
-                let s0 = xin[k] + coef[k] * s1[k] - s2[k];
-                s2[k] = s1[k];
-                s1[k] = s0;
-            }
-        }
-        self.s1 = s1;
-        self.s2 = s2;
-        self.wenergy[0] += ea;
-        self.wenergy[1] += eb;
+        let (out, [e, e1, e2]) = product(c, &self.chunk);
         let chunk_index = self.chunks;
         self.chunks += 1;
-        // The bank in its second half just completed a window (bank B's first window
-        // would be a half window: skipped).
-        let bank = if a_second_half { 0 } else { 1 };
-        if bank == 1 && chunk_index == 0 {
-            self.reset_bank(1);
-            self.prev_chunk_energy = e;
-            return;
+        if chunk_index > 0 {
+            // The window that began last chunk ends with this one.
+            let mut w = Window {
+                windowed_energy: self.first_energy + e2,
+                halves: [self.prev_chunk_energy, e],
+                start: (chunk_index - 1) * HOP as u64,
+                ..Default::default()
+            };
+            for k in 0..8 {
+                w.re[k] = self.first[k] + out[16 + k];
+                w.im[k] = self.first[8 + k] + out[24 + k];
+                w.power[k] = w.re[k] * w.re[k] + w.im[k] * w.im[k];
+            }
+            w.class = Self::classify(&w);
+            self.history.rotate_left(1);
+            self.history[2] = w;
+            self.windows += 1;
+            let hit = if self.windows >= 3 { self.decide() } else { None };
+            self.step(hit);
         }
-        self.complete(bank, [self.prev_chunk_energy, e], chunk_index);
+        self.first.copy_from_slice(&out[..16]);
+        self.first_energy = e1;
         self.prev_chunk_energy = e;
-    }
-
-    fn reset_bank(&mut self, bank: usize) {
-        self.s1[bank * 8..bank * 8 + 8].fill(0.0);
-        self.s2[bank * 8..bank * 8 + 8].fill(0.0);
-        self.wenergy[bank] = 0.0;
-    }
-
-    fn complete(&mut self, bank: usize, halves: [f32; 2], chunk_index: u64) {
-        let c = consts();
-        let lanes = bank * 8;
-        let mut w = Window {
-            windowed_energy: self.wenergy[bank],
-            halves,
-            start: (chunk_index + 1) * HOP as u64 - WIN as u64,
-            ..Default::default()
-        };
-        for k in 0..8 {
-            let (a, b) = (self.s1[lanes + k], self.s2[lanes + k]);
-            // y = s1 - e^{-jω} s2; its phase reference is the same for every window.
-            w.re[k] = a - c.cos[k] * b;
-            w.im[k] = c.sin[k] * b;
-            w.power[k] = w.re[k] * w.re[k] + w.im[k] * w.im[k];
-        }
-        self.reset_bank(bank);
-        self.history = [self.history[1], self.history[2], w];
-        self.windows += 1;
-        let hit = if self.windows >= 3 {
-            self.decide()
-        } else {
-            None
-        };
-        self.step(hit);
     }
 
     /// Is this window a clean tone pair? Returns (row, column) bins.
     fn classify(w: &Window) -> Option<(usize, usize)> {
         let c = consts();
+        // Too quiet to hold two tones at the level floor: skip the rest.
+        if w.windowed_energy < c.min_window_energy {
+            return None;
+        }
         let r = (0..4).max_by(|a, b| w.power[*a].total_cmp(&w.power[*b]))?;
         let col = (4..8).max_by(|a, b| w.power[*a].total_cmp(&w.power[*b]))?;
         let amp = |k: usize| 2.0 * w.power[k].sqrt() / c.sum_w;
@@ -354,8 +450,8 @@ impl InbandDetector {
 
     fn decide(&self) -> Option<Digit> {
         let [w2, w1, w0] = &self.history;
-        let pair = Self::classify(w0)?;
-        if Self::classify(w1)? != pair || Self::classify(w2)? != pair {
+        let pair = w0.class?;
+        if w1.class != Some(pair) || w2.class != Some(pair) {
             return None;
         }
         let mut amp = [0f32; 2];
@@ -378,8 +474,9 @@ impl InbandDetector {
             let x = d64 * WIN as f32 / RATE;
             amp[i] = w0.power[k].sqrt() / hann_response(x);
         }
-        let twist_db = 20.0 * (amp[0] / amp[1]).log10();
-        if !(-MAX_REVERSE_TWIST_DB..=MAX_NORMAL_TWIST_DB).contains(&twist_db) {
+        // Twist as an amplitude ratio against the dB limits (no log on the hot path).
+        let c = consts();
+        if amp[0] > amp[1] * c.max_normal_ratio || amp[1] > amp[0] * c.max_reverse_ratio {
             return None;
         }
         Some(key(pair.0, pair.1))
@@ -497,3 +594,37 @@ impl InbandDetector {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn fast_atan2_matches_libm() {
+        for i in 0..3600 {
+            let a = i as f32 * 0.1_f32.to_radians() - PI;
+            for r in [1e-3f32, 1.0, 1e4] {
+                let (y, x) = (r * a.sin(), r * a.cos());
+                assert!((atan2(y, x) - y.atan2(x)).abs() < 2e-5, "{a}");
+            }
+        }
+        assert_eq!(atan2(0.0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn plain_and_fast_products_agree() {
+        let c = consts();
+        let mut x = [0f32; HOP];
+        for (i, v) in x.iter_mut().enumerate() {
+            *v = ((i * 7919) % 201) as f32 - 100.0;
+        }
+        let (a, ea) = product_plain(c, &x);
+        let (b, eb) = product(c, &x);
+        for o in 0..OUTS {
+            assert!((a[o] - b[o]).abs() <= 1e-3 * (1.0 + a[o].abs()), "{o}");
+        }
+        for k in 0..3 {
+            assert!((ea[k] - eb[k]).abs() <= 1e-3 * ea[k].abs());
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! DTMF detection speed. The in-band target: at least 50,000 seconds of 8 kHz audio per
+//! CPU-second on one core (criterion's "elem/s" below is samples/s: divide by 8,000).
+//! Run: `cargo bench --bench dtmf`.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use pincoderouting::media::dtmf::inband::InbandDetector;
+use pincoderouting::media::dtmf::rfc4733::Rfc4733Decoder;
+use pincoderouting::media::g711;
+use pincoderouting::sip::sdp::Codec;
+use std::time::{Duration, Instant};
+
+/// One second of µ-law: digits (half the time) or none, over a noisy background.
+fn audio(digits: bool) -> Vec<u8> {
+    let mut seed = 12345u32;
+    let mut noise = || {
+        seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+        (seed >> 16) as f32 / 65536.0 - 0.5
+    };
+    (0..8000)
+        .map(|i| {
+            let t = i as f32 / 8000.0;
+            let tone = if digits && (i / 800) % 2 == 0 {
+                6000.0 * ((2.0 * std::f32::consts::PI * 770.0 * t).sin()
+                    + (2.0 * std::f32::consts::PI * 1336.0 * t).sin())
+            } else {
+                0.0
+            };
+            let x = tone + 3000.0 * noise();
+            g711::encode(Codec::Pcmu, x as i16)
+        })
+        .collect()
+}
+
+fn inband(c: &mut Criterion) {
+    let table = g711::decode_table(Codec::Pcmu);
+    let mut g = c.benchmark_group("dtmf");
+    for (name, digits) in [("inband_1s_ulaw_no_digits", false), ("inband_1s_ulaw_digits", true)] {
+        let a = audio(digits);
+        g.throughput(Throughput::Elements(a.len() as u64));
+        let mut d = InbandDetector::new();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for p in a.chunks(160) {
+                    d.process_g711(black_box(p), table);
+                }
+                while d.poll_event().is_some() {}
+            })
+        });
+    }
+    g.finish();
+}
+
+#[allow(clippy::disallowed_methods)]
+fn rfc4733(c: &mut Criterion) {
+    let mut g = c.benchmark_group("dtmf");
+    g.throughput(Throughput::Elements(1));
+    let mut d = Rfc4733Decoder::new();
+    let t0 = Instant::now();
+    let mut ts = 0u32;
+    let mut n = 0u16;
+    g.bench_function("rfc4733_packet", |b| {
+        b.iter(|| {
+            // A press every 10 packets: begins, updates, ends.
+            n = n.wrapping_add(1);
+            if n % 10 == 0 {
+                ts = ts.wrapping_add(1600);
+            }
+            let end = n % 10 == 9;
+            let dur = (n % 10) * 160;
+            let p = [5u8, if end { 0x8A } else { 0x0A }, (dur >> 8) as u8, dur as u8];
+            d.handle(t0 + Duration::from_millis(n as u64), ts, n % 10 == 0, black_box(&p))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, inband, rfc4733);
+criterion_main!(benches);
