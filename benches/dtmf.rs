@@ -20,8 +20,9 @@ fn audio(digits: bool) -> Vec<u8> {
         .map(|i| {
             let t = i as f32 / 8000.0;
             let tone = if digits && (i / 800) % 2 == 0 {
-                6000.0 * ((2.0 * std::f32::consts::PI * 770.0 * t).sin()
-                    + (2.0 * std::f32::consts::PI * 1336.0 * t).sin())
+                6000.0
+                    * ((2.0 * std::f32::consts::PI * 770.0 * t).sin()
+                        + (2.0 * std::f32::consts::PI * 1336.0 * t).sin())
             } else {
                 0.0
             };
@@ -32,9 +33,12 @@ fn audio(digits: bool) -> Vec<u8> {
 }
 
 fn inband(c: &mut Criterion) {
-    let table = g711::decode_table(Codec::Pcmu);
+    let table = g711::decode_table_f32(Codec::Pcmu);
     let mut g = c.benchmark_group("dtmf");
-    for (name, digits) in [("inband_1s_ulaw_no_digits", false), ("inband_1s_ulaw_digits", true)] {
+    for (name, digits) in [
+        ("inband_1s_ulaw_no_digits", false),
+        ("inband_1s_ulaw_digits", true),
+    ] {
         let a = audio(digits);
         g.throughput(Throughput::Elements(a.len() as u64));
         let mut d = InbandDetector::new();
@@ -47,6 +51,11 @@ fn inband(c: &mut Criterion) {
             })
         });
     }
+    let x: [f32; 32] = std::array::from_fn(|i| (i as f32 * 0.37).sin() * 1000.0);
+    g.throughput(Throughput::Elements(32));
+    g.bench_function("inband_chunk_product", |b| {
+        b.iter(|| pincoderouting::media::dtmf::inband::bench_product(black_box(&x)))
+    });
     g.finish();
 }
 
@@ -67,8 +76,18 @@ fn rfc4733(c: &mut Criterion) {
             }
             let end = n % 10 == 9;
             let dur = (n % 10) * 160;
-            let p = [5u8, if end { 0x8A } else { 0x0A }, (dur >> 8) as u8, dur as u8];
-            d.handle(t0 + Duration::from_millis(n as u64), ts, n % 10 == 0, black_box(&p))
+            let p = [
+                5u8,
+                if end { 0x8A } else { 0x0A },
+                (dur >> 8) as u8,
+                dur as u8,
+            ];
+            d.handle(
+                t0 + Duration::from_millis(n as u64),
+                ts,
+                n % 10 == 0,
+                black_box(&p),
+            )
         })
     });
     g.finish();

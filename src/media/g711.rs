@@ -28,6 +28,8 @@ fn alaw_to_linear(a: u8) -> i16 {
 struct Tables {
     ulaw: [i16; 256],
     alaw: [i16; 256],
+    ulaw_f32: [f32; 256],
+    alaw_f32: [f32; 256],
 }
 
 fn tables() -> &'static Tables {
@@ -36,10 +38,14 @@ fn tables() -> &'static Tables {
         let mut t = Tables {
             ulaw: [0; 256],
             alaw: [0; 256],
+            ulaw_f32: [0.0; 256],
+            alaw_f32: [0.0; 256],
         };
         for i in 0..256 {
             t.ulaw[i] = ulaw_to_linear(i as u8);
             t.alaw[i] = alaw_to_linear(i as u8);
+            t.ulaw_f32[i] = t.ulaw[i] as f32;
+            t.alaw_f32[i] = t.alaw[i] as f32;
         }
         t
     })
@@ -50,6 +56,14 @@ pub fn decode_table(codec: Codec) -> &'static [i16; 256] {
     match codec {
         Codec::Pcmu => &tables().ulaw,
         Codec::Pcma => &tables().alaw,
+    }
+}
+
+/// The decode table of a codec as f32 (for the DTMF detector).
+pub fn decode_table_f32(codec: Codec) -> &'static [f32; 256] {
+    match codec {
+        Codec::Pcmu => &tables().ulaw_f32,
+        Codec::Pcma => &tables().alaw_f32,
     }
 }
 

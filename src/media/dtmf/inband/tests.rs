@@ -326,7 +326,7 @@ fn g711_coded_digits_detected() {
         let coded: Vec<u8> = s.pcm().iter().map(|x| g711::encode(codec, *x)).collect();
         let mut d = InbandDetector::new();
         for p in coded.chunks(160) {
-            d.process_g711(p, g711::decode_table(codec));
+            d.process_g711(p, g711::decode_table_f32(codec));
         }
         d.finish();
         let mut got = String::new();
