@@ -90,13 +90,13 @@ fn consts() -> &'static Consts {
         }
         let sum_w = hann.iter().sum::<f64>() as f32;
         let mut mat = [[0f32; OUTS]; HOP];
-        for i in 0..HOP {
+        for (i, row) in mat.iter_mut().enumerate() {
             for (half, base) in [(0, 0), (1, HOP)] {
                 let n = base + i;
                 for k in 0..8 {
                     let ph = 2.0 * std::f64::consts::PI * FREQS[k] as f64 / RATE as f64 * n as f64;
-                    mat[i][half * 16 + k] = (hann[n] * ph.cos()) as f32;
-                    mat[i][half * 16 + 8 + k] = (-hann[n] * ph.sin()) as f32;
+                    row[half * 16 + k] = (hann[n] * ph.cos()) as f32;
+                    row[half * 16 + 8 + k] = (-hann[n] * ph.sin()) as f32;
                 }
             }
         }
@@ -306,8 +306,9 @@ fn product_body<const FMA: bool>(c: &Consts, x: &[f32; HOP]) -> [f32; OUTS] {
     let mut acc = [[0f32; OUTS]; 4];
     for i in (0..HOP).step_by(4) {
         for (r, a) in acc.iter_mut().enumerate() {
-            for o in 0..OUTS {
-                a[o] = mac(a[o], c.mat[i + r][o], x[i + r]);
+            let (row, xi) = (&c.mat[i + r], x[i + r]);
+            for (ao, m) in a.iter_mut().zip(row) {
+                *ao = mac(*ao, *m, xi);
             }
         }
     }
