@@ -71,7 +71,7 @@ fn rfc4733(c: &mut Criterion) {
         b.iter(|| {
             // A press every 10 packets: begins, updates, ends.
             n = n.wrapping_add(1);
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 ts = ts.wrapping_add(1600);
             }
             let end = n % 10 == 9;
@@ -85,7 +85,7 @@ fn rfc4733(c: &mut Criterion) {
             d.handle(
                 t0 + Duration::from_millis(n as u64),
                 ts,
-                n % 10 == 0,
+                n.is_multiple_of(10),
                 black_box(&p),
             )
         })
