@@ -5,7 +5,9 @@
 mod session_timer;
 
 use crate::config::Config;
-use crate::media::rtp::{RtpSession, RtpStats};
+use crate::media::dtmf::info::{self as dtmf_info, InfoDtmf};
+use crate::media::dtmf::{DigitCollector, DigitEvent};
+use crate::media::rtp::{RtpPayload, RtpSession, RtpStats};
 use crate::sip::build::{response, response_flow};
 use crate::sip::dialog::Dialog;
 use crate::sip::endpoint::session_expires;
@@ -51,6 +53,9 @@ pub enum EndReason {
 pub enum CallEvent {
     /// We sent the 200 to the INVITE.
     Answered,
+    /// The caller pressed a key (from any source the DTMF mode accepts). Never log the
+    /// digit itself.
+    Digit(DigitEvent),
     /// The call is over (it may linger a little to absorb retransmissions).
     Ended(CallSummary),
 }
@@ -62,6 +67,8 @@ pub struct CallSummary {
     pub answered: bool,
     pub duration_ms: u64,
     pub rtp: RtpStats,
+    /// How many digits the caller entered (never which).
+    pub digits: u32,
 }
 
 /// Why the call wants to be woken.
@@ -72,6 +79,8 @@ pub enum Wake {
     MediaFrame,
     MediaTimeout,
     SessionTimer,
+    /// RFC 4733 press without end packets (§2.5.1.4).
+    DigitTimeout,
 }
 
 /// What the driver hands a new call.
@@ -128,6 +137,8 @@ pub struct Call {
     clients: Vec<(NonInviteClient, Method)>,
     session_timer: Option<SessionTimer>,
     rtp: Option<RtpSession>,
+    digits: DigitCollector,
+    digit_count: u32,
     started: Instant,
     answered_at: Option<Instant>,
     outbox: VecDeque<SipTransmit>,
@@ -191,6 +202,8 @@ impl Call {
             clients: Vec::new(),
             session_timer: None,
             rtp: None,
+            digits: DigitCollector::new(now, config.media.dtmf_mode),
+            digit_count: 0,
             started: now,
             answered_at: None,
             outbox: VecDeque::new(),
@@ -285,6 +298,7 @@ impl Call {
     }
 
     fn start_media(&mut self, now: Instant, neg: Negotiated) {
+        self.digits.negotiated(neg.te_pt.is_some(), neg.codec);
         match &mut self.rtp {
             Some(r) => r.renegotiate(now, neg),
             None => {
@@ -388,6 +402,7 @@ impl Call {
             answered: self.answered_at.is_some(),
             duration_ms: (now - self.started).as_millis() as u64,
             rtp,
+            digits: self.digit_count,
         }));
     }
 
@@ -491,8 +506,7 @@ impl Call {
                         self.end(now, EndReason::RemoteBye);
                     }
                     Method::Options => self.respond(now, &req, flow, 200),
-                    // DTMF via INFO arrives with the DTMF issue; for now accept and ignore.
-                    Method::Info => self.respond(now, &req, flow, 200),
+                    Method::Info => self.handle_info(now, &req, flow),
                     Method::Update => self.handle_update(now, req, flow),
                     Method::Other(_) => self.respond(now, &req, flow, 501),
                     _ => self.respond(now, &req, flow, 405),
@@ -675,6 +689,36 @@ impl Call {
         });
     }
 
+    /// INFO: DTMF bodies give a digit (200); other bodies 415, nonsense 400.
+    fn handle_info(&mut self, now: Instant, req: &Message, flow: Flow) {
+        if req.body.is_empty() {
+            // An empty INFO is a keep-alive some PBXs send.
+            return self.respond(now, req, flow, 200);
+        }
+        match dtmf_info::parse(req.content_type(), &req.body) {
+            InfoDtmf::Digit(d, _) => {
+                self.respond(now, req, flow, 200);
+                if !matches!(self.phase, Phase::Ended) {
+                    self.digits.on_info(now, d);
+                    self.drain_digits();
+                }
+            }
+            InfoDtmf::Unsupported => {
+                let mut r = self.reply(req, 415, false);
+                r.push_header("Accept", "application/dtmf-relay, application/dtmf");
+                self.finish_nist(now, req, flow, r);
+            }
+            InfoDtmf::Malformed => self.respond(now, req, flow, 400),
+        }
+    }
+
+    fn drain_digits(&mut self) {
+        while let Some(d) = self.digits.poll_digit() {
+            self.digit_count += 1;
+            self.events.push_back(CallEvent::Digit(d));
+        }
+    }
+
     /// UPDATE (RFC 3311): an SDP offer or a bare session refresh.
     fn handle_update(&mut self, now: Instant, req: Message, flow: Flow) {
         if matches!(self.phase, Phase::Ended) {
@@ -699,10 +743,17 @@ impl Call {
 
     /// An RTP datagram on this call's media socket.
     pub fn handle_rtp(&mut self, now: Instant, src: SocketAddr, data: &[u8]) {
-        if let Some(rtp) = &mut self.rtp {
-            // Accepted payloads (audio, events) go to DTMF detection in a later issue.
-            let _ = rtp.handle_packet(now, src, data);
+        let Some(rtp) = &mut self.rtp else { return };
+        match rtp.handle_packet(now, src, data) {
+            Ok(RtpPayload::Audio(p)) => self.digits.on_audio(now, p),
+            Ok(RtpPayload::Event {
+                payload,
+                timestamp,
+                marker,
+            }) => self.digits.on_event(now, timestamp, marker, payload),
+            Ok(RtpPayload::ComfortNoise) | Err(_) => {}
         }
+        self.drain_digits();
     }
 
     /// Fires every timer due at `now`.
@@ -765,6 +816,8 @@ impl Call {
                 self.end(now, EndReason::MediaTimeout);
             }
         }
+        self.digits.handle_timeout(now);
+        self.drain_digits();
     }
 
     /// The next SIP message to send.
@@ -816,6 +869,7 @@ impl Call {
         if let Some(st) = &self.session_timer {
             consider(Some((st.deadline(), Wake::SessionTimer)));
         }
+        consider(self.digits.poll_timeout().map(|t| (t, Wake::DigitTimeout)));
         if let Some(rtp) = &self.rtp {
             consider(rtp.poll_timeout().map(|t| (t, Wake::MediaFrame)));
             if rtp.expects_media() {

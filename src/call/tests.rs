@@ -818,3 +818,156 @@ fn shutdown_sends_bye_and_retransmits_it_until_answered() {
     assert!(w.call.as_ref().unwrap().is_done());
     assert!(w.elapsed() >= Duration::from_secs(40));
 }
+
+/// Sends one RTP packet from the PBX's media address.
+fn pbx_rtp(w: &mut World, pt: u8, seq: u16, ts: u32, marker: bool, payload: &[u8]) {
+    use webrtc_util::marshal::Marshal;
+    let h = rtp::header::Header {
+        version: 2,
+        payload_type: pt,
+        sequence_number: seq,
+        timestamp: ts,
+        ssrc: 0x1234,
+        marker,
+        ..Default::default()
+    };
+    let mut p = h.marshal().unwrap().to_vec();
+    p.extend_from_slice(payload);
+    let now = w.now;
+    w.net.send(now, To::Us, Kind::Rtp, &p);
+}
+
+fn digits_seen(w: &World) -> Vec<(char, crate::media::dtmf::DigitSource)> {
+    w.events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Digit(d) => Some((d.digit.as_char(), d.source)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn rfc4733_digits_over_a_lossy_network_arrive_once_each() {
+    use crate::media::dtmf::DigitSource;
+    for seed in 0..10 {
+        let mut w = World::new("", 100 + seed, 0.1, 0.1);
+        w.pbx.send_rtp = false;
+        start(&mut w);
+        w.run_for(1.0);
+        let (mut seq, mut ts) = (1u16, 8000u32);
+        for key in "1234#".chars() {
+            let code = crate::media::dtmf::Digit::from_char(key)
+                .unwrap()
+                .event_code();
+            // Start, updates every 50 ms, then the end packet three times (RFC 4733 §2.5.1.4).
+            for i in 0..6u16 {
+                let end = i >= 3;
+                let dur = 400 * (i.min(3) + 1);
+                let p = [
+                    code,
+                    if end { 0x8A } else { 0x0A },
+                    (dur >> 8) as u8,
+                    dur as u8,
+                ];
+                pbx_rtp(&mut w, 101, seq, ts, i == 0, &p);
+                seq += 1;
+                w.run_for(0.05);
+            }
+            // Audio between presses keeps the media timeout quiet.
+            for _ in 0..10 {
+                pbx_rtp(&mut w, 0, seq, ts, false, &[0xFF; 160]);
+                seq += 1;
+                ts += 160;
+                w.run_for(0.02);
+            }
+            ts += 1600;
+        }
+        w.run_for(2.0);
+        let got = digits_seen(&w);
+        let keys: String = got.iter().map(|d| d.0).collect();
+        assert_eq!(keys, "1234#", "seed {seed}");
+        assert!(got.iter().all(|d| d.1 == DigitSource::Rfc4733));
+    }
+}
+
+#[test]
+fn inband_digits_when_telephone_event_was_not_negotiated() {
+    use crate::media::dtmf::DigitSource;
+    use crate::media::g711;
+    let mut w = World::new("", 200, 0.0, 0.0);
+    w.pbx.send_rtp = false;
+    let now = w.now;
+    let sdp = Pbx::sdp(4000, "sendrecv").replace(" 0 8 101", " 8");
+    w.pbx.invite(now, "", Some(sdp));
+    w.run_for(0.5);
+    let (mut seq, mut ts) = (1u16, 0u32);
+    let mut n = 0usize;
+    for key in "90*".chars() {
+        let (f1, f2) = match key {
+            '9' => (852.0, 1477.0),
+            '0' => (941.0, 1336.0),
+            _ => (941.0, 1209.0),
+        };
+        // 100 ms of tone, 100 ms of silence, in 20 ms A-law packets.
+        for frame in 0..10 {
+            let p: Vec<u8> = (0..160)
+                .map(|i| {
+                    let t = n as f32 / 8000.0;
+                    n += 1;
+                    let tone = frame < 5 && i < 160;
+                    let x = if tone {
+                        6000.0
+                            * ((2.0 * std::f32::consts::PI * f1 * t).sin()
+                                + (2.0 * std::f32::consts::PI * f2 * t).sin())
+                    } else {
+                        0.0
+                    };
+                    g711::encode(sdp::Codec::Pcma, x as i16)
+                })
+                .collect();
+            pbx_rtp(&mut w, 8, seq, ts, false, &p);
+            seq += 1;
+            ts += 160;
+            w.run_for(0.02);
+        }
+    }
+    w.run_for(0.5);
+    let got = digits_seen(&w);
+    assert_eq!(
+        got,
+        vec![
+            ('9', DigitSource::Inband),
+            ('0', DigitSource::Inband),
+            ('*', DigitSource::Inband)
+        ]
+    );
+}
+
+#[test]
+fn info_dtmf_bodies_give_digits_and_other_bodies_415() {
+    use crate::media::dtmf::DigitSource;
+    let mut w = World::new("", 300, 0.0, 0.0);
+    start(&mut w);
+    w.run_for(0.5);
+    for (ct, body) in [
+        ("application/dtmf-relay", "Signal=4\r\nDuration=160\r\n"),
+        ("application/dtmf", "2"),
+        ("text/plain", "hello"),
+        ("application/dtmf-relay", "Signal=Z\r\n"),
+    ] {
+        let now = w.now;
+        w.pbx
+            .request(now, "INFO", &format!("Content-Type: {ct}\r\n"), body);
+        w.run_for(0.3);
+    }
+    assert_eq!(w.codes(Method::Info), vec![200, 200, 415, 400]);
+    assert_eq!(
+        digits_seen(&w),
+        vec![('4', DigitSource::Info), ('2', DigitSource::Info)]
+    );
+    let now = w.now;
+    w.pbx.request(now, "BYE", "", "");
+    w.run_for(1.0);
+    assert_eq!(w.ended()[0].digits, 2);
+}

@@ -1,6 +1,7 @@
 //! Configuration: a pure `parse(&str) -> Result<Config, ConfigError>` with line numbers,
 //! then semantic validation. Nothing here touches the file system except `load`.
 
+use crate::media::dtmf::DtmfMode;
 use crate::sip::sdp::Codec;
 use crate::sip::TimerValues;
 use serde::Deserialize;
@@ -134,6 +135,7 @@ struct RawMedia {
     codecs: Vec<Codec>,
     ptime_ms: u32,
     media_timeout_secs: u64,
+    dtmf_mode: DtmfMode,
 }
 
 impl Default for RawMedia {
@@ -146,6 +148,7 @@ impl Default for RawMedia {
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             ptime_ms: 20,
             media_timeout_secs: 30,
+            dtmf_mode: DtmfMode::Auto,
         }
     }
 }
@@ -178,6 +181,8 @@ pub struct MediaConfig {
     pub codecs: Vec<Codec>,
     pub ptime_ms: u32,
     pub media_timeout: Duration,
+    /// Which DTMF sources count (SIP INFO always does).
+    pub dtmf_mode: DtmfMode,
 }
 
 /// The whole validated configuration. Shared as `Arc<Config>` and swapped whole on reload.
@@ -317,6 +322,7 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             codecs: m.codecs,
             ptime_ms: m.ptime_ms,
             media_timeout: Duration::from_secs(m.media_timeout_secs),
+            dtmf_mode: m.dtmf_mode,
         },
     })
 }

@@ -143,6 +143,8 @@ async fn run(
         while let Some(ev) = call.poll_event() {
             match ev {
                 CallEvent::Answered => info!("answered"),
+                // Never the digit: only that one arrived, and from where.
+                CallEvent::Digit(d) => debug!(source = d.source.as_str(), "digit received"),
                 CallEvent::Ended(s) => {
                     ended = true;
                     if sock.take().is_some() {
@@ -157,6 +159,7 @@ async fn run(
                         rtp_rx_ignored = s.rtp.rx_ignored,
                         rtp_tx = s.rtp.tx_packets,
                         rtp_late_skipped = s.rtp.tx_late_skipped,
+                        digit_count = s.digits,
                         "call ended"
                     );
                 }

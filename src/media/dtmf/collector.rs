@@ -1,5 +1,14 @@
 //! One digit stream per call: RFC 4733 events, in-band tones and SIP INFO, selected by the
-//! DTMF mode so a phone that sends two kinds never gives doubles.
+//! DTMF mode so a phone that sends two kinds never gives doubles. Media time is the
+//! arrival clock since the call's media started, corrected for in-band detection delay.
+
+use super::inband::{InbandDetector, InbandEvent};
+use super::rfc4733::{Rfc4733Decoder, Rfc4733Event};
+use super::{Digit, DigitEvent, DigitSource};
+use crate::media::g711;
+use crate::sip::sdp::Codec;
+use std::collections::VecDeque;
+use std::time::Instant;
 
 /// Which sources count (SIP INFO always does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -8,11 +17,219 @@ pub enum DtmfMode {
     /// RFC 4733 when telephone-event was negotiated, else in-band.
     #[default]
     Auto,
+    /// RFC 4733 only.
     Rfc4733,
+    /// In-band tones only.
     Inband,
+    /// SIP INFO only.
     Info,
 }
 
-/// Placeholder until the collector lands in this file.
-#[derive(Debug, Default)]
-pub struct DigitCollector;
+/// The per-call digit collector.
+#[derive(Debug)]
+pub struct DigitCollector {
+    mode: DtmfMode,
+    te: bool,
+    codec: Codec,
+    media_start: Instant,
+    rfc: Rfc4733Decoder,
+    /// Boxed and created only while in-band detection is on for this call.
+    inband: Option<Box<InbandDetector>>,
+    events: VecDeque<DigitEvent>,
+}
+
+impl DigitCollector {
+    pub fn new(now: Instant, mode: DtmfMode) -> Self {
+        DigitCollector {
+            mode,
+            te: false,
+            codec: Codec::Pcmu,
+            media_start: now,
+            rfc: Rfc4733Decoder::new(),
+            inband: None,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// A (re)negotiation: whether telephone-event is on, and the audio codec. A re-INVITE
+    /// that adds or removes telephone-event switches the sources mid-call.
+    pub fn negotiated(&mut self, te: bool, codec: Codec) {
+        self.te = te;
+        self.codec = codec;
+        if self.inband_on() {
+            self.inband.get_or_insert_with(Box::default);
+        } else {
+            self.inband = None;
+        }
+    }
+
+    fn inband_on(&self) -> bool {
+        match self.mode {
+            DtmfMode::Auto => !self.te,
+            DtmfMode::Inband => true,
+            DtmfMode::Rfc4733 | DtmfMode::Info => false,
+        }
+    }
+
+    fn rfc_on(&self) -> bool {
+        match self.mode {
+            DtmfMode::Auto | DtmfMode::Rfc4733 => self.te,
+            DtmfMode::Inband | DtmfMode::Info => false,
+        }
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.media_start).as_millis() as u64
+    }
+
+    fn push(&mut self, digit: Digit, source: DigitSource, at_ms: u64) {
+        self.events.push_back(DigitEvent {
+            digit,
+            source,
+            at_ms,
+        });
+    }
+
+    /// Audio in the negotiated codec.
+    pub fn on_audio(&mut self, now: Instant, payload: &[u8]) {
+        let Some(det) = self.inband.as_mut() else {
+            return;
+        };
+        det.process_g711(payload, g711::decode_table_f32(self.codec));
+        let pos = det.position();
+        let arrival = self.ms(now);
+        while let Some(e) = self.inband.as_mut().and_then(|d| d.poll_event()) {
+            if let InbandEvent::Begin { digit, at_sample } = e {
+                let behind = pos.saturating_sub(at_sample) / 8;
+                self.push(digit, DigitSource::Inband, arrival.saturating_sub(behind));
+            }
+        }
+    }
+
+    /// A telephone-event payload (RFC 4733).
+    pub fn on_event(&mut self, now: Instant, ts: u32, marker: bool, payload: &[u8]) {
+        if !self.rfc_on() {
+            return;
+        }
+        for e in self
+            .rfc
+            .handle(now, ts, marker, payload)
+            .into_iter()
+            .flatten()
+        {
+            if let Rfc4733Event::Begin { digit, .. } = e {
+                let at = self.ms(now);
+                self.push(digit, DigitSource::Rfc4733, at);
+            }
+        }
+    }
+
+    /// A digit from SIP INFO (always accepted).
+    pub fn on_info(&mut self, now: Instant, digit: Digit) {
+        let at = self.ms(now);
+        self.push(digit, DigitSource::Info, at);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.rfc.poll_timeout()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let _ = self.rfc.handle_timeout(now);
+    }
+
+    /// The next digit, in arrival order.
+    pub fn poll_digit(&mut self) -> Option<DigitEvent> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ev(code: u8, end: bool) -> [u8; 4] {
+        [code, if end { 0x80 } else { 0 }, 0, 160]
+    }
+
+    /// 60 ms of the key '5' (770 + 1336 Hz) in µ-law, then 60 ms of silence.
+    fn tone5() -> Vec<u8> {
+        (0..960)
+            .map(|i| {
+                let t = i as f32 / 8000.0;
+                let x = if i < 480 {
+                    8000.0
+                        * ((2.0 * std::f32::consts::PI * 770.0 * t).sin()
+                            + (2.0 * std::f32::consts::PI * 1336.0 * t).sin())
+                } else {
+                    0.0
+                };
+                g711::encode(Codec::Pcmu, x as i16)
+            })
+            .collect()
+    }
+
+    fn drain(c: &mut DigitCollector) -> Vec<(char, DigitSource)> {
+        std::iter::from_fn(|| c.poll_digit())
+            .map(|d| (d.digit.as_char(), d.source))
+            .collect()
+    }
+
+    fn feed_audio(c: &mut DigitCollector, t0: Instant, audio: &[u8]) {
+        for (i, p) in audio.chunks(160).enumerate() {
+            c.on_audio(t0 + Duration::from_millis(20 * i as u64), p);
+        }
+    }
+
+    #[test]
+    fn auto_with_telephone_event_ignores_inband_no_doubles() {
+        let t0 = crate::testutil::epoch();
+        let mut c = DigitCollector::new(t0, DtmfMode::Auto);
+        c.negotiated(true, Codec::Pcmu);
+        feed_audio(&mut c, t0, &tone5());
+        c.on_event(t0, 100, true, &ev(5, false));
+        c.on_event(t0, 100, false, &ev(5, true));
+        assert_eq!(drain(&mut c), vec![('5', DigitSource::Rfc4733)]);
+    }
+
+    #[test]
+    fn auto_without_telephone_event_uses_inband() {
+        let t0 = crate::testutil::epoch();
+        let mut c = DigitCollector::new(t0, DtmfMode::Auto);
+        c.negotiated(false, Codec::Pcmu);
+        c.on_event(t0, 100, true, &ev(1, false));
+        feed_audio(&mut c, t0, &tone5());
+        let d: Vec<_> = std::iter::from_fn(|| c.poll_digit()).collect();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].digit.as_char(), '5');
+        assert_eq!(d[0].source, DigitSource::Inband);
+        assert!(d[0].at_ms <= 20, "began near 0 ms: {}", d[0].at_ms);
+    }
+
+    #[test]
+    fn reinvite_switches_mode_and_info_always_counts() {
+        let t0 = crate::testutil::epoch();
+        let mut c = DigitCollector::new(t0, DtmfMode::Auto);
+        c.negotiated(true, Codec::Pcmu);
+        c.on_info(t0, Digit::from_char('9').unwrap());
+        c.negotiated(false, Codec::Pcmu);
+        c.on_event(t0, 200, true, &ev(2, false));
+        feed_audio(&mut c, t0, &tone5());
+        assert_eq!(
+            drain(&mut c),
+            vec![('9', DigitSource::Info), ('5', DigitSource::Inband)]
+        );
+        for (mode, want) in [
+            (DtmfMode::Rfc4733, vec![('3', DigitSource::Rfc4733)]),
+            (DtmfMode::Inband, vec![('5', DigitSource::Inband)]),
+            (DtmfMode::Info, vec![]),
+        ] {
+            let mut c = DigitCollector::new(t0, mode);
+            c.negotiated(true, Codec::Pcmu);
+            c.on_event(t0, 300, true, &ev(3, false));
+            feed_audio(&mut c, t0, &tone5());
+            assert_eq!(drain(&mut c), want, "{mode:?}");
+        }
+    }
+}
