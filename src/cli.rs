@@ -36,6 +36,15 @@ pub enum Command {
         /// Configuration file (default: sip-config/pincoderouting.toml).
         path: Option<PathBuf>,
     },
+    /// Print the DTMF digits in a WAV recording (8 kHz mono; 16-bit PCM, mu-law or A-law)
+    /// or, per RTP stream, in a pcap/pcapng capture (telephone-events and in-band audio).
+    DtmfDetect {
+        /// The WAV file or capture.
+        file: PathBuf,
+        /// One JSON object per digit per line: {"digit":"5","start_ms":120,"end_ms":220}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[cfg(test)]

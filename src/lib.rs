@@ -73,3 +73,4 @@ pub mod media;
 pub mod sip;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod tools;

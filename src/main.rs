@@ -64,6 +64,25 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::DtmfDetect { ref file, json } => {
+            let bytes = match std::fs::read(file) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match pincoderouting::tools::dtmf_detect::run(&bytes, json, std::time::Instant::now()) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}: {e}", file.display());
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Serve { ref config } => {
             if let Err(e) = init_logging(&cli) {
                 eprintln!("error: {e}");

@@ -1,0 +1,3 @@
+//! Command-line tools for testers and ops (not part of the service's call path).
+
+pub mod dtmf_detect;
