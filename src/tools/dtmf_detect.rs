@@ -295,7 +295,7 @@ fn for_each_packet(
 fn looks_like_event(pt: u8, payload: &[u8]) -> bool {
     (96..=127).contains(&pt)
         && !payload.is_empty()
-        && payload.len() % 4 == 0
+        && payload.len().is_multiple_of(4)
         && payload.len() <= 64
         && payload[0] <= 16
 }
@@ -533,7 +533,7 @@ mod tests {
             w.write_packet(&PcapPacket::new(t, f.len() as u32, &f))
                 .unwrap();
         }
-        drop(w);
+        let _ = w.into_writer();
         out
     }
 
