@@ -168,3 +168,47 @@ fn ipv6_call_with_rtp_both_ways() {
     assert_eq!(field(e, "reason"), "RemoteBye");
     assert!(num(e, "rtp_rx") > 30 && num(e, "rtp_tx") > 30, "{e}");
 }
+
+#[test]
+fn pin_digits_arrive_as_rfc4733_and_as_inband_tones() {
+    require_sipp();
+    let svc = Service::start_logging("info,pincoderouting::driver::call_task=debug", "", "");
+    let cases = [
+        ("uac_dtmf_rfc4733.xml", "rfc4733_pin.pcap", "rfc4733"),
+        ("uac_dtmf_inband.xml", "inband_pin.pcap", "inband"),
+    ];
+    for (scenario, pcap, _) in cases {
+        let mp = free_udp_port().to_string();
+        let out = sipp_with_files(
+            scenario,
+            svc.udp,
+            &["-m", "1", "-d", "3500", "-mp", &mp],
+            &[(repo().join("scenarios/pcap").join(pcap), "dtmf.pcap")],
+        );
+        assert!(out.status.success(), "{scenario}");
+    }
+    let log = svc.wait_for(Duration::from_secs(10), |l| {
+        l.iter().filter(|e| msg(e) == "call ended").count() >= 2
+    });
+    let ended: Vec<_> = log.iter().filter(|e| msg(e) == "call ended").collect();
+    for (e, (_, _, source)) in ended.iter().zip(cases) {
+        // "1234#": five keys, each reported once, from the expected source only.
+        assert_eq!(num(e, "digit_count"), 5, "{source}: {e}");
+        let id = call_id(e);
+        let digits: Vec<_> = log
+            .iter()
+            .filter(|l| msg(l) == "digit received" && call_id(l) == id)
+            .map(|l| field(l, "source"))
+            .collect();
+        assert_eq!(digits, vec![source; 5], "{source}");
+    }
+    // The digits themselves never reach the log, in any field of any line.
+    for l in &log {
+        let fields = l["fields"].to_string();
+        assert!(
+            !fields.contains("1234#"),
+            "digits leaked into the log: {fields}"
+        );
+        assert!(l["fields"].get("digit").is_none(), "{fields}");
+    }
+}

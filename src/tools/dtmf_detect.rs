@@ -490,51 +490,8 @@ mod tests {
         assert!(run(&bad, false, crate::testutil::epoch()).is_err());
     }
 
-    /// A pcap (Ethernet) with one RTP stream: the given (pt, ts, marker, payload) packets.
     fn pcap(packets: &[(u8, u32, bool, Vec<u8>)]) -> Vec<u8> {
-        use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-        let mut out = Vec::new();
-        let header = PcapHeader {
-            datalink: DataLink::ETHERNET,
-            ..Default::default()
-        };
-        let mut w = PcapWriter::with_header(&mut out, header).unwrap();
-        for (i, (pt, ts, m, payload)) in packets.iter().enumerate() {
-            let mut rtp = vec![0x80, (*pt) | if *m { 0x80 } else { 0 }];
-            rtp.extend_from_slice(&(i as u16).to_be_bytes());
-            rtp.extend_from_slice(&ts.to_be_bytes());
-            rtp.extend_from_slice(&0xCAFEu32.to_be_bytes());
-            rtp.extend_from_slice(payload);
-            let udp_len = (8 + rtp.len()) as u16;
-            let mut f = vec![0u8; 12];
-            f.extend_from_slice(&[0x08, 0x00]);
-            let ip_len = 20 + udp_len;
-            f.extend_from_slice(&[
-                0x45,
-                0,
-                (ip_len >> 8) as u8,
-                ip_len as u8,
-                0,
-                0,
-                0,
-                0,
-                64,
-                17,
-                0,
-                0,
-            ]);
-            f.extend_from_slice(&[192, 0, 2, 1, 192, 0, 2, 10]);
-            f.extend_from_slice(&4000u16.to_be_bytes());
-            f.extend_from_slice(&10000u16.to_be_bytes());
-            f.extend_from_slice(&udp_len.to_be_bytes());
-            f.extend_from_slice(&[0, 0]);
-            f.extend_from_slice(&rtp);
-            let t = Duration::from_millis(20 * i as u64);
-            w.write_packet(&PcapPacket::new(t, f.len() as u32, &f))
-                .unwrap();
-        }
-        let _ = w.into_writer();
-        out
+        crate::tools::pcapgen::rtp_pcap(packets)
     }
 
     #[test]

@@ -52,8 +52,17 @@ impl Service {
         Self::start_on("127.0.0.1", sip_extra, media_extra)
     }
 
+    /// As `start`, with a `--log-level` filter (e.g. to see debug lines of one module).
+    pub fn start_logging(log_level: &str, sip_extra: &str, media_extra: &str) -> Service {
+        Self::launch("127.0.0.1", log_level, sip_extra, media_extra)
+    }
+
     /// As `start`, listening (SIP and RTP) on `ip` (e.g. `::1`).
     pub fn start_on(ip: &str, sip_extra: &str, media_extra: &str) -> Service {
+        Self::launch(ip, "info", sip_extra, media_extra)
+    }
+
+    fn launch(ip: &str, log_level: &str, sip_extra: &str, media_extra: &str) -> Service {
         let host = if ip.contains(':') {
             format!("[{ip}]")
         } else {
@@ -84,7 +93,7 @@ impl Service {
                 "--log-format",
                 "json",
                 "--log-level",
-                "info",
+                log_level,
                 "serve",
                 "--config",
             ])
@@ -184,13 +193,32 @@ pub fn field(e: &Value, k: &str) -> String {
     }
 }
 
+/// The Call-ID of the call span a log line was written in.
+pub fn call_id(e: &Value) -> String {
+    e["span"]["call_id"].as_str().unwrap_or("").to_string()
+}
+
 pub fn num(e: &Value, k: &str) -> u64 {
     e["fields"][k].as_u64().unwrap_or(0)
 }
 
 /// Runs SIPp against `target`; returns its output. Logs go to a temp directory.
 pub fn sipp(scenario_name: &str, target: SocketAddr, args: &[&str]) -> Output {
+    sipp_with_files(scenario_name, target, args, &[])
+}
+
+/// As `sipp`, first copying `files` (source path, name) into SIPp's working directory
+/// (where `play_pcap_audio` looks).
+pub fn sipp_with_files(
+    scenario_name: &str,
+    target: SocketAddr,
+    args: &[&str],
+    files: &[(PathBuf, &str)],
+) -> Output {
     let dir = tempfile::tempdir().unwrap();
+    for (src, name) in files {
+        std::fs::copy(src, dir.path().join(name)).expect("copy file for sipp");
+    }
     let out = Command::new("sipp")
         .current_dir(dir.path())
         .arg("-sf")

@@ -1,0 +1,24 @@
+//! Writes the RTP captures SIPp plays in the DTMF scenarios (`scenarios/pcap/`):
+//! `cargo run --example make-dtmf-pcaps`.
+
+use pincoderouting::tools::pcapgen::{inband_packets, rfc4733_packets, rtp_pcap};
+
+fn main() -> std::io::Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/pcap");
+    std::fs::create_dir_all(&dir)?;
+    let files = [
+        (
+            "inband_pin.pcap",
+            rtp_pcap(&inband_packets("1234#", 400, 100, 100)),
+        ),
+        (
+            "rfc4733_pin.pcap",
+            rtp_pcap(&rfc4733_packets("1234#", 101, 400, 100, 100)),
+        ),
+    ];
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), &bytes)?;
+        println!("{name}: {} bytes", bytes.len());
+    }
+    Ok(())
+}
