@@ -65,7 +65,7 @@ pub fn inband_packets(keys: &str, lead_ms: u32, tone_ms: u32, gap_ms: u32) -> Ve
     const LOW: [f32; 4] = [697.0, 770.0, 852.0, 941.0];
     const HIGH: [f32; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
     const PAD: [&str; 4] = ["123A", "456B", "789C", "*0#D"];
-    let amp = 32768.0 * 10f32.powf((-10.0 - 3.14) / 20.0);
+    let amp = 32768.0 * 10f32.powf((-10.0 - crate::media::dtmf::inband::FULL_SCALE_DBM0) / 20.0);
     let mut pcm: Vec<i16> = vec![0; (lead_ms * 8) as usize];
     for key in keys.chars() {
         let (r, c) = PAD
