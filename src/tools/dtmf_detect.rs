@@ -537,6 +537,37 @@ mod tests {
     }
 
     #[test]
+    fn pcapng_captures_read_like_pcap() {
+        use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+        use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+        use pcap_file::pcapng::PcapNgWriter;
+        let pcap = crate::tools::pcapgen::rtp_pcap(&crate::tools::pcapgen::rfc4733_packets(
+            "*7", 101, 100, 100, 100,
+        ));
+        let mut ng = PcapNgWriter::new(Vec::new()).unwrap();
+        ng.write_block(&Block::InterfaceDescription(
+            InterfaceDescriptionBlock::new(DataLink::ETHERNET, 65535),
+        ))
+        .unwrap();
+        let mut r = PcapReader::new(&pcap[..]).unwrap();
+        while let Some(p) = r.next_packet() {
+            let p = p.unwrap();
+            ng.write_block(&Block::EnhancedPacket(EnhancedPacketBlock {
+                interface_id: 0,
+                timestamp: p.timestamp,
+                original_len: p.orig_len,
+                data: p.data.clone(),
+                options: vec![],
+            }))
+            .unwrap();
+        }
+        let bytes = ng.into_inner();
+        assert_eq!(sniff(&bytes), Some("pcap"));
+        let reports = detect_pcap(&bytes, crate::testutil::epoch()).unwrap();
+        assert_eq!(digits(&reports[0].rfc4733), "*7");
+    }
+
+    #[test]
     fn sipp_shipped_dtmf_captures() {
         // The sip-tester package ships RFC 2833 captures of each key: each must decode to
         // its key.
