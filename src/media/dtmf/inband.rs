@@ -417,24 +417,22 @@ impl InbandDetector {
         let chunk_index = self.chunks;
         self.chunks += 1;
         if chunk_index > 0 {
-            // The window that began last chunk ends with this one.
-            let mut w = Window {
-                energy: self.prev_chunk_energy + e,
-                halves: [self.prev_chunk_energy, e],
-                start: (chunk_index - 1) * HOP as u64,
-                ..Default::default()
-            };
+            // The window that began last chunk ends with this one; built in its ring slot.
+            self.head = (self.head + 1) % 3;
+            let prev_e = self.prev_chunk_energy;
+            let w = &mut self.history[self.head];
+            w.energy = prev_e + e;
+            w.halves = [prev_e, e];
+            w.start = (chunk_index - 1) * HOP as u64;
             for k in 0..8 {
                 w.re[k] = self.first[k] + out[16 + k];
                 w.im[k] = self.first[8 + k] + out[24 + k];
                 w.power[k] = w.re[k] * w.re[k] + w.im[k] * w.im[k];
             }
-            w.class = if quiet { None } else { Self::classify(&w) };
+            w.class = if quiet { None } else { Self::classify(w) };
             if let Some((r, col)) = w.class {
                 w.phase = [atan2(w.im[r], w.re[r]), atan2(w.im[col], w.re[col])];
             }
-            self.head = (self.head + 1) % 3;
-            self.history[self.head] = w;
             self.windows += 1;
             let hit = if self.windows >= 3 {
                 self.decide()
