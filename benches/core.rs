@@ -4,6 +4,8 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use pincoderouting::config::Config;
+use pincoderouting::media::player::{IdleMode, PlayItem, Player};
+use pincoderouting::media::prompt::Prompt;
 use pincoderouting::media::rtp::RtpSession;
 use pincoderouting::sip::endpoint::{CallTable, Endpoint};
 use pincoderouting::sip::msg::{Limits, Message};
@@ -74,10 +76,14 @@ fn rtp(c: &mut Criterion) {
     let mut s = RtpSession::new(t0, neg, 1, 0, 0);
     let mut buf = [0u8; 1500];
     let mut now = t0;
-    g.bench_function("send_frame", |b| {
+    // A prompt long enough never to run out during the benchmark.
+    let prompt = std::sync::Arc::new(Prompt::from_pcm("bench", &vec![1000i16; 8000 * 600]));
+    let mut player = Player::new(IdleMode::Silence);
+    player.play(vec![PlayItem::new(prompt)]);
+    g.bench_function("send_frame_prompt", |b| {
         b.iter(|| {
             now += Duration::from_millis(20);
-            s.poll_transmit(now, &mut buf)
+            s.poll_transmit(now, &mut buf, &mut player)
         })
     });
     g.finish();

@@ -51,11 +51,12 @@ fn main() -> ExitCode {
         Command::CheckConfig { ref path } => match load(path.clone()) {
             Ok(c) => {
                 println!(
-                    "ok: {} listen address(es), max {} calls, RTP {}-{}",
+                    "ok: {} listen address(es), max {} calls, RTP {}-{}, prompts from {}",
                     c.sip.listen.len(),
                     c.sip.max_calls,
                     c.media.rtp_port_min,
-                    c.media.rtp_port_max
+                    c.media.rtp_port_max,
+                    c.prompts.dir.display()
                 );
                 ExitCode::SUCCESS
             }

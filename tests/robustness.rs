@@ -221,6 +221,36 @@ fn check_config_accepts_shipped_and_rejects_broken_with_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml:1:"));
+    // A broken prompt stops check-config and start-up, naming the file.
+    let prompts = dir.path().join("prompts");
+    std::fs::create_dir(&prompts).unwrap();
+    for f in std::fs::read_dir(repo().join("sip-config/prompts")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, prompts.join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(prompts.join("try_again.wav"), b"RIFF\0\0\0\0WAVEfmt ").unwrap();
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(&cfg, "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\n").unwrap();
+    for args in [vec!["check-config"], vec!["serve", "--config"]] {
+        let out = Command::new(bin).args(&args).arg(&cfg).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("prompt try_again"), "{err}");
+        assert!(err.contains("try_again.wav"), "{err}");
+    }
+    std::fs::remove_file(prompts.join("verified.wav")).unwrap();
+    std::fs::copy(
+        repo().join("sip-config/prompts/try_again.wav"),
+        prompts.join("try_again.wav"),
+    )
+    .unwrap();
+    let out = Command::new(bin)
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("verified.wav"));
     let out = Command::new(bin)
         .args(["serve", "--config"])
         .arg(dir.path().join("missing.toml"))

@@ -2,6 +2,9 @@
 //! `.ci/run` installs SIPp (Debian package `sip-tester`); without it these tests fail
 //! loudly rather than pass silently.
 
+// Black-box tests drive real processes: they may read the clock.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use common::*;
@@ -211,4 +214,62 @@ fn pin_digits_arrive_as_rfc4733_and_as_inband_tones() {
         );
         assert!(l["fields"].get("digit").is_none(), "{fields}");
     }
+}
+
+#[test]
+fn caller_hears_the_shipped_enter_pin_prompt_byte_for_byte() {
+    require_sipp();
+    use pincoderouting::media::prompt::Prompt;
+    use pincoderouting::sip::sdp::Codec;
+    let svc = Service::start("", "");
+    // We stand in for the caller's media: SIPp's SDP points our RTP here.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = sock.local_addr().unwrap().port().to_string();
+    let receiver = std::thread::spawn(move || {
+        let mut got: Vec<(u16, bool, Vec<u8>)> = Vec::new();
+        let mut buf = [0u8; 2048];
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(8) {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let seq = u16::from_be_bytes([buf[2], buf[3]]);
+                got.push((seq, buf[1] & 0x80 != 0, buf[12..n].to_vec()));
+            }
+        }
+        got
+    });
+    let out = sipp(
+        "uac_prompt.xml",
+        svc.udp,
+        &["-m", "1", "-d", "5500", "-key", "rtp_port", &port],
+    );
+    assert!(out.status.success());
+    let got = receiver.join().unwrap();
+    let prompt = Prompt::load(
+        "enter_pin",
+        &repo().join("sip-config/prompts/enter_pin.wav"),
+    )
+    .unwrap();
+    let want = prompt.bytes(Codec::Pcmu);
+    assert!(got[0].1, "marker on the first packet");
+    for w in got.windows(2) {
+        assert_eq!(
+            w[1].0,
+            w[0].0.wrapping_add(1),
+            "in order, none lost on loopback"
+        );
+    }
+    let audio: Vec<u8> = got.iter().flat_map(|p| p.2.clone()).collect();
+    assert!(
+        audio.len() >= want.len(),
+        "{} of {} bytes",
+        audio.len(),
+        want.len()
+    );
+    assert_eq!(&audio[..want.len()], want, "the prompt, byte for byte");
+    assert!(
+        audio[want.len()..].iter().all(|b| *b == 0xFF),
+        "then comfort silence"
+    );
 }

@@ -7,6 +7,7 @@ mod session_timer;
 use crate::config::Config;
 use crate::media::dtmf::info::{self as dtmf_info, InfoDtmf};
 use crate::media::dtmf::{DigitCollector, DigitEvent};
+use crate::media::player::{PlayItem, Player, PlayerEvent};
 use crate::media::rtp::{RtpPayload, RtpSession, RtpStats};
 use crate::sip::build::{response, response_flow};
 use crate::sip::dialog::Dialog;
@@ -56,6 +57,8 @@ pub enum CallEvent {
     /// The caller pressed a key (from any source the DTMF mode accepts). Never log the
     /// digit itself.
     Digit(DigitEvent),
+    /// A prompt started, finished or was interrupted.
+    Prompt(PlayerEvent),
     /// The call is over (it may linger a little to absorb retransmissions).
     Ended(CallSummary),
 }
@@ -139,6 +142,7 @@ pub struct Call {
     rtp: Option<RtpSession>,
     digits: DigitCollector,
     digit_count: u32,
+    player: Player,
     started: Instant,
     answered_at: Option<Instant>,
     outbox: VecDeque<SipTransmit>,
@@ -204,6 +208,7 @@ impl Call {
             rtp: None,
             digits: DigitCollector::new(now, config.media.dtmf_mode),
             digit_count: 0,
+            player: Player::new(config.prompts.idle),
             started: now,
             answered_at: None,
             outbox: VecDeque::new(),
@@ -304,6 +309,10 @@ impl Call {
             None => {
                 let (ssrc, seq, ts) = (self.rng.gen(), self.rng.gen(), self.rng.gen());
                 self.rtp = Some(RtpSession::new(now, neg, ssrc, seq, ts));
+                // Media is up: greet the caller (the PIN flow will drive this).
+                if let Some(p) = self.config.prompt_set.get("enter_pin") {
+                    self.player.play(vec![PlayItem::new(p)]);
+                }
             }
         }
     }
@@ -715,7 +724,16 @@ impl Call {
     fn drain_digits(&mut self) {
         while let Some(d) = self.digits.poll_digit() {
             self.digit_count += 1;
+            // Barge-in: the first key stops an interruptible prompt within this frame.
+            self.player.barge_in();
             self.events.push_back(CallEvent::Digit(d));
+        }
+        self.drain_player();
+    }
+
+    fn drain_player(&mut self) {
+        while let Some(e) = self.player.poll_event() {
+            self.events.push_back(CallEvent::Prompt(e));
         }
     }
 
@@ -829,7 +847,9 @@ impl Call {
     /// Writes the next due RTP packet into `buf`; `(len, destination)`.
     #[must_use]
     pub fn poll_rtp(&mut self, now: Instant, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
-        self.rtp.as_mut()?.poll_transmit(now, buf)
+        let out = self.rtp.as_mut()?.poll_transmit(now, buf, &mut self.player);
+        self.drain_player();
+        out
     }
 
     #[must_use]

@@ -114,6 +114,18 @@ struct Pbx {
     bye: Option<NonInviteClient>,
     out: VecDeque<Vec<u8>>,
     n: u64,
+    player: crate::media::player::Player,
+    received: Vec<Received>,
+}
+
+/// One RTP packet the PBX received from us.
+#[derive(Debug, Clone)]
+struct Received {
+    at: Instant,
+    seq: u16,
+    ts: u32,
+    marker: bool,
+    payload: Vec<u8>,
 }
 
 impl Pbx {
@@ -134,6 +146,8 @@ impl Pbx {
             bye: None,
             out: VecDeque::new(),
             n: 0,
+            player: Default::default(),
+            received: vec![],
         }
     }
 
@@ -278,6 +292,17 @@ m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r
     }
 
     fn handle_rtp(&mut self, now: Instant, data: &[u8]) {
+        use webrtc_util::marshal::Unmarshal;
+        let mut b = data;
+        if let Ok(h) = rtp::header::Header::unmarshal(&mut b) {
+            self.received.push(Received {
+                at: now,
+                seq: h.sequence_number,
+                ts: h.timestamp,
+                marker: h.marker,
+                payload: b.to_vec(),
+            });
+        }
         if let Some(r) = &mut self.rtp {
             let _ = r.handle_packet(now, addr(US_RTP), data);
         }
@@ -316,7 +341,7 @@ m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r
         if self.send_rtp {
             if let Some(r) = &mut self.rtp {
                 let mut buf = [0u8; 1500];
-                while let Some((n, _)) = r.poll_transmit(now, &mut buf) {
+                while let Some((n, _)) = r.poll_transmit(now, &mut buf, &mut self.player) {
                     net.send(now, To::Us, Kind::Rtp, &buf[..n]);
                 }
             }
@@ -350,7 +375,19 @@ struct World {
 
 impl World {
     fn new(cfg: &str, seed: u64, loss: f64, dup: f64) -> World {
-        let config = Arc::new(config::parse(cfg, "test").unwrap());
+        Self::with_prompts(cfg, seed, loss, dup, vec![])
+    }
+
+    fn with_prompts(
+        cfg: &str,
+        seed: u64,
+        loss: f64,
+        dup: f64,
+        prompts: Vec<crate::media::prompt::Prompt>,
+    ) -> World {
+        let mut config = config::parse(cfg, "test").unwrap();
+        config.prompt_set = Arc::new(crate::media::prompt::Prompts::from_prompts(prompts));
+        let config = Arc::new(config);
         let t0 = crate::testutil::epoch();
         World {
             now: t0,
@@ -970,4 +1007,120 @@ fn info_dtmf_bodies_give_digits_and_other_bodies_415() {
     w.pbx.request(now, "BYE", "", "");
     w.run_for(1.0);
     assert_eq!(w.ended()[0].digits, 2);
+}
+
+/// A prompt of `ms` milliseconds with a recognisable, non-silent pattern.
+fn test_prompt(name: &str, ms: usize) -> crate::media::prompt::Prompt {
+    let pcm: Vec<i16> = (0..ms * 8)
+        .map(|i| ((i * 37) % 4000) as i16 - 2000)
+        .collect();
+    crate::media::prompt::Prompt::from_pcm(name, &pcm)
+}
+
+#[test]
+fn enter_pin_prompt_plays_on_answer_frame_by_frame() {
+    for ptime in [10u32, 20, 30, 60] {
+        let mut w = World::with_prompts("", 400, 0.0, 0.0, vec![test_prompt("enter_pin", 1000)]);
+        w.net.jitter = Duration::ZERO;
+        let now = w.now;
+        let sdp = format!("{}a=ptime:{ptime}\r\n", Pbx::sdp(4000, "sendrecv"));
+        w.pbx.invite(now, "", Some(sdp));
+        w.run_for(2.0);
+        let r = &w.pbx.received;
+        let per = (ptime * 8) as usize;
+        assert!(
+            r.len() > 1000 / ptime as usize,
+            "ptime {ptime}: {} packets",
+            r.len()
+        );
+        assert!(r.iter().all(|p| p.payload.len() == per), "ptime {ptime}");
+        // The prompt's bytes, in order, from the first packet; then comfort silence.
+        let audio: Vec<u8> = r.iter().flat_map(|p| p.payload.clone()).collect();
+        let want = test_prompt("enter_pin", 1000);
+        let want = want.bytes(sdp::Codec::Pcmu);
+        assert_eq!(&audio[..want.len()], want, "ptime {ptime}");
+        assert!(
+            audio[want.len()..].iter().all(|b| *b == 0xFF),
+            "then silence"
+        );
+        assert!(r[0].marker, "marker on the first packet of the prompt");
+        assert!(r[1..].iter().all(|p| !p.marker));
+        for pair in r.windows(2) {
+            assert_eq!(pair[1].seq, pair[0].seq.wrapping_add(1));
+            assert_eq!(pair[1].ts, pair[0].ts.wrapping_add(per as u32));
+            assert_eq!(pair[1].at - pair[0].at, Duration::from_millis(ptime as u64));
+        }
+        let events: Vec<_> = w
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                CallEvent::Prompt(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        use crate::media::player::PlayerEvent::*;
+        assert_eq!(
+            events,
+            vec![
+                Started("enter_pin".into()),
+                Finished("enter_pin".into()),
+                ListDone
+            ]
+        );
+    }
+}
+
+#[test]
+fn first_digit_stops_the_prompt_within_one_frame() {
+    let mut w = World::with_prompts("", 401, 0.0, 0.0, vec![test_prompt("enter_pin", 5000)]);
+    w.net.jitter = Duration::ZERO;
+    w.pbx.send_rtp = false;
+    start(&mut w);
+    w.run_for(1.0);
+    let digit_sent_at = w.now;
+    pbx_rtp(&mut w, 101, 1, 8000, true, &[5, 0x0A, 0, 160]);
+    w.run_for(1.0);
+    let digit_at = digit_sent_at + w.net.latency;
+    let after: Vec<&Received> = w
+        .pbx
+        .received
+        .iter()
+        .filter(|p| p.at - w.net.latency > digit_at)
+        .collect();
+    // Our first frame sent after the digit arrived is already silence.
+    assert!(
+        after[0].payload.iter().all(|b| *b == 0xFF),
+        "barge-in within one frame"
+    );
+    let before = w
+        .pbx
+        .received
+        .iter()
+        .rfind(|p| p.at - w.net.latency < digit_at)
+        .unwrap();
+    assert!(
+        before.payload.iter().any(|b| *b != 0xFF),
+        "prompt was playing"
+    );
+    assert!(w.events.iter().any(|e| *e
+        == CallEvent::Prompt(crate::media::player::PlayerEvent::Interrupted(
+            "enter_pin".into()
+        ))));
+}
+
+#[test]
+fn idle_nothing_sends_no_packets_after_the_prompt() {
+    let mut w = World::with_prompts(
+        "[prompts]\nidle = \"nothing\"\n",
+        402,
+        0.0,
+        0.0,
+        vec![test_prompt("enter_pin", 200)],
+    );
+    w.net.jitter = Duration::ZERO;
+    start(&mut w);
+    w.run_for(3.0);
+    // 200 ms of prompt = 10 packets, then nothing (while the PBX keeps sending to us).
+    assert_eq!(w.pbx.received.len(), 10);
+    assert!(w.ended().is_empty());
 }

@@ -2,11 +2,16 @@
 //! then semantic validation. Nothing here touches the file system except `load`.
 
 use crate::media::dtmf::DtmfMode;
+use crate::media::player::IdleMode;
+use crate::media::prompt::{PromptError, Prompts};
 use crate::sip::sdp::Codec;
 use crate::sip::TimerValues;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The shipped default configuration file, embedded so `serve` and tests know it.
@@ -36,6 +41,9 @@ pub enum ConfigError {
         key: String,
         msg: String,
     },
+    /// A prompt file is missing or unusable.
+    #[error("{path}: {source}")]
+    Prompt { path: String, source: PromptError },
 }
 
 /// SIP transport of a listen address.
@@ -89,6 +97,26 @@ struct RawConfig {
     sip: RawSip,
     #[serde(default)]
     media: RawMedia,
+    #[serde(default)]
+    prompts: RawPrompts,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPrompts {
+    dir: String,
+    idle: IdleMode,
+    files: BTreeMap<String, String>,
+}
+
+impl Default for RawPrompts {
+    fn default() -> Self {
+        RawPrompts {
+            dir: "prompts".into(),
+            idle: IdleMode::Silence,
+            files: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,11 +213,24 @@ pub struct MediaConfig {
     pub dtmf_mode: DtmfMode,
 }
 
+/// Prompt settings. Paths are relative to the configuration file's directory.
+#[derive(Debug, Clone)]
+pub struct PromptConfig {
+    pub dir: PathBuf,
+    /// Comfort silence or nothing between prompts.
+    pub idle: IdleMode,
+    /// Per-prompt file overrides, by prompt name.
+    pub files: BTreeMap<String, PathBuf>,
+}
+
 /// The whole validated configuration. Shared as `Arc<Config>` and swapped whole on reload.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub sip: SipConfig,
     pub media: MediaConfig,
+    pub prompts: PromptConfig,
+    /// The loaded prompts (empty until `load` reads them; `parse` touches no files).
+    pub prompt_set: Arc<Prompts>,
 }
 
 fn line_of(text: &str, key: &str) -> usize {
@@ -234,6 +275,7 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
     };
     let s = raw.sip;
     let m = raw.media;
+    let pr = raw.prompts;
     let listen = s
         .listen
         .iter()
@@ -324,17 +366,37 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             media_timeout: Duration::from_secs(m.media_timeout_secs),
             dtmf_mode: m.dtmf_mode,
         },
+        prompts: PromptConfig {
+            dir: PathBuf::from(pr.dir),
+            idle: pr.idle,
+            files: pr
+                .files
+                .into_iter()
+                .map(|(k, v)| (k, PathBuf::from(v)))
+                .collect(),
+        },
+        prompt_set: Arc::new(Prompts::default()),
     })
 }
 
-/// Reads and parses a configuration file.
+/// Reads and parses a configuration file, then loads its prompts (paths relative to the
+/// file's directory). Any unusable prompt fails the load, naming the file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: shown.clone(),
         source,
     })?;
-    parse(&text, &shown)
+    let mut config = parse(&text, &shown)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let dir = base.join(&config.prompts.dir);
+    let set =
+        Prompts::load(&dir, &config.prompts.files, base).map_err(|source| ConfigError::Prompt {
+            path: shown.clone(),
+            source,
+        })?;
+    config.prompt_set = Arc::new(set);
+    Ok(config)
 }
 
 impl Default for Config {

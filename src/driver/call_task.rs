@@ -145,6 +145,7 @@ async fn run(
                 CallEvent::Answered => info!("answered"),
                 // Never the digit: only that one arrived, and from where.
                 CallEvent::Digit(d) => debug!(source = d.source.as_str(), "digit received"),
+                CallEvent::Prompt(p) => debug!(event = ?p, "prompt"),
                 CallEvent::Ended(s) => {
                     ended = true;
                     if sock.take().is_some() {

@@ -1,7 +1,9 @@
-//! Media: the RTP session of a call (RFC 3550). G.711 codecs, DTMF detection and the
-//! prompt player join here in later issues.
+//! Media: the RTP session of a call (RFC 3550), G.711, DTMF from every source, WAV files,
+//! prompts and the prompt player.
 
 pub mod dtmf;
 pub mod g711;
+pub mod player;
+pub mod prompt;
 pub mod rtp;
 pub mod wav;

@@ -3,6 +3,7 @@
 //! clock (`epoch + n * ptime`), so there is no drift and a late wake-up is visible.
 //! Header coding is the `rtp` crate's; the hot path allocates nothing.
 
+use crate::media::player::{Fill, Player};
 use crate::sip::sdp::{Codec, Negotiated};
 use rtp::header::Header;
 use std::net::SocketAddr;
@@ -206,43 +207,63 @@ impl RtpSession {
             .then(|| self.epoch + self.ptime() * self.frames as u32)
     }
 
-    /// Writes the next due frame (silence for now) into `buf`; returns its length and
-    /// destination. Call until `None` after each wake-up.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
-        let due = self.poll_timeout()?;
-        if due > now {
-            return None;
-        }
-        let dest = self.destination()?;
-        let ptime = self.ptime();
-        let behind = (now - due).as_micros() as u64 / ptime.as_micros().max(1) as u64;
-        if behind > MAX_CATCH_UP_FRAMES {
-            self.frames += behind;
-            self.stats.tx_late_skipped += behind;
-        }
-        let samples = self.samples_per_frame() as usize;
-        let header = Header {
-            version: 2,
-            marker: self.marker,
-            payload_type: self.neg.pt,
-            sequence_number: self.seq,
-            timestamp: self
+    /// Writes the next due frame, filled by `player` (prompt audio, comfort silence, or
+    /// nothing), into `buf`; returns its length and destination. Call until `None` after
+    /// each wake-up. A frame the player leaves empty still advances the clock; the next
+    /// packet sent then carries the marker bit (a new talk-spurt, RFC 3551 §4.1).
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        player: &mut Player,
+    ) -> Option<(usize, SocketAddr)> {
+        const HEADER: usize = 12;
+        loop {
+            let due = self.poll_timeout()?;
+            if due > now {
+                return None;
+            }
+            let dest = self.destination()?;
+            let ptime = self.ptime();
+            let samples = self.samples_per_frame() as usize;
+            let behind = (now - due).as_micros() as u64 / ptime.as_micros().max(1) as u64;
+            if behind > MAX_CATCH_UP_FRAMES {
+                self.frames += behind;
+                self.stats.tx_late_skipped += behind;
+                player.skip(behind as usize * samples);
+            }
+            if buf.len() < HEADER + samples {
+                return None;
+            }
+            let fill = player.fill(self.neg.codec, &mut buf[HEADER..HEADER + samples]);
+            let timestamp = self
                 .ts
-                .wrapping_add(self.samples_per_frame().wrapping_mul(self.frames as u32)),
-            ssrc: self.ssrc,
-            ..Default::default()
-        };
-        let hl = header.marshal_size();
-        if buf.len() < hl + samples {
-            return None;
+                .wrapping_add(self.samples_per_frame().wrapping_mul(self.frames as u32));
+            self.frames += 1;
+            let marker = match fill {
+                Fill::Nothing => {
+                    self.marker = true;
+                    continue;
+                }
+                Fill::Audio { first } => self.marker || first,
+                Fill::Silence => self.marker,
+            };
+            let header = Header {
+                version: 2,
+                marker,
+                payload_type: self.neg.pt,
+                sequence_number: self.seq,
+                timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            };
+            debug_assert_eq!(header.marshal_size(), HEADER);
+            header.marshal_to(&mut buf[..HEADER]).ok()?;
+            self.marker = false;
+            self.seq = self.seq.wrapping_add(1);
+            self.stats.tx_packets += 1;
+            return Some((HEADER + samples, dest));
         }
-        header.marshal_to(&mut buf[..hl]).ok()?;
-        buf[hl..hl + samples].fill(silence_byte(self.neg.codec));
-        self.marker = false;
-        self.seq = self.seq.wrapping_add(1);
-        self.frames += 1;
-        self.stats.tx_packets += 1;
-        Some((hl + samples, dest))
     }
 }
 
@@ -257,6 +278,7 @@ pub fn silence_byte(codec: Codec) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::player::IdleMode;
     use crate::sip::sdp::Direction;
 
     fn neg() -> Negotiated {
@@ -296,7 +318,9 @@ mod tests {
             if at - t0 >= Duration::from_secs(600) {
                 break;
             }
-            while let Some((n, dest)) = s.poll_transmit(at, &mut buf) {
+            while let Some((n, dest)) =
+                s.poll_transmit(at, &mut buf, &mut Player::new(IdleMode::Silence))
+            {
                 assert_eq!(dest, "192.0.2.1:4000".parse().unwrap());
                 let h = Header::unmarshal(&mut &buf[..n]).unwrap();
                 sent.push((at, h.sequence_number, h.timestamp, h.marker, n));
@@ -315,6 +339,52 @@ mod tests {
     }
 
     #[test]
+    fn ten_minute_prompt_plays_without_drift_and_resumes_with_marker() {
+        use crate::media::player::{PlayItem, Player};
+        use crate::media::prompt::Prompt;
+        use std::sync::Arc;
+        let t0 = crate::testutil::epoch();
+        let pcm: Vec<i16> = (0..8000 * 600).map(|i| ((i * 7) % 3000) as i16).collect();
+        let prompt = Arc::new(Prompt::from_pcm("long", &pcm));
+        let mut player = Player::new(IdleMode::Nothing);
+        player.play(vec![PlayItem::new(prompt.clone())]);
+        let mut s = RtpSession::new(t0, neg(), 9, 100, 5000);
+        let mut buf = [0u8; 1500];
+        let mut sent = 0usize;
+        let mut last = None;
+        while let Some(at) = s.poll_timeout() {
+            if at - t0 > Duration::from_secs(602) {
+                break;
+            }
+            while let Some((n, _)) = s.poll_transmit(at, &mut buf, &mut player) {
+                let h = Header::unmarshal(&mut &buf[..n]).unwrap();
+                assert_eq!(h.marker, sent == 0);
+                assert_eq!(h.timestamp, 5000u32.wrapping_add(160 * sent as u32));
+                assert_eq!(at, t0 + Duration::from_millis(20 * sent as u64), "no drift");
+                let want = &prompt.bytes(Codec::Pcmu)[sent * 160..(sent + 1) * 160];
+                assert_eq!(&buf[12..n], want);
+                sent += 1;
+                last = Some(at);
+            }
+        }
+        assert_eq!(sent, 30_000, "10 minutes of 20 ms frames, then nothing");
+        assert_eq!(last, Some(t0 + Duration::from_millis(599_980)));
+        // After 2 s of nothing, a new prompt starts a talk-spurt: marker, timestamps that
+        // kept counting.
+        player.play(vec![PlayItem::new(Arc::new(Prompt::from_pcm(
+            "b",
+            &[500; 160],
+        )))]);
+        let at = s.poll_timeout().unwrap();
+        let (n, _) = s.poll_transmit(at, &mut buf, &mut player).unwrap();
+        let h = Header::unmarshal(&mut &buf[..n]).unwrap();
+        assert!(h.marker);
+        assert_eq!(h.sequence_number, 100u16.wrapping_add(30_000u16));
+        let frames = ((at - t0).as_millis() / 20) as u32;
+        assert_eq!(h.timestamp, 5000 + 160 * frames);
+    }
+
+    #[test]
     fn late_wakeup_catches_up_or_skips_counted() {
         let t0 = crate::testutil::epoch();
         let mut s = RtpSession::new(t0, neg(), 1, 0, 0);
@@ -322,7 +392,11 @@ mod tests {
         // 50 ms late: frames for 0, 20, 40 ms all go now.
         let mut n = 0;
         while s
-            .poll_transmit(t0 + Duration::from_millis(50), &mut buf)
+            .poll_transmit(
+                t0 + Duration::from_millis(50),
+                &mut buf,
+                &mut Player::default(),
+            )
             .is_some()
         {
             n += 1;
@@ -330,7 +404,9 @@ mod tests {
         assert_eq!(n, 3);
         // 1 s late: skip ahead, count it, keep timestamps true to the clock.
         let late = t0 + Duration::from_millis(1060);
-        let (len, _) = s.poll_transmit(late, &mut buf).unwrap();
+        let (len, _) = s
+            .poll_transmit(late, &mut buf, &mut Player::default())
+            .unwrap();
         let h = Header::unmarshal(&mut &buf[..len]).unwrap();
         assert!(s.stats().tx_late_skipped > 40);
         assert_eq!(h.timestamp, 160 * (3 + s.stats().tx_late_skipped as u32));

@@ -28,8 +28,8 @@ pub enum WavError {
     /// Not one channel.
     #[error("{0} channels: need mono")]
     Channels(u16),
-    /// Not 8000 Hz.
-    #[error("{0} Hz: need 8000 Hz")]
+    /// A sample rate we do not take.
+    #[error("{0} Hz: need 8000 Hz (or 16000/48000 Hz 16-bit PCM for prompts)")]
     Rate(u32),
     /// No audio in the data chunk.
     #[error("no audio data")]
@@ -44,8 +44,20 @@ fn u32le(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// Reads a WAV file into linear 16-bit samples.
+/// Reads an 8 kHz WAV file into linear 16-bit samples.
 pub fn read(bytes: &[u8]) -> Result<Vec<i16>, WavError> {
+    match read_any_rate(bytes)? {
+        (8000, s) => Ok(s),
+        (rate, _) => Err(WavError::Rate(rate)),
+    }
+}
+
+/// Rates `read_any_rate` accepts (16-bit PCM only above 8 kHz).
+pub const RATES: [u32; 3] = [8000, 16000, 48000];
+
+/// Reads a mono WAV file at 8 kHz (PCM, µ-law, A-law) or 16/48 kHz (16-bit PCM): the rate
+/// and the linear samples.
+pub fn read_any_rate(bytes: &[u8]) -> Result<(u32, Vec<i16>), WavError> {
     if bytes.len() > MAX_WAV_BYTES {
         return Err(WavError::TooLarge(bytes.len()));
     }
@@ -93,7 +105,7 @@ pub fn read(bytes: &[u8]) -> Result<Vec<i16>, WavError> {
     if channels != 1 {
         return Err(WavError::Channels(channels));
     }
-    if rate != 8000 {
+    if !RATES.contains(&rate) || (rate != 8000 && (format, bits) != (1, 16)) {
         return Err(WavError::Rate(rate));
     }
     let samples: Vec<i16> = match (format, bits) {
@@ -114,7 +126,7 @@ pub fn read(bytes: &[u8]) -> Result<Vec<i16>, WavError> {
     if samples.is_empty() {
         return Err(WavError::Empty);
     }
-    Ok(samples)
+    Ok((rate, samples))
 }
 
 /// Writes 16-bit mono 8 kHz PCM as a WAV file (tests, tools).

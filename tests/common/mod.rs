@@ -83,8 +83,10 @@ impl Service {
             &cfg,
             format!(
                 "[sip]\nlisten = [\"udp:{host}:0\", \"tcp:{host}:0\"]\n{max_calls}\n{sip_extra}\n\
-[media]\nrtp_bind = \"{ip}\"\nrtp_port_min = {base}\nrtp_port_max = {}\n{media_extra}\n",
-                base + 398
+[media]\nrtp_bind = \"{ip}\"\nrtp_port_min = {base}\nrtp_port_max = {}\n{media_extra}\n\
+[prompts]\ndir = \"{}\"\n",
+                base + 398,
+                repo().join("sip-config/prompts").display()
             ),
         )
         .unwrap();

@@ -382,10 +382,14 @@ fn talk_off_music_like_signals_and_noise() {
 
 #[test]
 fn talk_off_synthesized_speech() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/talkoff");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("tests/data/talkoff");
     let mut files = 0;
     let mut seconds = 0.0;
-    for entry in std::fs::read_dir(&dir).expect("tests/data/talkoff (scripts/make-talkoff.sh)") {
+    let talkoff = std::fs::read_dir(&dir).expect("tests/data/talkoff (scripts/make-talkoff.sh)");
+    // Our own prompts too: a caller's phone may echo them back.
+    let prompts = std::fs::read_dir(root.join("sip-config/prompts")).expect("shipped prompts");
+    for entry in talkoff.chain(prompts) {
         let path = entry.unwrap().path();
         if path.extension().and_then(|e| e.to_str()) != Some("wav") {
             continue;
