@@ -36,6 +36,11 @@ pub enum Command {
         /// Configuration file (default: sip-config/pincoderouting.toml).
         path: Option<PathBuf>,
     },
+    /// Manage the contacts of the embedded file CRM.
+    Contacts {
+        #[command(subcommand)]
+        action: ContactsAction,
+    },
     /// Print the DTMF digits in a WAV recording (8 kHz mono; 16-bit PCM, mu-law or A-law)
     /// or, per RTP stream, in a pcap/pcapng capture (telephone-events and in-band audio).
     DtmfDetect {
@@ -59,4 +64,27 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(matches!(c.command, Command::Serve { config: Some(_) }));
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContactsAction {
+    /// Set a contact's PIN: reads the PIN from standard input (never from the command line,
+    /// where it would show in `ps` and shell history) and stores its argon2id hash.
+    SetPin {
+        /// The contacts file (default: sip-config/contacts.toml).
+        #[arg(long, default_value = "sip-config/contacts.toml")]
+        file: PathBuf,
+        /// The contact's phone number, E.164 (+15551234567).
+        #[arg(long)]
+        phone: String,
+        /// Add the contact if no contact has this number: its id.
+        #[arg(long, requires_all = ["name", "org"])]
+        id: Option<String>,
+        /// Name of the added contact.
+        #[arg(long)]
+        name: Option<String>,
+        /// Organization of the added contact.
+        #[arg(long)]
+        org: Option<String>,
+    },
 }

@@ -66,6 +66,7 @@
 pub mod call;
 pub mod cli;
 pub mod config;
+pub mod crm;
 pub mod driver;
 #[cfg(test)]
 mod fuzz_smoke;

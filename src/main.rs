@@ -3,7 +3,8 @@
 #![allow(clippy::disallowed_methods)]
 
 use clap::Parser;
-use pincoderouting::cli::{Cli, Command, LogFormat};
+use pincoderouting::call::verdict::Pin;
+use pincoderouting::cli::{Cli, Command, ContactsAction, LogFormat};
 use pincoderouting::config::{self, Config};
 use pincoderouting::driver::Server;
 use std::path::{Path, PathBuf};
@@ -65,6 +66,40 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Contacts {
+            action:
+                ContactsAction::SetPin {
+                    ref file,
+                    ref phone,
+                    ref id,
+                    ref name,
+                    ref org,
+                },
+        } => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                eprintln!("error: cannot read the PIN from standard input");
+                return ExitCode::from(2);
+            }
+            let Some(pin) = Pin::from_digits(line.trim()) else {
+                eprintln!("error: the PIN must be 1 to 32 keys 0-9 (A-D allowed)");
+                return ExitCode::from(2);
+            };
+            let create = match (id, name, org) {
+                (Some(i), Some(n), Some(o)) => Some((i.clone(), n.clone(), o.clone())),
+                _ => None,
+            };
+            match pincoderouting::crm::file::set_pin(file, phone, &pin, create) {
+                Ok(id) => {
+                    println!("PIN set for contact {id} ({phone})");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::DtmfDetect { ref file, json } => {
             let bytes = match std::fs::read(file) {
                 Ok(b) => b,

@@ -3,6 +3,7 @@
 //! Fed with SIP messages, RTP datagrams and timeouts; drained with `poll_*`.
 
 mod session_timer;
+pub mod verdict;
 
 use crate::config::Config;
 use crate::media::dtmf::info::{self as dtmf_info, InfoDtmf};

@@ -1,6 +1,11 @@
 //! Configuration: a pure `parse(&str) -> Result<Config, ConfigError>` with line numbers,
 //! then semantic validation. Nothing here touches the file system except `load`.
 
+pub mod org;
+
+pub use org::Organization;
+use crate::crm::file::ContactDirectory;
+
 use crate::media::dtmf::DtmfMode;
 use crate::media::player::IdleMode;
 use crate::media::prompt::{PromptError, Prompts};
@@ -44,6 +49,9 @@ pub enum ConfigError {
     /// A prompt file is missing or unusable.
     #[error("{path}: {source}")]
     Prompt { path: String, source: PromptError },
+    /// The contacts file of the file CRM is unusable.
+    #[error("{path}: {msg}")]
+    Contacts { path: String, msg: String },
 }
 
 /// SIP transport of a listen address.
@@ -99,6 +107,36 @@ struct RawConfig {
     media: RawMedia,
     #[serde(default)]
     prompts: RawPrompts,
+    #[serde(default)]
+    organization: Vec<org::RawOrganization>,
+    #[serde(default)]
+    default_organization: Option<String>,
+    #[serde(default)]
+    crm: RawCrm,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCrm {
+    kind: String,
+    contacts: String,
+}
+
+impl Default for RawCrm {
+    fn default() -> Self {
+        RawCrm {
+            kind: "file".into(),
+            contacts: "contacts.toml".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawAudit {
+    file: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +261,13 @@ pub struct PromptConfig {
     pub files: BTreeMap<String, PathBuf>,
 }
 
+/// Where caller records come from.
+#[derive(Debug, Clone)]
+pub struct CrmConfig {
+    /// The contacts file of the embedded file-backed CRM (relative to the config file).
+    pub contacts: PathBuf,
+}
+
 /// The whole validated configuration. Shared as `Arc<Config>` and swapped whole on reload.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -231,6 +276,29 @@ pub struct Config {
     pub prompts: PromptConfig,
     /// The loaded prompts (empty until `load` reads them; `parse` touches no files).
     pub prompt_set: Arc<Prompts>,
+    /// Organizations in match order.
+    pub organizations: Vec<Arc<Organization>>,
+    /// Index of the organization for calls matching none (else they get 404).
+    pub default_organization: Option<usize>,
+    pub crm: CrmConfig,
+    /// Audit file (one JSON line per call), relative to the config file; `None` = log only.
+    pub audit_file: Option<PathBuf>,
+    /// The loaded contacts (empty until `load` reads them).
+    pub contacts: Arc<ContactDirectory>,
+}
+
+impl Config {
+    /// The organization an INVITE from `src` belongs to.
+    pub fn organization_for(
+        &self,
+        invite: &crate::sip::msg::Message,
+        src: IpAddr,
+    ) -> Option<&Arc<Organization>> {
+        self.organizations
+            .iter()
+            .find(|o| o.matches(invite, src))
+            .or_else(|| self.default_organization.map(|i| &self.organizations[i]))
+    }
 }
 
 fn line_of(text: &str, key: &str) -> usize {
@@ -276,6 +344,29 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
     let s = raw.sip;
     let m = raw.media;
     let pr = raw.prompts;
+    let mut organizations = Vec::new();
+    for o in raw.organization {
+        let org = Organization::from_raw(o).map_err(|(k, m)| invalid(&k, m))?;
+        if organizations.iter().any(|x: &Arc<Organization>| x.name == org.name) {
+            return Err(invalid("name", format!("organization '{}' defined twice", org.name)));
+        }
+        organizations.push(Arc::new(org));
+    }
+    let default_organization = match raw.default_organization.as_deref() {
+        None | Some("") => None,
+        Some(n) => Some(
+            organizations
+                .iter()
+                .position(|o| o.name == n)
+                .ok_or_else(|| invalid("default_organization", format!("no organization named '{n}'")))?,
+        ),
+    };
+    if raw.crm.kind != "file" {
+        return Err(invalid(
+            "kind",
+            format!("crm kind '{}': only \"file\" is available in this version", raw.crm.kind),
+        ));
+    }
     let listen = s
         .listen
         .iter()
@@ -376,6 +467,13 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
                 .collect(),
         },
         prompt_set: Arc::new(Prompts::default()),
+        organizations,
+        default_organization,
+        crm: CrmConfig {
+            contacts: PathBuf::from(raw.crm.contacts),
+        },
+        audit_file: (!raw.audit.file.is_empty()).then(|| PathBuf::from(raw.audit.file)),
+        contacts: Arc::new(ContactDirectory::default()),
     })
 }
 
@@ -396,6 +494,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             source,
         })?;
     config.prompt_set = Arc::new(set);
+    let contacts_path = base.join(&config.crm.contacts);
+    let contacts = ContactDirectory::load(&contacts_path).map_err(|msg| ConfigError::Contacts {
+        path: contacts_path.display().to_string(),
+        msg,
+    })?;
+    config.contacts = Arc::new(contacts);
+    if let Some(f) = &config.audit_file {
+        config.audit_file = Some(base.join(f));
+    }
     Ok(config)
 }
 

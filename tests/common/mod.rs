@@ -84,9 +84,11 @@ impl Service {
             format!(
                 "[sip]\nlisten = [\"udp:{host}:0\", \"tcp:{host}:0\"]\n{max_calls}\n{sip_extra}\n\
 [media]\nrtp_bind = \"{ip}\"\nrtp_port_min = {base}\nrtp_port_max = {}\n{media_extra}\n\
-[prompts]\ndir = \"{}\"\n",
+[prompts]\ndir = \"{}\"\n\
+[crm]\ncontacts = \"{}\"\n",
                 base + 398,
-                repo().join("sip-config/prompts").display()
+                repo().join("sip-config/prompts").display(),
+                repo().join("sip-config/contacts.toml").display()
             ),
         )
         .unwrap();

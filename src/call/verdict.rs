@@ -1,0 +1,178 @@
+//! The security decision as a type. `PinVerified` can only be made here, after the entered
+//! PIN matched the one on file (argon2id verification, or a constant-time comparison for
+//! CRMs that hand out the PIN); only a `PinVerified` can send a call to the success
+//! extension. PINs are a redacted type with no Display and no Serialize.
+
+use crate::crm::Contact;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use subtle::ConstantTimeEq;
+
+/// Longest PIN handled (digits).
+pub const MAX_PIN: usize = 32;
+
+/// A PIN, typed or stored. Never printed: Debug is redacted, there is no Display.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pin(Vec<u8>);
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pin(<redacted>)")
+    }
+}
+
+impl Pin {
+    /// From DTMF keys 0–9 and A–D (at most `MAX_PIN`).
+    pub fn from_digits(s: &str) -> Option<Pin> {
+        let ok = !s.is_empty()
+            && s.len() <= MAX_PIN
+            && s.chars().all(|c| c.is_ascii_digit() || ('A'..='D').contains(&c));
+        ok.then(|| Pin(s.as_bytes().to_vec()))
+    }
+
+    /// An empty PIN being typed.
+    pub fn empty() -> Pin {
+        Pin(Vec::with_capacity(MAX_PIN))
+    }
+
+    pub fn push(&mut self, key: char) {
+        if self.0.len() < MAX_PIN {
+            self.0.push(key as u8);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The PIN a CRM holds: an argon2 hash (file CRM) or the PIN itself (CRMs that hand it out).
+#[derive(Clone)]
+pub enum StoredPin {
+    Argon2(String),
+    Plain(Pin),
+}
+
+impl std::fmt::Debug for StoredPin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredPin(<redacted>)")
+    }
+}
+
+fn argon2() -> Argon2<'static> {
+    // 8 MiB, 2 passes: a few ms per verification on the call's task. A 4–8 digit PIN has
+    // little entropy anyway; the hash keeps it out of the file, not out of reach forever.
+    let params = Params::new(8 * 1024, 2, 1, None).expect("static argon2 parameters are valid");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes a PIN for storage (argon2id, random salt).
+pub fn hash_pin(pin: &Pin) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2()
+        .hash_password(pin.bytes(), &salt)
+        .expect("argon2 hashing of a short PIN cannot fail")
+        .to_string()
+}
+
+impl StoredPin {
+    /// Checks a stored hash's format (never echoes it in the error).
+    pub fn from_hash(h: &str) -> Result<StoredPin, String> {
+        let parsed = PasswordHash::new(h).map_err(|_| "not a PHC hash string".to_string())?;
+        if !parsed.algorithm.as_str().starts_with("argon2") {
+            return Err("only argon2 hashes are accepted".into());
+        }
+        Ok(StoredPin::Argon2(h.to_string()))
+    }
+
+    /// Does the entered PIN match? Constant time in the PIN's content.
+    pub fn matches(&self, entered: &Pin) -> bool {
+        match self {
+            StoredPin::Argon2(h) => PasswordHash::new(h)
+                .map(|p| argon2().verify_password(entered.bytes(), &p).is_ok())
+                .unwrap_or(false),
+            StoredPin::Plain(p) => {
+                // Compare fixed-width buffers so neither content nor length leaks by timing.
+                let mut a = [0u8; MAX_PIN];
+                let mut b = [0u8; MAX_PIN];
+                a[..p.len()].copy_from_slice(p.bytes());
+                b[..entered.len()].copy_from_slice(entered.bytes());
+                let same_len = (p.len() as u8).ct_eq(&(entered.len() as u8));
+                bool::from(a.ct_eq(&b) & same_len)
+            }
+        }
+    }
+}
+
+/// Proof that this call's caller entered the PIN on file for `contact_id`. Only `verify`
+/// makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinVerified {
+    contact_id: String,
+}
+
+impl PinVerified {
+    pub fn contact_id(&self) -> &str {
+        &self.contact_id
+    }
+}
+
+/// The one way to a `PinVerified`.
+pub fn verify(contact: &Contact, entered: &Pin) -> Option<PinVerified> {
+    let stored = contact.pin.as_ref()?;
+    stored.matches(entered).then(|| PinVerified {
+        contact_id: contact.id.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact(pin: Option<StoredPin>) -> Contact {
+        Contact {
+            id: "c1".into(),
+            name: "A".into(),
+            pin,
+        }
+    }
+
+    #[test]
+    fn argon2_and_plain_verification() {
+        let right = Pin::from_digits("4321").unwrap();
+        let wrong = Pin::from_digits("4320").unwrap();
+        let longer = Pin::from_digits("43210").unwrap();
+        let hashed = contact(Some(StoredPin::from_hash(&hash_pin(&right)).unwrap()));
+        assert_eq!(verify(&hashed, &right).unwrap().contact_id(), "c1");
+        assert!(verify(&hashed, &wrong).is_none());
+        let plain = contact(Some(StoredPin::Plain(right.clone())));
+        assert!(verify(&plain, &right).is_some());
+        assert!(verify(&plain, &wrong).is_none());
+        assert!(verify(&plain, &longer).is_none());
+        assert!(verify(&contact(None), &right).is_none(), "no PIN on file never verifies");
+    }
+
+    #[test]
+    fn pins_never_print() {
+        let p = Pin::from_digits("2468").unwrap();
+        assert_eq!(format!("{p:?}"), "Pin(<redacted>)");
+        let s = StoredPin::Plain(p);
+        assert!(!format!("{s:?}").contains("2468"));
+        assert!(Pin::from_digits("12x4").is_none());
+        assert!(Pin::from_digits("").is_none());
+        assert!(StoredPin::from_hash("1234").is_err());
+    }
+}

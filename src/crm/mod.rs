@@ -1,0 +1,28 @@
+//! The CRM side: what a lookup answers, and the adapters. Only the embedded file-backed
+//! directory exists in this version; the HTTP lookup and verify webhooks plug in behind the
+//! same `CrmReply`.
+
+pub mod file;
+
+use crate::call::verdict::StoredPin;
+
+/// A CRM contact as the flow needs it.
+#[derive(Debug, Clone)]
+pub struct Contact {
+    pub id: String,
+    pub name: String,
+    /// `None`: the contact has no PIN on file.
+    pub pin: Option<StoredPin>,
+}
+
+/// The answer to "who is calling?".
+#[derive(Debug, Clone)]
+pub enum CrmReply {
+    Found(Contact),
+    /// No contact has this number.
+    NotFound,
+    /// Several contacts share it: treated as unknown (a PIN cannot say which one).
+    Ambiguous,
+    /// The CRM could not answer (timeout, refused, bad reply...).
+    Error(String),
+}
