@@ -20,7 +20,6 @@
 //!
 //! ```
 //! use pincoderouting::call::{Call, CallEvent, CallSetup};
-//! use pincoderouting::config::Config;
 //! use pincoderouting::sip::{msg::{Limits, Message}, sdp::{LocalMedia, Sdp}, Flow, Transport};
 //! use std::{sync::Arc, time::{Duration, Instant}};
 //!
@@ -35,9 +34,15 @@
 //! let offer = Some(Sdp::parse(&invite.body).unwrap());
 //! let flow = Flow { transport: Transport::Udp, conn: 0, remote: "192.0.2.1:5060".parse().unwrap() };
 //! let media = LocalMedia { ip: "192.0.2.10".parse().unwrap(), port: 10000, session_id: 1 };
+//! let config = pincoderouting::config::parse("[[organization]]\nname = \"acme\"\n\
+//!     enabled = true\nmatch_user = [\"pin\"]\npbx_host = \"pbx.acme.example\"\n\
+//!     pin_success_ext = \"2001\"\npin_failed_ext = \"2002\"\n", "doc").unwrap();
+//! let org = config.organizations[0].clone();
+//! let caller = pincoderouting::call::identity::caller(&invite, flow.remote.ip(), &org);
 //! let mut now = Instant::now(); // a driver reads the clock; a test just advances `now`
-//! let mut call = Call::new(now, Arc::new(Config::default()), CallSetup {
+//! let mut call = Call::new(now, Arc::new(config), CallSetup {
 //!     invite, offer, flow, local_sip: "192.0.2.10:5060".parse().unwrap(), media, seed: 7,
+//!     org, caller,
 //! });
 //! let mut rtp_buf = [0u8; 1500];
 //! let mut sip_sent = 0;

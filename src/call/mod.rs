@@ -2,10 +2,13 @@
 //! server and client transactions, the session timer (RFC 4028) and the RTP session.
 //! Fed with SIP messages, RTP datagrams and timeouts; drained with `poll_*`.
 
+pub mod flow;
+pub mod identity;
 mod session_timer;
 pub mod verdict;
 
-use crate::config::Config;
+use crate::config::{Config, Organization};
+use crate::crm::CrmReply;
 use crate::media::dtmf::info::{self as dtmf_info, InfoDtmf};
 use crate::media::dtmf::{DigitCollector, DigitEvent};
 use crate::media::player::{PlayItem, Player, PlayerEvent};
@@ -20,6 +23,8 @@ use crate::sip::transaction::{
 };
 use crate::sip::{Flow, SipTransmit, ACCEPT, ALLOW, SUPPORTED};
 use bytes::Bytes;
+use flow::{FlowAction, FlowFacts, PinFlow, TransferTarget};
+use identity::Caller;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use session_timer::{Refresher, SessionTimer};
@@ -48,6 +53,10 @@ pub enum EndReason {
     RefreshFailed,
     /// The service is shutting down.
     Shutdown,
+    /// The PBX took the transfer (final 2xx NOTIFY); we hung up our leg.
+    Transferred,
+    /// The flow ended the call (after a failed transfer).
+    FlowEnded,
 }
 
 /// What the call reports to its driver.
@@ -60,6 +69,8 @@ pub enum CallEvent {
     Digit(DigitEvent),
     /// A prompt started, finished or was interrupted.
     Prompt(PlayerEvent),
+    /// Look the caller up in the organization's CRM; answer with `handle_crm`.
+    CrmLookup { organization: String, e164: String },
     /// The call is over (it may linger a little to absorb retransmissions).
     Ended(CallSummary),
 }
@@ -75,6 +86,19 @@ pub struct CallSummary {
     pub digits: u32,
 }
 
+/// The end-of-call record: summary plus who called, where, and what the flow decided.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CallRecord {
+    pub call_id: String,
+    pub organization: String,
+    pub caller: String,
+    pub caller_e164: Option<String>,
+    #[serde(flatten)]
+    pub summary: CallSummary,
+    #[serde(flatten)]
+    pub flow: FlowFacts,
+}
+
 /// Why the call wants to be woken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
@@ -85,6 +109,8 @@ pub enum Wake {
     SessionTimer,
     /// RFC 4733 press without end packets (§2.5.1.4).
     DigitTimeout,
+    /// A PIN-flow timer (digit timeouts, CRM deadline, transfer timeout).
+    Flow,
 }
 
 /// What the driver hands a new call.
@@ -100,6 +126,10 @@ pub struct CallSetup {
     pub media: LocalMedia,
     /// Seed for tags, branches, SSRC and initial sequence/timestamp.
     pub seed: u64,
+    /// The organization the call belongs to (admission chose it).
+    pub org: Arc<Organization>,
+    /// Who is calling.
+    pub caller: Caller,
 }
 
 #[derive(Debug)]
@@ -144,6 +174,12 @@ pub struct Call {
     digits: DigitCollector,
     digit_count: u32,
     player: Player,
+    org: Arc<Organization>,
+    caller: Caller,
+    pin: Option<PinFlow>,
+    /// REFER sent: the NICT branch and when the transfer is given up.
+    transfer: Option<(String, Instant)>,
+    record: Option<CallRecord>,
     started: Instant,
     answered_at: Option<Instant>,
     outbox: VecDeque<SipTransmit>,
@@ -207,9 +243,14 @@ impl Call {
             clients: Vec::new(),
             session_timer: None,
             rtp: None,
-            digits: DigitCollector::new(now, config.media.dtmf_mode),
+            digits: DigitCollector::new(now, setup.org.dtmf_mode.unwrap_or(config.media.dtmf_mode)),
             digit_count: 0,
             player: Player::new(config.prompts.idle),
+            org: setup.org.clone(),
+            caller: setup.caller.clone(),
+            pin: None,
+            transfer: None,
+            record: None,
             started: now,
             answered_at: None,
             outbox: VecDeque::new(),
@@ -310,10 +351,7 @@ impl Call {
             None => {
                 let (ssrc, seq, ts) = (self.rng.gen(), self.rng.gen(), self.rng.gen());
                 self.rtp = Some(RtpSession::new(now, neg, ssrc, seq, ts));
-                // Media is up: greet the caller (the PIN flow will drive this).
-                if let Some(p) = self.config.prompt_set.get("enter_pin") {
-                    self.player.play(vec![PlayItem::new(p)]);
-                }
+                self.start_flow(now);
             }
         }
     }
@@ -407,35 +445,75 @@ impl Call {
         self.session_timer = None;
         let rtp = self.rtp.as_ref().map(|r| r.stats()).unwrap_or_default();
         self.rtp = None;
-        self.events.push_back(CallEvent::Ended(CallSummary {
+        if let Some(f) = self.pin.as_mut() {
+            if !f.is_done() && f.facts().outcome.is_none() {
+                f.abandon();
+            }
+        }
+        let summary = CallSummary {
             reason,
             answered: self.answered_at.is_some(),
             duration_ms: (now - self.started).as_millis() as u64,
             rtp,
             digits: self.digit_count,
-        }));
+        };
+        let mut facts = self
+            .pin
+            .as_ref()
+            .map(|f| f.facts().clone())
+            .unwrap_or_default();
+        if facts.outcome.is_none() {
+            facts.outcome = Some(flow::Outcome::Abandoned);
+        }
+        if self.transfer.is_some() && facts.transfer_outcome.is_none() {
+            facts.transfer_outcome = Some("caller hung up during the transfer".into());
+        }
+        self.record = Some(CallRecord {
+            call_id: self.dialog.call_id.clone(),
+            organization: self.org.name.clone(),
+            caller: self.caller.raw().to_string(),
+            caller_e164: self.caller.e164().map(str::to_string),
+            summary,
+            flow: facts,
+        });
+        self.transfer = None;
+        self.events.push_back(CallEvent::Ended(summary));
     }
 
     fn send_request(&mut self, now: Instant, method: Method) {
+        self.send_request_with(now, method, Vec::new());
+    }
+
+    /// Sends an in-dialog request with extra headers; returns its branch.
+    fn send_request_with(
+        &mut self,
+        now: Instant,
+        method: Method,
+        extra: Vec<(String, String)>,
+    ) -> String {
         let branch = format!("z9hG4bK{}", hex(&mut self.rng));
-        let req = self.dialog.request(
+        let mut req = self.dialog.request(
             method.clone(),
             &branch,
             self.local_sip,
             self.flow.transport,
             &self.config.sip.user_agent,
         );
+        for (n, v) in extra {
+            req.push_header(&n, v);
+        }
         let data = req.to_bytes();
         let flow = self.request_flow();
         let tx = NonInviteClient::new(
             now,
-            branch,
+            branch.clone(),
             data.clone(),
             flow.reliable(),
             self.config.sip.timers,
         );
         self.clients.push((tx, method));
         self.outbox.push_back(SipTransmit { flow, data });
+        branch
     }
 
     /// Starts ending the call from outside (service shutdown).
@@ -466,6 +544,9 @@ impl Call {
             return;
         };
         let method = self.clients[i].1.clone();
+        if method == Method::Refer && code >= 300 {
+            self.transfer_done(now, Err(format!("REFER answered {code}")));
+        }
         if method == Method::Update && !(200..300).contains(&code) {
             // RFC 4028 §10: a failed refresh (408/481) ends the session.
             if code == 408 || code == 481 {
@@ -518,6 +599,7 @@ impl Call {
                     Method::Options => self.respond(now, &req, flow, 200),
                     Method::Info => self.handle_info(now, &req, flow),
                     Method::Update => self.handle_update(now, req, flow),
+                    Method::Notify => self.handle_notify(now, &req, flow),
                     Method::Other(_) => self.respond(now, &req, flow, 501),
                     _ => self.respond(now, &req, flow, 405),
                 }
@@ -699,6 +781,42 @@ impl Call {
         });
     }
 
+    /// NOTIFY for our REFER (RFC 3515 §2.4.5): a message/sipfrag status line says how the
+    /// transfer goes; a final one ends it.
+    fn handle_notify(&mut self, now: Instant, req: &Message, flow: Flow) {
+        let is_refer = req.header("Event").is_some_and(|e| {
+            e.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("refer")
+        });
+        if !is_refer || self.transfer.is_none() {
+            // No subscription of ours (§3.2.4 of RFC 6665: 481).
+            return self.respond(now, req, flow, 481);
+        }
+        self.respond(now, req, flow, 200);
+        let status = std::str::from_utf8(&req.body)
+            .ok()
+            .and_then(|b| b.lines().next())
+            .and_then(|l| l.strip_prefix("SIP/2.0 "))
+            .and_then(|l| l.get(..3))
+            .and_then(|c| c.parse::<u16>().ok());
+        let terminated = req.header("Subscription-State").is_some_and(|s| {
+            s.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("terminated")
+        });
+        match status {
+            Some(c) if (200..300).contains(&c) => self.transfer_done(now, Ok(())),
+            Some(c) if c >= 300 => self.transfer_done(now, Err(format!("NOTIFY sipfrag {c}"))),
+            _ if terminated => {
+                self.transfer_done(now, Err("subscription ended without a final status".into()))
+            }
+            _ => {}
+        }
+    }
+
     /// INFO: DTMF bodies give a digit (200); other bodies 415, nonsense 400.
     fn handle_info(&mut self, now: Instant, req: &Message, flow: Flow) {
         if req.body.is_empty() {
@@ -710,7 +828,7 @@ impl Call {
                 self.respond(now, req, flow, 200);
                 if !matches!(self.phase, Phase::Ended) {
                     self.digits.on_info(now, d);
-                    self.drain_digits();
+                    self.drain_digits(now);
                 }
             }
             InfoDtmf::Unsupported => {
@@ -722,20 +840,124 @@ impl Call {
         }
     }
 
-    fn drain_digits(&mut self) {
+    /// Media is up: the PIN flow starts, and the CRM lookup with it (while the prompt plays).
+    fn start_flow(&mut self, now: Instant) {
+        if self.pin.is_some() || matches!(self.phase, Phase::Ended) {
+            return;
+        }
+        let e164 = self.caller.e164().map(str::to_string);
+        if let Some(e) = &e164 {
+            self.events.push_back(CallEvent::CrmLookup {
+                organization: self.org.name.clone(),
+                e164: e.clone(),
+            });
+        }
+        let asked = e164.as_ref().map(|_| now);
+        self.pin = Some(PinFlow::start(now, self.org.clone(), e164.is_some(), asked));
+        self.run_flow(now);
+    }
+
+    /// Carries out what the flow asked for.
+    fn run_flow(&mut self, now: Instant) {
+        loop {
+            let Some(action) = self.pin.as_mut().and_then(|f| f.poll_action()) else {
+                break;
+            };
+            match action {
+                FlowAction::Play(names) => {
+                    let items: Vec<PlayItem> = names
+                        .iter()
+                        .filter_map(|n| self.config.prompt_set.get(n))
+                        .map(PlayItem::new)
+                        .collect();
+                    let empty = items.is_empty();
+                    self.player.play(items);
+                    if empty {
+                        // Nothing to play (no prompts loaded): the list is done at once.
+                        if let Some(f) = self.pin.as_mut() {
+                            f.on_prompts_done(now);
+                        }
+                    }
+                }
+                FlowAction::Refer { uri, target } => self.send_refer(now, &uri, &target),
+                FlowAction::Hangup => {
+                    let transferred = self
+                        .pin
+                        .as_ref()
+                        .and_then(|f| f.facts().transfer_outcome.clone())
+                        .is_some_and(|o| o == "transferred");
+                    let reason = if transferred {
+                        EndReason::Transferred
+                    } else {
+                        EndReason::FlowEnded
+                    };
+                    self.end(now, reason);
+                }
+            }
+        }
+    }
+
+    fn send_refer(&mut self, now: Instant, uri: &str, target: &TransferTarget) {
+        let referred_by = format!("<sip:pincoderouting@{}>", self.local_sip);
+        let _ = target;
+        let branch = self.send_request_with(
+            now,
+            Method::Refer,
+            vec![
+                ("Refer-To".into(), format!("<{uri}>")),
+                ("Referred-By".into(), referred_by),
+            ],
+        );
+        self.transfer = Some((branch, now + self.org.transfer_timeout));
+    }
+
+    fn transfer_done(&mut self, now: Instant, result: Result<(), String>) {
+        if self.transfer.take().is_none() {
+            return;
+        }
+        if let Some(f) = self.pin.as_mut() {
+            f.on_transfer(result);
+        }
+        self.run_flow(now);
+    }
+
+    /// The CRM's answer to `CallEvent::CrmLookup`.
+    pub fn handle_crm(&mut self, now: Instant, reply: CrmReply) {
+        if let Some(f) = self.pin.as_mut() {
+            f.on_crm(now, reply);
+        }
+        self.run_flow(now);
+    }
+
+    fn drain_digits(&mut self, now: Instant) {
         while let Some(d) = self.digits.poll_digit() {
             self.digit_count += 1;
             // Barge-in: the first key stops an interruptible prompt within this frame.
             self.player.barge_in();
+            if let Some(f) = self.pin.as_mut() {
+                f.on_digit(now, &d);
+            }
             self.events.push_back(CallEvent::Digit(d));
         }
-        self.drain_player();
+        self.drain_player(now);
+        self.run_flow(now);
     }
 
-    fn drain_player(&mut self) {
+    fn drain_player(&mut self, now: Instant) {
         while let Some(e) = self.player.poll_event() {
+            if e == PlayerEvent::ListDone {
+                if let Some(f) = self.pin.as_mut() {
+                    f.on_prompts_done(now);
+                }
+            }
             self.events.push_back(CallEvent::Prompt(e));
         }
+        self.run_flow(now);
+    }
+
+    /// The end-of-call record (set once the call has ended).
+    pub fn record(&self) -> Option<&CallRecord> {
+        self.record.as_ref()
     }
 
     /// UPDATE (RFC 3311): an SDP offer or a bare session refresh.
@@ -772,7 +994,7 @@ impl Call {
             }) => self.digits.on_event(now, timestamp, marker, payload),
             Ok(RtpPayload::ComfortNoise) | Err(_) => {}
         }
-        self.drain_digits();
+        self.drain_digits(now);
     }
 
     /// Fires every timer due at `now`.
@@ -820,6 +1042,9 @@ impl Call {
             }
         }
         self.clients.retain(|(c, _)| !c.is_terminated());
+        if timeouts.contains(&Method::Refer) {
+            self.transfer_done(now, Err("REFER timed out".into()));
+        }
         if timeouts.contains(&Method::Update) {
             self.end(now, EndReason::RefreshFailed);
         }
@@ -836,7 +1061,16 @@ impl Call {
             }
         }
         self.digits.handle_timeout(now);
-        self.drain_digits();
+        self.drain_digits(now);
+        if let Some(f) = self.pin.as_mut() {
+            if f.poll_timeout().is_some_and(|t| now >= t) {
+                f.handle_timeout(now);
+            }
+        }
+        if self.transfer.as_ref().is_some_and(|(_, t)| now >= *t) {
+            self.transfer_done(now, Err("no final NOTIFY in time".into()));
+        }
+        self.run_flow(now);
     }
 
     /// The next SIP message to send.
@@ -849,7 +1083,7 @@ impl Call {
     #[must_use]
     pub fn poll_rtp(&mut self, now: Instant, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
         let out = self.rtp.as_mut()?.poll_transmit(now, buf, &mut self.player);
-        self.drain_player();
+        self.drain_player(now);
         out
     }
 
@@ -891,6 +1125,13 @@ impl Call {
             consider(Some((st.deadline(), Wake::SessionTimer)));
         }
         consider(self.digits.poll_timeout().map(|t| (t, Wake::DigitTimeout)));
+        consider(
+            self.pin
+                .as_ref()
+                .and_then(|f| f.poll_timeout())
+                .map(|t| (t, Wake::Flow)),
+        );
+        consider(self.transfer.as_ref().map(|(_, t)| (*t, Wake::Flow)));
         if let Some(rtp) = &self.rtp {
             consider(rtp.poll_timeout().map(|t| (t, Wake::MediaFrame)));
             if rtp.expects_media() {

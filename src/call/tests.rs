@@ -11,6 +11,10 @@ use crate::sip::Transport;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+const QUIET_ORG: &str = "[[organization]]\nname = \"test\"\nenabled = true\n\
+match_user = [\"pincoderouting\"]\npbx_host = \"pbx.test\"\npin_success_ext = \"2001\"\n\
+pin_failed_ext = \"2002\"\nfirst_digit_timeout_secs = 100000\ninter_digit_timeout_secs = 100000\n";
+
 const US_SIP: &str = "192.0.2.10:5060";
 const US_RTP: &str = "192.0.2.10:10000";
 const PBX_SIP: &str = "192.0.2.1:5060";
@@ -385,7 +389,14 @@ impl World {
         dup: f64,
         prompts: Vec<crate::media::prompt::Prompt>,
     ) -> World {
-        let mut config = config::parse(cfg, "test").unwrap();
+        // Every world has an organization for "pincoderouting"; tests about other things get
+        // digit timeouts long enough never to interfere.
+        let cfg = if cfg.contains("[[organization]]") {
+            cfg.to_string()
+        } else {
+            format!("{cfg}\n{QUIET_ORG}")
+        };
+        let mut config = config::parse(&cfg, "test").unwrap();
         config.prompt_set = Arc::new(crate::media::prompt::Prompts::from_prompts(prompts));
         let config = Arc::new(config);
         let t0 = crate::testutil::epoch();
@@ -436,10 +447,12 @@ impl World {
                             session_id: 77,
                         },
                         seed: 5,
+                        org: adm.org,
+                        caller: adm.caller,
                     },
                 ));
             }
-            Inbound::Reply(t) => {
+            Inbound::Reply(t) | Inbound::Refused(t, _) => {
                 let m = Message::parse(&t.data, &Limits::default(), true).unwrap();
                 self.stateless.push(m.status().unwrap());
                 self.net.send(self.now, To::Pbx, Kind::Sip, &t.data);

@@ -27,7 +27,8 @@ impl Pin {
     pub fn from_digits(s: &str) -> Option<Pin> {
         let ok = !s.is_empty()
             && s.len() <= MAX_PIN
-            && s.chars().all(|c| c.is_ascii_digit() || ('A'..='D').contains(&c));
+            && s.chars()
+                .all(|c| c.is_ascii_digit() || ('A'..='D').contains(&c));
         ok.then(|| Pin(s.as_bytes().to_vec()))
     }
 
@@ -162,7 +163,10 @@ mod tests {
         assert!(verify(&plain, &right).is_some());
         assert!(verify(&plain, &wrong).is_none());
         assert!(verify(&plain, &longer).is_none());
-        assert!(verify(&contact(None), &right).is_none(), "no PIN on file never verifies");
+        assert!(
+            verify(&contact(None), &right).is_none(),
+            "no PIN on file never verifies"
+        );
     }
 
     #[test]

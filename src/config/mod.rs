@@ -3,8 +3,8 @@
 
 pub mod org;
 
-pub use org::Organization;
 use crate::crm::file::ContactDirectory;
+pub use org::Organization;
 
 use crate::media::dtmf::DtmfMode;
 use crate::media::player::IdleMode;
@@ -347,8 +347,14 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
     let mut organizations = Vec::new();
     for o in raw.organization {
         let org = Organization::from_raw(o).map_err(|(k, m)| invalid(&k, m))?;
-        if organizations.iter().any(|x: &Arc<Organization>| x.name == org.name) {
-            return Err(invalid("name", format!("organization '{}' defined twice", org.name)));
+        if organizations
+            .iter()
+            .any(|x: &Arc<Organization>| x.name == org.name)
+        {
+            return Err(invalid(
+                "name",
+                format!("organization '{}' defined twice", org.name),
+            ));
         }
         organizations.push(Arc::new(org));
     }
@@ -358,13 +364,21 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             organizations
                 .iter()
                 .position(|o| o.name == n)
-                .ok_or_else(|| invalid("default_organization", format!("no organization named '{n}'")))?,
+                .ok_or_else(|| {
+                    invalid(
+                        "default_organization",
+                        format!("no organization named '{n}'"),
+                    )
+                })?,
         ),
     };
     if raw.crm.kind != "file" {
         return Err(invalid(
             "kind",
-            format!("crm kind '{}': only \"file\" is available in this version", raw.crm.kind),
+            format!(
+                "crm kind '{}': only \"file\" is available in this version",
+                raw.crm.kind
+            ),
         ));
     }
     let listen = s

@@ -20,7 +20,10 @@ impl std::str::FromStr for Cidr {
             Some((ip, p)) => (ip, Some(p)),
             None => (s, None),
         };
-        let net: IpAddr = ip.trim().parse().map_err(|_| format!("'{s}' is not an address block"))?;
+        let net: IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not an address block"))?;
         let max = if net.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             Some(p) => p
@@ -43,11 +46,19 @@ impl Cidr {
         };
         match (self.net, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - self.prefix)
+                };
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - self.prefix)
+                };
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -164,7 +175,11 @@ fn d_cc() -> String {
     "1".into()
 }
 fn d_order() -> Vec<IdentitySource> {
-    vec![IdentitySource::Pai, IdentitySource::Rpid, IdentitySource::From]
+    vec![
+        IdentitySource::Pai,
+        IdentitySource::Rpid,
+        IdentitySource::From,
+    ]
 }
 fn d_transfer() -> u64 {
     30
@@ -232,21 +247,33 @@ impl Organization {
             return Err(bad("refer_to", "refer_to must contain {ext}".into()));
         }
         if r.min_digits == 0 || r.max_digits < r.min_digits || r.max_digits > 32 {
-            return Err(bad("min_digits", "need 1 <= min_digits <= max_digits <= 32".into()));
+            return Err(bad(
+                "min_digits",
+                "need 1 <= min_digits <= max_digits <= 32".into(),
+            ));
         }
         if r.max_attempts == 0 || r.max_attempts > 10 {
             return Err(bad("max_attempts", "must be 1..=10".into()));
         }
         if r.first_digit_timeout_secs == 0 || r.inter_digit_timeout_secs == 0 {
-            return Err(bad("first_digit_timeout_secs", "timeouts must be at least 1 s".into()));
+            return Err(bad(
+                "first_digit_timeout_secs",
+                "timeouts must be at least 1 s".into(),
+            ));
         }
         if !r.country_code.chars().all(|c| c.is_ascii_digit()) || r.country_code.is_empty() {
-            return Err(bad("country_code", "country_code is digits, e.g. \"1\"".into()));
+            return Err(bad(
+                "country_code",
+                "country_code is digits, e.g. \"1\"".into(),
+            ));
         }
         let terminator = key(&r.terminator, "terminator").map_err(|m| bad("terminator", m))?;
         let clear_key = key(&r.clear_key, "clear_key").map_err(|m| bad("clear_key", m))?;
         if terminator.is_some() && terminator == clear_key {
-            return Err(bad("clear_key", "clear_key and terminator must differ".into()));
+            return Err(bad(
+                "clear_key",
+                "clear_key and terminator must differ".into(),
+            ));
         }
         let cidrs = |k: &str, v: &[String]| {
             v.iter()
@@ -299,7 +326,11 @@ impl Organization {
                 .and_then(NameAddr::parse)
                 .and_then(|n| Uri::parse(&n.uri))
                 .and_then(|u| u.user);
-            if !user.is_some_and(|u| self.match_to_user.iter().any(|m| m.eq_ignore_ascii_case(&u))) {
+            if !user.is_some_and(|u| {
+                self.match_to_user
+                    .iter()
+                    .any(|m| m.eq_ignore_ascii_case(&u))
+            }) {
                 return false;
             }
         }

@@ -71,12 +71,16 @@ impl ContactDirectory {
         for c in raw.contact {
             for p in &c.phones {
                 if !valid_e164(p) {
-                    return Err(format!("contact {}: phone '{p}' is not E.164 (+15551234567)", c.id));
+                    return Err(format!(
+                        "contact {}: phone '{p}' is not E.164 (+15551234567)",
+                        c.id
+                    ));
                 }
             }
             let pin = match &c.pin_hash {
                 Some(h) => Some(
-                    StoredPin::from_hash(h).map_err(|e| format!("contact {}: pin_hash: {e}", c.id))?,
+                    StoredPin::from_hash(h)
+                        .map_err(|e| format!("contact {}: pin_hash: {e}", c.id))?,
                 ),
                 None => None,
             };
@@ -137,7 +141,11 @@ pub fn set_pin(
     };
     let mut raw = parse_file(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let hash = hash_pin(pin);
-    let id = match raw.contact.iter_mut().find(|c| c.phones.iter().any(|p| p == phone)) {
+    let id = match raw
+        .contact
+        .iter_mut()
+        .find(|c| c.phones.iter().any(|p| p == phone))
+    {
         Some(c) => {
             c.pin_hash = Some(hash);
             c.id.clone()
@@ -153,7 +161,11 @@ pub fn set_pin(
                 });
                 id
             }
-            None => return Err(format!("no contact has phone {phone} (use --id/--name/--org to add one)")),
+            None => {
+                return Err(format!(
+                    "no contact has phone {phone} (use --id/--name/--org to add one)"
+                ))
+            }
         },
     };
     let out = format!(
@@ -181,10 +193,21 @@ mod tests {
         );
         let d = ContactDirectory::parse(&text).unwrap();
         assert_eq!(d.len(), 3);
-        assert!(matches!(d.lookup("acme", "+15551234567"), CrmReply::Found(c) if c.id == "a" && c.pin.is_some()));
-        assert!(matches!(d.lookup("other", "+15551234567"), CrmReply::NotFound));
-        assert!(matches!(d.lookup("acme", "+15550000001"), CrmReply::Ambiguous));
-        assert!(ContactDirectory::parse("[[contact]]\nid = \"x\"\norganization = \"a\"\nphones = [\"555\"]\n").is_err());
+        assert!(
+            matches!(d.lookup("acme", "+15551234567"), CrmReply::Found(c) if c.id == "a" && c.pin.is_some())
+        );
+        assert!(matches!(
+            d.lookup("other", "+15551234567"),
+            CrmReply::NotFound
+        ));
+        assert!(matches!(
+            d.lookup("acme", "+15550000001"),
+            CrmReply::Ambiguous
+        ));
+        assert!(ContactDirectory::parse(
+            "[[contact]]\nid = \"x\"\norganization = \"a\"\nphones = [\"555\"]\n"
+        )
+        .is_err());
         let e = ContactDirectory::parse("[[contact]]\nid = \"x\"\norganization = \"a\"\nphones = [\"+15551234567\"]\npin_hash = \"1234\"\n").unwrap_err();
         assert!(e.contains("pin_hash"), "{e}");
         assert!(!e.contains("1234\""), "no secret echoed: {e}");
@@ -203,13 +226,17 @@ mod tests {
         assert!(!text.contains("987654"), "{text}");
         assert!(text.contains("$argon2id$"));
         let dir = ContactDirectory::load(&path).unwrap();
-        let CrmReply::Found(c) = dir.lookup("acme", "+15551234567") else { panic!() };
+        let CrmReply::Found(c) = dir.lookup("acme", "+15551234567") else {
+            panic!()
+        };
         assert!(c.pin.unwrap().matches(&pin));
         // Change it: the old PIN no longer matches.
         let new = Pin::from_digits("1111").unwrap();
         set_pin(&path, "+15551234567", &new, None).unwrap();
         let dir = ContactDirectory::load(&path).unwrap();
-        let CrmReply::Found(c) = dir.lookup("acme", "+15551234567") else { panic!() };
+        let CrmReply::Found(c) = dir.lookup("acme", "+15551234567") else {
+            panic!()
+        };
         let stored = c.pin.unwrap();
         assert!(stored.matches(&new));
         assert!(!stored.matches(&pin));

@@ -84,6 +84,8 @@ pub(crate) async fn spawn(shared: Arc<Shared>, config: Arc<Config>, adm: Admissi
             session_id: seed >> 40,
         },
         seed,
+        org: adm.org,
+        caller: adm.caller,
     };
     let span = info_span!("call", call_id = %call_id);
     let call = span.in_scope(|| {
@@ -146,6 +148,12 @@ async fn run(
                 // Never the digit: only that one arrived, and from where.
                 CallEvent::Digit(d) => debug!(source = d.source.as_str(), "digit received"),
                 CallEvent::Prompt(p) => debug!(event = ?p, "prompt"),
+                CallEvent::CrmLookup { organization, e164 } => {
+                    // The embedded file CRM answers at once; HTTP adapters will answer
+                    // through the call's inbox.
+                    let reply = shared.config.load().contacts.lookup(&organization, &e164);
+                    call.handle_crm(Instant::now(), reply);
+                }
                 CallEvent::Ended(s) => {
                     ended = true;
                     if sock.take().is_some() {
@@ -163,6 +171,9 @@ async fn run(
                         digit_count = s.digits,
                         "call ended"
                     );
+                    if let Some(r) = call.record() {
+                        shared.audit.write("call", r);
+                    }
                 }
             }
         }

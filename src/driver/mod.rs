@@ -3,9 +3,12 @@
 //! its RTP socket and a single timer. `dashmap` maps Call-ID to the call task's inbox.
 #![allow(clippy::disallowed_methods)]
 
+mod audit;
 mod call_task;
 mod ports;
 mod tcp;
+
+pub use audit::AuditSink;
 
 pub use ports::PortPool;
 
@@ -44,6 +47,9 @@ pub(crate) struct Shared {
     pub next_conn: AtomicU64,
     pub ports: PortPool,
     pub calls_total: AtomicU64,
+    pub audit: AuditSink,
+    /// Call-IDs of INVITEs refused lately, so a retransmitted one is audited once.
+    pub refused: DashMap<String, std::time::Instant>,
 }
 
 impl CallTable for Shared {
@@ -63,6 +69,12 @@ pub enum DriverError {
     Bind {
         transport: Transport,
         addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The audit file cannot be opened.
+    #[error("cannot open the audit file {path}: {source}")]
+    Audit {
+        path: String,
         source: std::io::Error,
     },
 }
@@ -98,6 +110,15 @@ impl Server {
             }
         }
         let ports = PortPool::new(config.media.rtp_port_min, config.media.rtp_port_max);
+        let audit =
+            AuditSink::open(config.audit_file.as_deref()).map_err(|source| DriverError::Audit {
+                path: config
+                    .audit_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                source,
+            })?;
         Ok(Server {
             shared: Arc::new(Shared {
                 config: ArcSwap::new(config),
@@ -108,6 +129,8 @@ impl Server {
                 next_conn: AtomicU64::new(1),
                 ports,
                 calls_total: AtomicU64::new(0),
+                audit,
+                refused: DashMap::new(),
             }),
             tcp,
         })
@@ -197,6 +220,22 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, flow: Flow, data: &[u8], data
         Inbound::ToCall(msg) => deliver(shared, msg, flow),
         Inbound::NewCall(adm) => call_task::spawn(shared.clone(), config, adm, flow).await,
         Inbound::Reply(t) => send_sip(shared, t).await,
+        Inbound::Refused(t, refusal) => {
+            let now = std::time::Instant::now();
+            if shared.refused.len() > 10_000 {
+                shared
+                    .refused
+                    .retain(|_, at| now.duration_since(*at) < std::time::Duration::from_secs(64));
+            }
+            if shared
+                .refused
+                .insert(refusal.call_id.clone(), now)
+                .is_none()
+            {
+                shared.audit.write("refused", &refusal);
+            }
+            send_sip(shared, t).await
+        }
         Inbound::Drop(why) => debug!(from = %flow.remote, why, "dropped"),
     }
 }

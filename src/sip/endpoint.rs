@@ -7,7 +7,8 @@ use super::build::{response, response_flow, response_with_reason, stamp_via, sta
 use super::msg::{Limits, Message, Method, ParseError, StartLine};
 use super::sdp::{self, LocalMedia, Sdp, SdpError};
 use super::{Flow, SipTransmit, ACCEPT, ALLOW, SUPPORTED};
-use crate::config::Config;
+use crate::call::identity::{self, Caller};
+use crate::config::{Config, Organization};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ pub enum Inbound {
     NewCall(Admission),
     /// Send this reply; nothing is kept.
     Reply(SipTransmit),
+    /// An INVITE refused: send the reply and write the audit record.
+    Refused(SipTransmit, Refusal),
     /// Nothing to do (stray ACK, response to nobody, unanswerable garbage).
     Drop(&'static str),
 }
@@ -30,6 +33,21 @@ pub struct Admission {
     pub invite: Message,
     /// The parsed offer; `None` for a delayed-offer INVITE.
     pub offer: Option<Sdp>,
+    /// The organization the call belongs to.
+    pub org: Arc<Organization>,
+    /// Who is calling.
+    pub caller: Caller,
+}
+
+/// An INVITE refused before it became a call: what the audit record says.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Refusal {
+    pub call_id: String,
+    pub organization: Option<String>,
+    pub caller: String,
+    /// `not_activated` for an organization without the feature, else `refused`.
+    pub result: &'static str,
+    pub sip_status: u16,
 }
 
 /// What the endpoint needs to know about the calls the driver holds.
@@ -119,7 +137,39 @@ impl Endpoint {
             return Inbound::ToCall(msg);
         }
         match method {
-            Method::Invite if msg.to_tag().is_none() => self.admit(msg, flow, calls.active()),
+            Method::Invite if msg.to_tag().is_none() => {
+                let call_id = msg.call_id().to_string();
+                let caller = msg
+                    .from()
+                    .and_then(|f| crate::sip::msg::Uri::parse(&f.uri))
+                    .and_then(|u| u.user)
+                    .unwrap_or_default();
+                match self.admit(msg, flow, calls.active()) {
+                    Inbound::Reply(t) => {
+                        let status = Message::parse(&t.data, &self.limits, true)
+                            .ok()
+                            .and_then(|m| m.status())
+                            .unwrap_or(0);
+                        let refusal = Refusal {
+                            call_id,
+                            organization: None,
+                            caller,
+                            result: if status == 480 {
+                                "not_activated"
+                            } else {
+                                "refused"
+                            },
+                            sip_status: status,
+                        };
+                        Inbound::Refused(t, refusal)
+                    }
+                    Inbound::Refused(t, mut r) => {
+                        r.caller = caller;
+                        Inbound::Refused(t, r)
+                    }
+                    other => other,
+                }
+            }
             Method::Ack => Inbound::Drop("ACK outside any call"),
             Method::Options if msg.to_tag().is_none() => self.simple(&msg, flow, 200),
             Method::Register | Method::Subscribe | Method::Message | Method::Publish
@@ -136,6 +186,30 @@ impl Endpoint {
     fn admit(&self, invite: Message, flow: Flow, active: usize) -> Inbound {
         let ua = &self.config.sip.user_agent;
         let tag = stateless_tag(&invite);
+        let Some(org) = self
+            .config
+            .organization_for(&invite, flow.remote.ip())
+            .cloned()
+        else {
+            let r = response(&invite, 404, Some(&tag), ua);
+            return self.reply(&invite, flow, r);
+        };
+        if !org.enabled {
+            let r = response_with_reason(&invite, 480, "PIN Routing Not Activated", Some(&tag), ua);
+            let t = SipTransmit {
+                flow: response_flow(&invite, flow),
+                data: r.to_bytes(),
+            };
+            let refusal = Refusal {
+                call_id: invite.call_id().to_string(),
+                organization: Some(org.name.clone()),
+                caller: String::new(),
+                result: "not_activated",
+                sip_status: 480,
+            };
+            return Inbound::Refused(t, refusal);
+        }
+        let caller = identity::caller(&invite, flow.remote.ip(), &org);
         if active >= self.config.sip.max_calls {
             let mut r = response(&invite, 503, Some(&tag), ua);
             r.push_header("Retry-After", self.config.sip.retry_after_secs.to_string());
@@ -184,6 +258,8 @@ impl Endpoint {
             return Inbound::NewCall(Admission {
                 invite,
                 offer: None,
+                org,
+                caller,
             });
         }
         if !invite
@@ -218,6 +294,8 @@ impl Endpoint {
             Ok(_) => Inbound::NewCall(Admission {
                 invite,
                 offer: Some(offer),
+                org,
+                caller,
             }),
             Err(e) => {
                 let code = if e == SdpError::NoCommonCodec {
@@ -346,8 +424,15 @@ mod tests {
         }
     }
 
+    const ORG: &str = "\n[[organization]]\nname = \"o\"\nenabled = true\nmatch_user = [\"pin\"]\n\
+pbx_host = \"pbx\"\npin_success_ext = \"1\"\npin_failed_ext = \"2\"\n\
+[[organization]]\nname = \"off\"\nmatch_user = [\"off\"]\npbx_host = \"pbx\"\n\
+pin_success_ext = \"1\"\npin_failed_ext = \"2\"\n";
+
     fn ep(cfg: &str) -> Endpoint {
-        Endpoint::new(Arc::new(crate::config::parse(cfg, "t").unwrap()))
+        Endpoint::new(Arc::new(
+            crate::config::parse(&format!("{cfg}{ORG}"), "t").unwrap(),
+        ))
     }
 
     fn flow() -> Flow {
@@ -371,7 +456,7 @@ CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\
 
     fn status(i: Inbound) -> (u16, Message) {
         match i {
-            Inbound::Reply(t) => {
+            Inbound::Reply(t) | Inbound::Refused(t, _) => {
                 let m = Message::parse(&t.data, &Limits::default(), false).unwrap();
                 (m.status().unwrap(), m)
             }
@@ -432,6 +517,28 @@ CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\
         let (c, m) = status(e.handle(flow(), short.as_bytes(), true, &t));
         assert_eq!(c, 422);
         assert_eq!(m.header("Min-SE"), Some("90"));
+        // Organizations: none matches -> 404; not activated -> 480 with an audit record.
+        let nobody = ok.replace("INVITE sip:pin@", "INVITE sip:someone@");
+        assert_eq!(status(e.handle(flow(), nobody.as_bytes(), true, &t)).0, 404);
+        let off = ok.replace("INVITE sip:pin@", "INVITE sip:off@");
+        match e.handle(flow(), off.as_bytes(), true, &t) {
+            Inbound::Refused(r, audit) => {
+                let m = Message::parse(&r.data, &Limits::default(), true).unwrap();
+                assert_eq!(m.status(), Some(480));
+                assert!(
+                    matches!(m.start, StartLine::Response { ref reason, .. } if reason == "PIN Routing Not Activated")
+                );
+                assert_eq!(audit.result, "not_activated");
+                assert_eq!(audit.organization.as_deref(), Some("off"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let dflt = Endpoint::new(Arc::new(
+            crate::config::parse(&format!("default_organization = \"o\"\n{ORG}"), "t").unwrap(),
+        ));
+        assert!(
+            matches!(dflt.handle(flow(), nobody.as_bytes(), true, &t), Inbound::NewCall(a) if a.org.name == "o")
+        );
     }
 
     #[test]

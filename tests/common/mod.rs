@@ -63,6 +63,19 @@ impl Service {
     }
 
     fn launch(ip: &str, log_level: &str, sip_extra: &str, media_extra: &str) -> Service {
+        Self::launch_full(ip, log_level, sip_extra, media_extra, "", "")
+    }
+
+    /// Everything configurable: `org_extra` adds lines to the test organization (which
+    /// serves the Request-URI user `pincoderouting`), `tail` appends whole tables.
+    pub fn launch_full(
+        ip: &str,
+        log_level: &str,
+        sip_extra: &str,
+        media_extra: &str,
+        org_extra: &str,
+        tail: &str,
+    ) -> Service {
         let host = if ip.contains(':') {
             format!("[{ip}]")
         } else {
@@ -82,10 +95,14 @@ impl Service {
         std::fs::write(
             &cfg,
             format!(
-                "[sip]\nlisten = [\"udp:{host}:0\", \"tcp:{host}:0\"]\n{max_calls}\n{sip_extra}\n\
+                "default_organization = \"test\"\n\
+[sip]\nlisten = [\"udp:{host}:0\", \"tcp:{host}:0\"]\n{max_calls}\n{sip_extra}\n\
 [media]\nrtp_bind = \"{ip}\"\nrtp_port_min = {base}\nrtp_port_max = {}\n{media_extra}\n\
 [prompts]\ndir = \"{}\"\n\
-[crm]\ncontacts = \"{}\"\n",
+[crm]\ncontacts = \"{}\"\n\
+[[organization]]\nname = \"test\"\nenabled = true\nmatch_user = [\"pincoderouting\"]\n\
+pbx_host = \"127.0.0.1\"\npin_success_ext = \"1001\"\npin_failed_ext = \"1002\"\n{org_extra}\n\
+{tail}\n",
                 base + 398,
                 repo().join("sip-config/prompts").display(),
                 repo().join("sip-config/contacts.toml").display()

@@ -1,0 +1,376 @@
+//! The PIN flow of one call (sans-IO): prompt, collect digits (terminator, maximum length,
+//! clear key, first- and inter-digit timeouts), judge against the CRM's answer (the lookup
+//! runs while the prompt plays), retry up to `max_attempts`, then transfer: to the success
+//! extension only with a `PinVerified`, to the failure extension otherwise.
+//!
+//! The flow decides; the call carries out its `FlowAction`s (prompts, REFER, hang-up) and
+//! feeds back digits, prompt completion, the CRM reply, the transfer outcome and timeouts.
+
+use super::verdict::{self, Pin, PinVerified};
+use crate::config::org::{AnonymousPolicy, Organization};
+use crate::crm::CrmReply;
+use crate::media::dtmf::{DigitEvent, DigitSource};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long the flow waits for the CRM once the caller has finished typing.
+pub const CRM_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The call's result, for the audit record and the failure routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Verified,
+    WrongPin,
+    NoInput,
+    UnknownCaller,
+    Anonymous,
+    CrmError,
+    LockedOut,
+    NotActivated,
+    /// The caller hung up before a verdict.
+    Abandoned,
+}
+
+/// Where the caller goes. `Success` can only be built from a `PinVerified`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferTarget {
+    Success(PinVerified),
+    Failure(Outcome),
+}
+
+/// What the call must do for the flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowAction {
+    /// Play these prompts (by name), replacing whatever plays.
+    Play(Vec<&'static str>),
+    /// Send REFER to this URI.
+    Refer { uri: String, target: TransferTarget },
+    /// End the call (BYE).
+    Hangup,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Prompting and collecting. `deadline` is unset while the prompt still plays.
+    Collecting {
+        attempt: u32,
+        entry: Pin,
+        deadline: Option<Instant>,
+        typed: bool,
+    },
+    /// The caller finished typing; the CRM has not answered yet.
+    AwaitingCrm {
+        attempt: u32,
+        entry: Pin,
+        until: Instant,
+    },
+    /// Saying the verdict before the REFER.
+    Announcing {
+        target: TransferTarget,
+    },
+    /// REFER sent; the call reports how it ends.
+    Transferring,
+    /// Saying the transfer failed, then hanging up.
+    Closing,
+    Done,
+}
+
+/// The flow's contribution to the audit record.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FlowFacts {
+    pub outcome: Option<Outcome>,
+    pub contact_id: Option<String>,
+    pub attempts: u32,
+    pub digit_source: Option<DigitSource>,
+    pub transfer_target: Option<String>,
+    pub transfer_outcome: Option<String>,
+    pub answer_to_verdict_ms: Option<u64>,
+    pub crm_latency_ms: Option<u64>,
+}
+
+/// One call's PIN flow.
+#[derive(Debug)]
+pub struct PinFlow {
+    org: Arc<Organization>,
+    state: State,
+    crm: Option<CrmReply>,
+    crm_asked: Option<Instant>,
+    started: Instant,
+    facts: FlowFacts,
+    actions: Vec<FlowAction>,
+}
+
+impl PinFlow {
+    /// Starts at answer. `caller_known` is false for a withheld number; `crm_asked` is when
+    /// the lookup was requested (None when there is nothing to look up).
+    pub fn start(
+        now: Instant,
+        org: Arc<Organization>,
+        caller_known: bool,
+        crm_asked: Option<Instant>,
+    ) -> PinFlow {
+        let mut f = PinFlow {
+            state: State::Done,
+            crm: None,
+            crm_asked,
+            started: now,
+            facts: FlowFacts::default(),
+            actions: Vec::new(),
+            org,
+        };
+        if !caller_known && f.org.anonymous == AnonymousPolicy::Fail {
+            f.verdict(now, TransferTarget::Failure(Outcome::Anonymous));
+        } else {
+            if !caller_known {
+                f.crm = Some(CrmReply::NotFound);
+            }
+            f.prompt_entry(1, &["enter_pin"]);
+        }
+        f
+    }
+
+    fn prompt_entry(&mut self, attempt: u32, prompts: &[&'static str]) {
+        self.actions.push(FlowAction::Play(prompts.to_vec()));
+        self.state = State::Collecting {
+            attempt,
+            entry: Pin::empty(),
+            deadline: None,
+            typed: false,
+        };
+    }
+
+    /// The actions produced so far.
+    pub fn poll_action(&mut self) -> Option<FlowAction> {
+        (!self.actions.is_empty()).then(|| self.actions.remove(0))
+    }
+
+    pub fn facts(&self) -> &FlowFacts {
+        &self.facts
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// The caller hung up (or the call ended otherwise) before the flow finished.
+    pub fn abandon(&mut self) {
+        if self.facts.outcome.is_none() {
+            self.facts.outcome = Some(Outcome::Abandoned);
+        }
+        self.state = State::Done;
+    }
+
+    /// The prompt list ended (played out or interrupted).
+    pub fn on_prompts_done(&mut self, now: Instant) {
+        match &mut self.state {
+            State::Collecting {
+                deadline, typed, ..
+            } if deadline.is_none() => {
+                let wait = if *typed {
+                    self.org.inter_digit_timeout
+                } else {
+                    self.org.first_digit_timeout
+                };
+                *deadline = Some(now + wait);
+            }
+            State::Announcing { target } => {
+                let target = target.clone();
+                let ext = match &target {
+                    TransferTarget::Success(_) => self.org.pin_success_ext.clone(),
+                    TransferTarget::Failure(_) => self.org.pin_failed_ext.clone(),
+                };
+                let mut uri = self.org.refer_uri(&ext);
+                if self.org.refer_to_result_header {
+                    let r = if matches!(target, TransferTarget::Success(_)) {
+                        "verified"
+                    } else {
+                        "failed"
+                    };
+                    uri.push_str(if uri.contains('?') { "&" } else { "?" });
+                    uri.push_str("X-PIN-Result=");
+                    uri.push_str(r);
+                }
+                self.facts.transfer_target = Some(ext);
+                self.actions.push(FlowAction::Refer { uri, target });
+                self.state = State::Transferring;
+            }
+            State::Closing => {
+                self.actions.push(FlowAction::Hangup);
+                self.state = State::Done;
+            }
+            _ => {}
+        }
+    }
+
+    /// A key from any source.
+    pub fn on_digit(&mut self, now: Instant, d: &DigitEvent) {
+        let State::Collecting {
+            attempt,
+            entry,
+            deadline,
+            typed,
+        } = &mut self.state
+        else {
+            return;
+        };
+        if self.facts.digit_source.is_none() {
+            self.facts.digit_source = Some(d.source);
+        }
+        *typed = true;
+        let key = d.digit.as_char();
+        *deadline = Some(now + self.org.inter_digit_timeout);
+        if Some(key) == self.org.clear_key {
+            entry.clear();
+            return;
+        }
+        if Some(key) == self.org.terminator {
+            let (attempt, entry) = (*attempt, std::mem::replace(entry, Pin::empty()));
+            return self.entry_done(now, attempt, entry);
+        }
+        entry.push(key);
+        if entry.len() >= self.org.max_digits {
+            let (attempt, entry) = (*attempt, std::mem::replace(entry, Pin::empty()));
+            self.entry_done(now, attempt, entry);
+        }
+    }
+
+    /// The CRM answered.
+    pub fn on_crm(&mut self, now: Instant, reply: CrmReply) {
+        if self.crm.is_some() {
+            return;
+        }
+        if let Some(asked) = self.crm_asked {
+            self.facts.crm_latency_ms =
+                Some(now.saturating_duration_since(asked).as_millis() as u64);
+        }
+        self.crm = Some(reply);
+        if matches!(self.state, State::AwaitingCrm { .. }) {
+            if let State::AwaitingCrm { attempt, entry, .. } =
+                std::mem::replace(&mut self.state, State::Done)
+            {
+                self.judge(now, attempt, entry);
+            }
+        }
+    }
+
+    fn entry_done(&mut self, now: Instant, attempt: u32, entry: Pin) {
+        self.facts.attempts = attempt;
+        if entry.len() < self.org.min_digits {
+            let outcome = if entry.is_empty() {
+                Outcome::NoInput
+            } else {
+                Outcome::WrongPin
+            };
+            return self.failed_attempt(now, attempt, outcome);
+        }
+        if self.crm.is_none() {
+            self.state = State::AwaitingCrm {
+                attempt,
+                entry,
+                until: now + CRM_DEADLINE,
+            };
+            return;
+        }
+        self.judge(now, attempt, entry);
+    }
+
+    fn judge(&mut self, now: Instant, attempt: u32, entry: Pin) {
+        let reply = self
+            .crm
+            .clone()
+            .unwrap_or(CrmReply::Error("no reply".into()));
+        match reply {
+            CrmReply::Found(contact) => {
+                self.facts.contact_id = Some(contact.id.clone());
+                match verdict::verify(&contact, &entry) {
+                    Some(v) => self.verdict(now, TransferTarget::Success(v)),
+                    None => self.failed_attempt(now, attempt, Outcome::WrongPin),
+                }
+            }
+            // Unknown or ambiguous callers cannot be verified; say nothing that tells an
+            // attacker whether the number is known, and do not make them retry.
+            CrmReply::NotFound | CrmReply::Ambiguous => {
+                self.verdict(now, TransferTarget::Failure(Outcome::UnknownCaller))
+            }
+            CrmReply::Error(_) => self.verdict(now, TransferTarget::Failure(Outcome::CrmError)),
+        }
+    }
+
+    fn failed_attempt(&mut self, now: Instant, attempt: u32, outcome: Outcome) {
+        self.facts.attempts = attempt;
+        if attempt >= self.org.max_attempts {
+            return self.verdict(now, TransferTarget::Failure(outcome));
+        }
+        let say = if outcome == Outcome::NoInput {
+            "no_input"
+        } else {
+            "incorrect_pin"
+        };
+        self.prompt_entry(attempt + 1, &[say, "try_again", "enter_pin"]);
+    }
+
+    fn verdict(&mut self, now: Instant, target: TransferTarget) {
+        let outcome = match &target {
+            TransferTarget::Success(_) => Outcome::Verified,
+            TransferTarget::Failure(o) => *o,
+        };
+        self.facts.outcome = Some(outcome);
+        self.facts.answer_to_verdict_ms =
+            Some(now.saturating_duration_since(self.started).as_millis() as u64);
+        let say: Vec<&'static str> = match &target {
+            TransferTarget::Success(_) => vec!["verified", "transferring"],
+            TransferTarget::Failure(Outcome::LockedOut) => vec!["locked_out", "transferring"],
+            TransferTarget::Failure(_) => vec!["transferring"],
+        };
+        self.actions.push(FlowAction::Play(say));
+        self.state = State::Announcing { target };
+    }
+
+    /// How the REFER ended: `Ok(())` the PBX took the call, `Err(why)` it did not.
+    pub fn on_transfer(&mut self, result: Result<(), String>) {
+        if !matches!(self.state, State::Transferring) {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                self.facts.transfer_outcome = Some("transferred".into());
+                self.actions.push(FlowAction::Hangup);
+                self.state = State::Done;
+            }
+            Err(why) => {
+                self.facts.transfer_outcome = Some(format!("failed: {why}; hung up"));
+                self.actions.push(FlowAction::Play(vec!["transfer_failed"]));
+                self.state = State::Closing;
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            State::Collecting { deadline, .. } => *deadline,
+            State::AwaitingCrm { until, .. } => Some(*until),
+            _ => None,
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Collecting {
+                attempt,
+                entry,
+                deadline: Some(d),
+                ..
+            } if now >= d => {
+                // Inter-digit timeout with enough digits counts as a complete entry.
+                self.entry_done(now, attempt, entry);
+            }
+            State::AwaitingCrm { until, .. } if now >= until => {
+                self.facts.crm_latency_ms = Some(CRM_DEADLINE.as_millis() as u64);
+                self.crm = Some(CrmReply::Error("CRM deadline passed".into()));
+                self.verdict(now, TransferTarget::Failure(Outcome::CrmError));
+            }
+            other => self.state = other,
+        }
+    }
+}
