@@ -859,10 +859,7 @@ impl Call {
 
     /// Carries out what the flow asked for.
     fn run_flow(&mut self, now: Instant) {
-        loop {
-            let Some(action) = self.pin.as_mut().and_then(|f| f.poll_action()) else {
-                break;
-            };
+        while let Some(action) = self.pin.as_mut().and_then(|f| f.poll_action()) {
             match action {
                 FlowAction::Play(names) => {
                     let items: Vec<PlayItem> = names
