@@ -120,6 +120,10 @@ struct Pbx {
     n: u64,
     player: crate::media::player::Player,
     received: Vec<Received>,
+    /// How the PBX answers our REFER, and the sipfrag status of its NOTIFY (None: never).
+    refer_reply: u16,
+    notify: Option<u16>,
+    refer_to: Vec<String>,
 }
 
 /// One RTP packet the PBX received from us.
@@ -152,6 +156,9 @@ impl Pbx {
             n: 0,
             player: Default::default(),
             received: vec![],
+            refer_reply: 202,
+            notify: Some(200),
+            refer_to: vec![],
         }
     }
 
@@ -287,7 +294,24 @@ m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r
             }
             StartLine::Request { method, .. } => {
                 self.requests.push(method.clone());
-                if method != Method::Ack {
+                if method == Method::Refer {
+                    self.refer_to
+                        .push(msg.header("Refer-To").unwrap_or("").to_string());
+                    let r = response(&msg, self.refer_reply, None, "pbx");
+                    self.out.push_back(r.to_bytes().to_vec());
+                    if (200..300).contains(&self.refer_reply) {
+                        if let Some(code) = self.notify {
+                            let body = format!("SIP/2.0 {code} Whatever\r\n");
+                            self.request(
+                                now,
+                                "NOTIFY",
+                                "Event: refer\r\nSubscription-State: terminated;reason=noresource\r\n\
+Content-Type: message/sipfrag\r\n",
+                                &body,
+                            );
+                        }
+                    }
+                } else if method != Method::Ack {
                     let r = response(&msg, 200, None, "pbx");
                     self.out.push_back(r.to_bytes().to_vec());
                 }
@@ -375,6 +399,14 @@ struct World {
     events: Vec<CallEvent>,
     net: Net,
     pbx: Pbx,
+    crm: CrmSim,
+}
+
+/// How the simulated CRM answers lookups.
+enum CrmSim {
+    Directory(crate::crm::file::ContactDirectory),
+    Never,
+    Fails,
 }
 
 impl World {
@@ -411,6 +443,7 @@ impl World {
             events: vec![],
             net: Net::new(seed, loss, dup),
             pbx: Pbx::new("sim-call-1"),
+            crm: CrmSim::Directory(Default::default()),
         }
     }
 
@@ -477,6 +510,16 @@ impl World {
                 self.net.send(self.now, To::Pbx, Kind::Rtp, &buf[..n]);
             }
             while let Some(e) = c.poll_event() {
+                if let CallEvent::CrmLookup { organization, e164 } = &e {
+                    let reply = match &self.crm {
+                        CrmSim::Directory(d) => Some(d.lookup(organization, e164)),
+                        CrmSim::Never => None,
+                        CrmSim::Fails => Some(crate::crm::CrmReply::Error("HTTP 500".into())),
+                    };
+                    if let Some(r) = reply {
+                        c.handle_crm(self.now, r);
+                    }
+                }
                 self.events.push(e);
             }
         }
@@ -1136,4 +1179,312 @@ fn idle_nothing_sends_no_packets_after_the_prompt() {
     // 200 ms of prompt = 10 packets, then nothing (while the PBX keeps sending to us).
     assert_eq!(w.pbx.received.len(), 10);
     assert!(w.ended().is_empty());
+}
+
+// ---- The PIN flow -------------------------------------------------------------------
+
+const FLOW_ORG: &str = "[[organization]]\nname = \"acme\"\nenabled = true\n\
+match_user = [\"pincoderouting\"]\npbx_host = \"pbx.acme.example\"\npin_success_ext = \"2001\"\n\
+pin_failed_ext = \"2002\"\nfirst_digit_timeout_secs = 5\ninter_digit_timeout_secs = 3\n\
+max_attempts = 3\ntransfer_timeout_secs = 10\n";
+
+/// The caller of `Pbx` is +15551234567; give them a PIN in "acme".
+fn directory(pin: &str) -> crate::crm::file::ContactDirectory {
+    use crate::call::verdict::{hash_pin, Pin};
+    let h = hash_pin(&Pin::from_digits(pin).unwrap());
+    crate::crm::file::ContactDirectory::parse(&format!(
+        "[[contact]]\nid = \"c-42\"\norganization = \"acme\"\nphones = [\"+15551234567\"]\npin_hash = \"{h}\"\n"
+    ))
+    .unwrap()
+}
+
+fn flow_world(seed: u64, pin: &str) -> World {
+    let mut w = World::with_prompts(
+        FLOW_ORG,
+        seed,
+        0.0,
+        0.0,
+        crate::media::prompt::NAMES
+            .iter()
+            .map(|n| test_prompt(n, 300))
+            .collect(),
+    );
+    w.crm = CrmSim::Directory(directory(pin));
+    w.pbx.send_rtp = false;
+    w
+}
+
+/// Types `keys` as RFC 4733 events, 150 ms apart.
+fn type_keys(w: &mut World, keys: &str, ts: &mut u32) {
+    for k in keys.chars() {
+        let code = crate::media::dtmf::Digit::from_char(k)
+            .unwrap()
+            .event_code();
+        for i in 0..4u16 {
+            let end = i == 3;
+            let dur = 160 * (i + 1);
+            let p = [
+                code,
+                if end { 0x8A } else { 0x0A },
+                (dur >> 8) as u8,
+                dur as u8,
+            ];
+            pbx_rtp(w, 101, (*ts / 160) as u16, *ts, i == 0, &p);
+            w.run_for(0.02);
+        }
+        *ts += 1600;
+        w.run_for(0.1);
+    }
+}
+
+fn record(w: &World) -> CallRecord {
+    w.call
+        .as_ref()
+        .unwrap()
+        .record()
+        .cloned()
+        .expect("the call ended with a record")
+}
+
+#[test]
+fn pin_ok_rfc4733_refers_success_ext_then_byes_after_notify() {
+    let mut w = flow_world(500, "1234");
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(3.0);
+    assert_eq!(
+        w.pbx.refer_to,
+        vec!["<sip:2001@pbx.acme.example?X-PIN-Result=verified>".to_string()]
+    );
+    assert!(
+        w.pbx.requests.contains(&Method::Bye),
+        "our BYE after the 200 sipfrag"
+    );
+    let r = record(&w);
+    assert_eq!(r.summary.reason, EndReason::Transferred);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::Verified));
+    assert_eq!(r.flow.contact_id.as_deref(), Some("c-42"));
+    assert_eq!(r.flow.transfer_target.as_deref(), Some("2001"));
+    assert_eq!(r.flow.transfer_outcome.as_deref(), Some("transferred"));
+    assert_eq!(r.flow.attempts, 1);
+    assert_eq!(
+        r.flow.digit_source,
+        Some(crate::media::dtmf::DigitSource::Rfc4733)
+    );
+    assert!(r.flow.crm_latency_ms.is_some());
+    assert_eq!(r.caller_e164.as_deref(), Some("+15551234567"));
+}
+
+#[test]
+fn clear_key_and_max_digits_end_the_entry() {
+    // "9*" is cleared; then 8 keys reach max_digits without a terminator: wrong PIN.
+    let mut w = flow_world(501, "1234");
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "9*12345678", &mut ts);
+    w.run_for(1.0);
+    // Second attempt: clear then the right PIN with terminator.
+    type_keys(&mut w, "55*1234#", &mut ts);
+    w.run_for(3.0);
+    let r = record(&w);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::Verified));
+    assert_eq!(r.flow.attempts, 2);
+}
+
+#[test]
+fn wrong_pin_three_times_refers_the_failure_ext() {
+    let mut w = flow_world(502, "1234");
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    for _ in 0..3 {
+        type_keys(&mut w, "4321#", &mut ts);
+        w.run_for(2.0);
+    }
+    w.run_for(3.0);
+    assert_eq!(
+        w.pbx.refer_to,
+        vec!["<sip:2002@pbx.acme.example?X-PIN-Result=failed>".to_string()]
+    );
+    let r = record(&w);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::WrongPin));
+    assert_eq!(r.flow.attempts, 3);
+    assert_eq!(r.flow.contact_id.as_deref(), Some("c-42"));
+}
+
+#[test]
+fn no_input_retries_then_refers_the_failure_ext() {
+    let mut w = flow_world(503, "1234");
+    start(&mut w);
+    w.run_for(40.0);
+    assert_eq!(w.pbx.refer_to.len(), 1);
+    assert!(w.pbx.refer_to[0].contains("sip:2002@"));
+    let r = record(&w);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::NoInput));
+    assert_eq!(r.flow.attempts, 3);
+    assert_eq!(r.flow.digit_source, None);
+    // The caller heard "no input", "try again" between attempts.
+    let started: Vec<String> = w
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Prompt(crate::media::player::PlayerEvent::Started(n)) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        started,
+        vec![
+            "enter_pin",
+            "no_input",
+            "try_again",
+            "enter_pin",
+            "no_input",
+            "try_again",
+            "enter_pin",
+            "transferring"
+        ]
+    );
+}
+
+#[test]
+fn unknown_caller_and_anonymous_go_to_the_failure_ext() {
+    let mut w = flow_world(504, "1234");
+    w.crm = CrmSim::Directory(Default::default());
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(3.0);
+    assert_eq!(record(&w).flow.outcome, Some(flow::Outcome::UnknownCaller));
+    assert!(w.pbx.refer_to[0].contains("sip:2002@"));
+
+    let mut w = flow_world(505, "1234");
+    w.pbx = Pbx::new("anon-call");
+    w.pbx.send_rtp = false;
+    let now = w.now;
+    w.pbx.tag = "anon".into();
+    let sdp = Pbx::sdp(4000, "sendrecv");
+    w.pbx.invite(now, "", Some(sdp));
+    // Rewrite the From of the queued INVITE to a withheld number.
+    let inv = w.pbx.out.pop_back().unwrap();
+    let inv = String::from_utf8(inv).unwrap().replace(
+        "<sip:+15551234567@192.0.2.1>",
+        "\"Anonymous\" <sip:anonymous@anonymous.invalid>",
+    );
+    w.pbx.out.push_back(inv.into_bytes());
+    w.pbx.invite = None;
+    w.run_for(3.0);
+    let r = record(&w);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::Anonymous));
+    assert!(w.pbx.refer_to[0].contains("sip:2002@"));
+    let asked_pin = w.events.iter().any(|e| {
+        matches!(e, CallEvent::Prompt(crate::media::player::PlayerEvent::Started(n)) if n == "enter_pin")
+    });
+    assert!(!asked_pin, "no PIN asked of a withheld number");
+}
+
+#[test]
+fn crm_that_hangs_or_fails_never_lets_a_caller_through() {
+    for sim in [CrmSim::Never, CrmSim::Fails] {
+        let mut w = flow_world(506, "1234");
+        w.crm = sim;
+        start(&mut w);
+        w.run_for(0.5);
+        let mut ts = 1000;
+        type_keys(&mut w, "1234#", &mut ts);
+        w.run_for(5.0);
+        let r = record(&w);
+        assert_eq!(r.flow.outcome, Some(flow::Outcome::CrmError));
+        assert!(w.pbx.refer_to[0].contains("sip:2002@"));
+    }
+}
+
+#[test]
+fn refer_rejected_or_notify_never_arriving_ends_with_transfer_failed() {
+    for (reply, notify, why) in [
+        (403u16, Some(200u16), "REFER answered 403"),
+        (202, None, "no final NOTIFY"),
+        (202, Some(486), "NOTIFY sipfrag 486"),
+    ] {
+        let mut w = flow_world(507, "1234");
+        w.pbx.refer_reply = reply;
+        w.pbx.notify = notify;
+        start(&mut w);
+        w.run_for(0.5);
+        let mut ts = 1000;
+        type_keys(&mut w, "1234#", &mut ts);
+        w.run_for(20.0);
+        let r = record(&w);
+        assert_eq!(r.flow.outcome, Some(flow::Outcome::Verified));
+        assert_eq!(r.summary.reason, EndReason::FlowEnded, "{why}");
+        let t = r.flow.transfer_outcome.clone().unwrap();
+        assert!(t.contains(why) && t.ends_with("hung up"), "{t}");
+        assert!(w.pbx.requests.contains(&Method::Bye));
+        let said_failed = w.events.iter().any(|e| {
+            matches!(e, CallEvent::Prompt(crate::media::player::PlayerEvent::Started(n)) if n == "transfer_failed")
+        });
+        assert!(said_failed);
+    }
+}
+
+#[test]
+fn bye_during_entry_or_during_refer_ends_cleanly_with_one_record() {
+    let mut w = flow_world(508, "1234");
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "12", &mut ts);
+    let now = w.now;
+    w.pbx.request(now, "BYE", "", "");
+    w.run_for(40.0);
+    let r = record(&w);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::Abandoned));
+    assert_eq!(r.summary.reason, EndReason::RemoteBye);
+    assert!(w.pbx.refer_to.is_empty());
+    assert_eq!(w.ended().len(), 1);
+
+    let mut w = flow_world(509, "1234");
+    w.pbx.notify = None;
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(2.0);
+    assert_eq!(w.pbx.refer_to.len(), 1);
+    let now = w.now;
+    w.pbx.request(now, "BYE", "", "");
+    w.run_for(40.0);
+    let r = record(&w);
+    assert_eq!(r.summary.reason, EndReason::RemoteBye);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::Verified));
+    assert_eq!(
+        r.flow.transfer_outcome.as_deref(),
+        Some("caller hung up during the transfer")
+    );
+    assert_eq!(w.ended().len(), 1);
+}
+
+#[test]
+fn pins_and_digits_never_reach_events_records_or_debug_output() {
+    let pin = "97531";
+    let mut w = flow_world(510, pin);
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "86420#", &mut ts); // a wrong try first
+    w.run_for(2.0);
+    type_keys(&mut w, &format!("{pin}#"), &mut ts);
+    w.run_for(5.0);
+    let r = record(&w);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::Verified));
+    let json = serde_json::to_string(&r).unwrap();
+    let debug = format!("{:?}{:?}", w.events, w.call.as_ref().unwrap());
+    for secret in [pin, "86420"] {
+        assert!(!json.contains(secret), "record leaks: {json}");
+        assert!(!debug.contains(secret), "debug output leaks");
+    }
 }
