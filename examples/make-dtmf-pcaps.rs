@@ -15,6 +15,16 @@ fn main() -> std::io::Result<()> {
             "rfc4733_pin.pcap",
             rtp_pcap(&rfc4733_packets("1234#", 101, 400, 100, 100)),
         ),
+        // Three wrong PINs in a row (the flow takes keys while its retry prompts play).
+        (
+            "rfc4733_wrong3.pcap",
+            rtp_pcap(&rfc4733_packets("9999#9999#9999#", 101, 400, 100, 100)),
+        ),
+        // Silence only: no input.
+        (
+            "rfc4733_none.pcap",
+            rtp_pcap(&rfc4733_packets("", 101, 1000, 100, 100)),
+        ),
     ];
     for (name, bytes) in files {
         std::fs::write(dir.join(name), &bytes)?;

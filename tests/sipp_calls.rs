@@ -273,3 +273,144 @@ fn caller_hears_the_shipped_enter_pin_prompt_byte_for_byte() {
         "then comfort silence"
     );
 }
+
+/// The audit file's call records so far.
+fn audit_calls(svc: &Service) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(svc.dir.join("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "call")
+        .collect()
+}
+
+#[test]
+fn pin_calls_end_in_the_right_transfer_with_one_audit_record_each() {
+    require_sipp();
+    let svc = Service::launch_full(
+        "127.0.0.1",
+        "info",
+        "",
+        "",
+        "first_digit_timeout_secs = 1\ninter_digit_timeout_secs = 1\n",
+        "[audit]\nfile = \"audit.log\"\n",
+    );
+    // (capture, calling number, expected result, expected extension)
+    let cases = [
+        (
+            "rfc4733_pin.pcap",
+            "uac_pin_transfer.xml",
+            "+15551234567",
+            "verified",
+            "1001",
+        ),
+        (
+            "rfc4733_wrong3.pcap",
+            "uac_pin_transfer.xml",
+            "+15551234567",
+            "wrong_pin",
+            "1002",
+        ),
+        (
+            "rfc4733_none.pcap",
+            "uac_pin_transfer.xml",
+            "+15551234567",
+            "no_input",
+            "1002",
+        ),
+        (
+            "rfc4733_pin.pcap",
+            "uac_pin_transfer.xml",
+            "+15550001111",
+            "unknown_caller",
+            "1002",
+        ),
+    ];
+    // The calls run at the same time (each SIPp in its own directory).
+    let target = svc.udp;
+    let runs: Vec<_> = cases
+        .iter()
+        .map(|(pcap, scenario, caller, _, _)| {
+            let (pcap, scenario, caller) =
+                (pcap.to_string(), scenario.to_string(), caller.to_string());
+            std::thread::spawn(move || {
+                let mp = free_udp_port().to_string();
+                let out = sipp_with_files(
+                    &scenario,
+                    target,
+                    &["-m", "1", "-mp", &mp, "-key", "caller", &caller],
+                    &[(repo().join("scenarios/pcap").join(&pcap), "dtmf.pcap")],
+                );
+                (pcap, caller, out.status.success())
+            })
+        })
+        .collect();
+    for r in runs {
+        let (pcap, caller, ok) = r.join().unwrap();
+        assert!(ok, "{pcap} from {caller}");
+    }
+    let log = svc.wait_for(Duration::from_secs(10), |l| {
+        l.iter().filter(|e| msg(e) == "call ended").count() >= cases.len()
+    });
+    let ended: Vec<_> = log.iter().filter(|e| msg(e) == "call ended").collect();
+    assert!(
+        ended.iter().all(|e| field(e, "reason") == "Transferred"),
+        "{ended:?}"
+    );
+    let records = audit_calls(&svc);
+    assert_eq!(records.len(), cases.len(), "one audit record per call");
+    for (pcap, _, caller, result, ext) in cases {
+        // Match each case to its record by what it did.
+        let r = records
+            .iter()
+            .find(|r| r["caller_e164"] == caller && r["outcome"] == result)
+            .unwrap_or_else(|| panic!("no {result} record for {pcap} from {caller}: {records:?}"));
+        assert_eq!(r["outcome"], result, "{pcap} from {caller}: {r}");
+        assert_eq!(r["transfer_target"], ext, "{r}");
+        assert_eq!(r["transfer_outcome"], "transferred", "{r}");
+        assert_eq!(r["caller_e164"], caller, "{r}");
+        assert_eq!(r["organization"], "default");
+        // Never the digits (the PIN is 1234, the wrong one 9999).
+        let text = r.to_string();
+        assert!(!text.contains("1234#") && !text.contains("9999"), "{text}");
+    }
+    let verified = records.iter().find(|r| r["outcome"] == "verified").unwrap();
+    assert_eq!(verified["contact_id"], "demo-1");
+}
+
+#[test]
+fn inband_pin_is_verified_too() {
+    require_sipp();
+    let svc = Service::launch_full(
+        "127.0.0.1",
+        "info",
+        "",
+        "",
+        "",
+        "[audit]\nfile = \"audit.log\"\n",
+    );
+    // The in-band scenario offers no telephone-event, so `auto` listens to the audio.
+    let scenario = std::fs::read_to_string(repo().join("scenarios/uac_pin_transfer.xml"))
+        .unwrap()
+        .replace("RTP/AVP 0 101", "RTP/AVP 0")
+        .replace("a=rtpmap:101 telephone-event/8000", "")
+        .replace("a=fmtp:101 0-15", "");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("uac_pin_transfer_inband.xml");
+    std::fs::write(&path, scenario).unwrap();
+    let mp = free_udp_port().to_string();
+    let out = sipp_with_files(
+        path.to_str().unwrap(),
+        svc.udp,
+        &["-m", "1", "-mp", &mp, "-key", "caller", "+15551234567"],
+        &[(repo().join("scenarios/pcap/inband_pin.pcap"), "dtmf.pcap")],
+    );
+    assert!(out.status.success());
+    svc.wait_for(Duration::from_secs(10), |l| {
+        l.iter().any(|e| msg(e) == "call ended")
+    });
+    let r = &audit_calls(&svc)[0];
+    assert_eq!(r["outcome"], "verified", "{r}");
+    assert_eq!(r["digit_source"], "inband", "{r}");
+    assert_eq!(r["transfer_target"], "1001");
+}

@@ -42,6 +42,8 @@ pub struct Service {
     lines: Arc<Mutex<Vec<String>>>,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// The service's config directory (audit files land here).
+    pub dir: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -95,12 +97,12 @@ impl Service {
         std::fs::write(
             &cfg,
             format!(
-                "default_organization = \"test\"\n\
+                "default_organization = \"default\"\n\
 [sip]\nlisten = [\"udp:{host}:0\", \"tcp:{host}:0\"]\n{max_calls}\n{sip_extra}\n\
 [media]\nrtp_bind = \"{ip}\"\nrtp_port_min = {base}\nrtp_port_max = {}\n{media_extra}\n\
 [prompts]\ndir = \"{}\"\n\
 [crm]\ncontacts = \"{}\"\n\
-[[organization]]\nname = \"test\"\nenabled = true\nmatch_user = [\"pincoderouting\"]\n\
+[[organization]]\nname = \"default\"\nenabled = true\nmatch_user = [\"pincoderouting\"]\n\
 pbx_host = \"127.0.0.1\"\npin_success_ext = \"1001\"\npin_failed_ext = \"1002\"\n{org_extra}\n\
 {tail}\n",
                 base + 398,
@@ -136,6 +138,7 @@ pbx_host = \"127.0.0.1\"\npin_success_ext = \"1001\"\npin_failed_ext = \"1002\"\
             lines,
             udp: "0.0.0.0:0".parse().unwrap(),
             tcp: "0.0.0.0:0".parse().unwrap(),
+            dir: dir.path().to_path_buf(),
             _dir: dir,
         };
         let listening = s.wait_for(Duration::from_secs(20), |v| {
