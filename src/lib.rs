@@ -42,7 +42,7 @@
 //! let mut now = Instant::now(); // a driver reads the clock; a test just advances `now`
 //! let mut call = Call::new(now, Arc::new(config), CallSetup {
 //!     invite, offer, flow, local_sip: "192.0.2.10:5060".parse().unwrap(), media, seed: 7,
-//!     org, caller,
+//!     org, caller, lockout: None,
 //! });
 //! let mut rtp_buf = [0u8; 1500];
 //! let mut sip_sent = 0;

@@ -6,11 +6,12 @@
 //! The flow decides; the call carries out its `FlowAction`s (prompts, REFER, hang-up) and
 //! feeds back digits, prompt completion, the CRM reply, the transfer outcome and timeouts.
 
+use super::lockout::{contact_key, number_key, Lockout};
 use super::verdict::{self, Pin, PinVerified};
 use crate::config::org::{AnonymousPolicy, Organization};
 use crate::crm::CrmReply;
 use crate::media::dtmf::{DigitEvent, DigitSource};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long the flow waits for the CRM once the caller has finished typing.
@@ -93,6 +94,9 @@ pub struct FlowFacts {
 #[derive(Debug)]
 pub struct PinFlow {
     org: Arc<Organization>,
+    /// The lockout table shared across calls, and this caller's number key.
+    lockout: Option<Arc<Mutex<Lockout>>>,
+    number_key: Option<String>,
     state: State,
     crm: Option<CrmReply>,
     crm_asked: Option<Instant>,
@@ -107,10 +111,14 @@ impl PinFlow {
     pub fn start(
         now: Instant,
         org: Arc<Organization>,
-        caller_known: bool,
+        caller: Option<&str>,
         crm_asked: Option<Instant>,
+        lockout: Option<Arc<Mutex<Lockout>>>,
     ) -> PinFlow {
+        let caller_known = caller.is_some();
         let mut f = PinFlow {
+            number_key: caller.map(|c| number_key(&org.name, c)),
+            lockout,
             state: State::Done,
             crm: None,
             crm_asked,
@@ -121,6 +129,8 @@ impl PinFlow {
         };
         if !caller_known && f.org.anonymous == AnonymousPolicy::Fail {
             f.verdict(now, TransferTarget::Failure(Outcome::Anonymous));
+        } else if f.locked(now, f.number_key.clone()) {
+            f.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
         } else {
             if !caller_known {
                 f.crm = Some(CrmReply::NotFound);
@@ -275,6 +285,19 @@ impl PinFlow {
         self.judge(now, attempt, entry);
     }
 
+    fn locked(&self, now: Instant, key: Option<String>) -> bool {
+        match (&self.lockout, key) {
+            (Some(l), Some(k)) => l.lock().map(|mut l| l.is_locked(now, &k)).unwrap_or(false),
+            _ => false,
+        }
+    }
+
+    fn keys(&self, contact: &str) -> Vec<String> {
+        let mut k = vec![contact_key(&self.org.name, contact)];
+        k.extend(self.number_key.clone());
+        k
+    }
+
     fn judge(&mut self, now: Instant, attempt: u32, entry: Pin) {
         let reply = self
             .crm
@@ -283,9 +306,27 @@ impl PinFlow {
         match reply {
             CrmReply::Found(contact) => {
                 self.facts.contact_id = Some(contact.id.clone());
+                if self.locked(now, Some(contact_key(&self.org.name, &contact.id))) {
+                    return self.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
+                }
+                let keys = self.keys(&contact.id);
                 match verdict::verify(&contact, &entry) {
-                    Some(v) => self.verdict(now, TransferTarget::Success(v)),
-                    None => self.failed_attempt(now, attempt, Outcome::WrongPin),
+                    Some(v) => {
+                        if let Some(Ok(mut l)) = self.lockout.as_ref().map(|l| l.lock()) {
+                            l.record_success(&keys);
+                        }
+                        self.verdict(now, TransferTarget::Success(v))
+                    }
+                    None => {
+                        if let Some(Ok(mut l)) = self.lockout.as_ref().map(|l| l.lock()) {
+                            l.record_failure(now, &keys);
+                        }
+                        // Locked by this very failure: stop now, not after more tries.
+                        if keys.iter().any(|k| self.locked(now, Some(k.clone()))) {
+                            return self.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
+                        }
+                        self.failed_attempt(now, attempt, Outcome::WrongPin)
+                    }
                 }
             }
             // Unknown or ambiguous callers cannot be verified; say nothing that tells an

@@ -4,6 +4,7 @@
 
 pub mod flow;
 pub mod identity;
+pub mod lockout;
 mod session_timer;
 pub mod verdict;
 
@@ -130,6 +131,8 @@ pub struct CallSetup {
     pub org: Arc<Organization>,
     /// Who is calling.
     pub caller: Caller,
+    /// The lockout table shared by all calls (None: no lockout).
+    pub lockout: Option<Arc<std::sync::Mutex<lockout::Lockout>>>,
 }
 
 #[derive(Debug)]
@@ -177,6 +180,7 @@ pub struct Call {
     org: Arc<Organization>,
     caller: Caller,
     pin: Option<PinFlow>,
+    lockout: Option<Arc<std::sync::Mutex<lockout::Lockout>>>,
     /// REFER sent: the NICT branch and when the transfer is given up.
     transfer: Option<(String, Instant)>,
     record: Option<CallRecord>,
@@ -249,6 +253,7 @@ impl Call {
             org: setup.org.clone(),
             caller: setup.caller.clone(),
             pin: None,
+            lockout: setup.lockout.clone(),
             transfer: None,
             record: None,
             started: now,
@@ -853,7 +858,13 @@ impl Call {
             });
         }
         let asked = e164.as_ref().map(|_| now);
-        self.pin = Some(PinFlow::start(now, self.org.clone(), e164.is_some(), asked));
+        self.pin = Some(PinFlow::start(
+            now,
+            self.org.clone(),
+            e164.as_deref(),
+            asked,
+            self.lockout.clone(),
+        ));
         self.run_flow(now);
     }
 

@@ -400,6 +400,7 @@ struct World {
     net: Net,
     pbx: Pbx,
     crm: CrmSim,
+    lockout: Option<Arc<std::sync::Mutex<crate::call::lockout::Lockout>>>,
 }
 
 /// How the simulated CRM answers lookups.
@@ -444,6 +445,7 @@ impl World {
             net: Net::new(seed, loss, dup),
             pbx: Pbx::new("sim-call-1"),
             crm: CrmSim::Directory(Default::default()),
+            lockout: None,
         }
     }
 
@@ -482,6 +484,7 @@ impl World {
                         seed: 5,
                         org: adm.org,
                         caller: adm.caller,
+                        lockout: self.lockout.clone(),
                     },
                 ));
             }
@@ -1487,4 +1490,51 @@ fn pins_and_digits_never_reach_events_records_or_debug_output() {
         assert!(!json.contains(secret), "record leaks: {json}");
         assert!(!debug.contains(secret), "debug output leaks");
     }
+}
+
+#[test]
+fn repeated_wrong_pins_lock_the_number_and_contact_out_across_calls() {
+    use crate::call::lockout::{Lockout, LockoutPolicy};
+    let table = Arc::new(std::sync::Mutex::new(Lockout::new(LockoutPolicy {
+        failures: 2,
+        ..Default::default()
+    })));
+    let mut w = flow_world(600, "1234");
+    w.lockout = Some(table.clone());
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "1111#", &mut ts);
+    w.run_for(2.0);
+    type_keys(&mut w, "2222#", &mut ts);
+    w.run_for(8.0);
+    let r = record(&w);
+    assert_eq!(
+        r.flow.outcome,
+        Some(flow::Outcome::LockedOut),
+        "locked on the 2nd failure"
+    );
+    assert_eq!(r.flow.attempts, 2);
+    assert!(w.pbx.refer_to[0].contains("sip:2002@"));
+    // The next call from that number is locked out before it is asked anything, even with
+    // the right PIN ready.
+    let mut w = flow_world(601, "1234");
+    w.lockout = Some(table.clone());
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(5.0);
+    let r = record(&w);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::LockedOut));
+    let said: Vec<String> = w
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Prompt(crate::media::player::PlayerEvent::Started(n)) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said[0], "locked_out");
+    assert!(!said.contains(&"enter_pin".to_string()));
 }

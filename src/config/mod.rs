@@ -115,6 +115,26 @@ struct RawConfig {
     crm: RawCrm,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    security: RawSecurity,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSecurity {
+    lockout_failures: usize,
+    lockout_window_secs: u64,
+    lockout_secs: u64,
+}
+
+impl Default for RawSecurity {
+    fn default() -> Self {
+        RawSecurity {
+            lockout_failures: 5,
+            lockout_window_secs: 900,
+            lockout_secs: 900,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,6 +305,8 @@ pub struct Config {
     pub audit_file: Option<PathBuf>,
     /// The loaded contacts (empty until `load` reads them).
     pub contacts: Arc<ContactDirectory>,
+    /// Lockout across calls; `None` when `lockout_failures = 0`.
+    pub lockout: Option<crate::call::lockout::LockoutPolicy>,
 }
 
 impl Config {
@@ -487,6 +509,11 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             contacts: PathBuf::from(raw.crm.contacts),
         },
         audit_file: (!raw.audit.file.is_empty()).then(|| PathBuf::from(raw.audit.file)),
+        lockout: (raw.security.lockout_failures > 0).then(|| crate::call::lockout::LockoutPolicy {
+            failures: raw.security.lockout_failures,
+            window: Duration::from_secs(raw.security.lockout_window_secs.max(1)),
+            cooldown: Duration::from_secs(raw.security.lockout_secs.max(1)),
+        }),
         contacts: Arc::new(ContactDirectory::default()),
     })
 }

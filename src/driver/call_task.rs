@@ -86,6 +86,7 @@ pub(crate) async fn spawn(shared: Arc<Shared>, config: Arc<Config>, adm: Admissi
         seed,
         org: adm.org,
         caller: adm.caller,
+        lockout: shared.lockout.clone(),
     };
     let span = info_span!("call", call_id = %call_id);
     let call = span.in_scope(|| {

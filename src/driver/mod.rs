@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub audit: AuditSink,
     /// Call-IDs of INVITEs refused lately, so a retransmitted one is audited once.
     pub refused: DashMap<String, std::time::Instant>,
+    /// Failed-PIN counters across calls.
+    pub lockout: Option<Arc<std::sync::Mutex<crate::call::lockout::Lockout>>>,
 }
 
 impl CallTable for Shared {
@@ -121,7 +123,7 @@ impl Server {
             })?;
         Ok(Server {
             shared: Arc::new(Shared {
-                config: ArcSwap::new(config),
+                config: ArcSwap::new(config.clone()),
                 calls: DashMap::new(),
                 active: AtomicUsize::new(0),
                 udp,
@@ -131,6 +133,9 @@ impl Server {
                 calls_total: AtomicU64::new(0),
                 audit,
                 refused: DashMap::new(),
+                lockout: config.lockout.map(|p| {
+                    Arc::new(std::sync::Mutex::new(crate::call::lockout::Lockout::new(p)))
+                }),
             }),
             tcp,
         })
