@@ -167,8 +167,8 @@ mod tests {
         let num = number_key("o", "+15551234567");
         let contact = contact_key("o", "c-1");
         l.record_failure(t0, &[num.clone(), contact.clone()]);
-        l.record_success(&[num.clone()]);
-        l.record_failure(t0, &[contact.clone()]);
+        l.record_success(std::slice::from_ref(&num));
+        l.record_failure(t0, std::slice::from_ref(&contact));
         assert!(l.is_locked(t0, &contact));
         assert!(!l.is_locked(t0, &num));
         assert!(!l.is_locked(t0, &number_key("other", "+15551234567")));
