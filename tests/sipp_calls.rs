@@ -414,3 +414,42 @@ fn inband_pin_is_verified_too() {
     assert_eq!(r["digit_source"], "inband", "{r}");
     assert_eq!(r["transfer_target"], "1001");
 }
+
+#[test]
+fn http_crm_verifies_and_a_crm_that_is_down_sends_callers_to_the_failure_ext() {
+    use common::http_crm::{Behave, HttpCrm};
+    require_sipp();
+    let crm = HttpCrm::start(Behave::Json(
+        r#"{"results":[{"id":"crm-55","pin":"1234"}]}"#.into(),
+    ));
+    for (url, result, ext) in [
+        (crm.url(), "verified", "1001"),
+        // Nothing listens on port 9 (discard): connection refused.
+        (
+            "http://127.0.0.1:9/c?phone={phone}".to_string(),
+            "crm_error",
+            "1002",
+        ),
+    ] {
+        let tail = format!(
+            "[audit]\nfile = \"audit.log\"\n[crm]\nkind = \"http_lookup\"\n[crm.http]\n\
+             url = \"{url}\"\ncontacts_pointer = \"/results\"\ntimeout_ms = 1500\n"
+        );
+        let svc = Service::launch_full("127.0.0.1", "info", "", "", "", &tail);
+        let mp = free_udp_port().to_string();
+        let out = sipp_with_files(
+            "uac_pin_transfer.xml",
+            svc.udp,
+            &["-m", "1", "-mp", &mp, "-key", "caller", "+15551234567"],
+            &[(repo().join("scenarios/pcap/rfc4733_pin.pcap"), "dtmf.pcap")],
+        );
+        assert!(out.status.success(), "{result}");
+        svc.wait_for(Duration::from_secs(10), |l| {
+            l.iter().any(|e| msg(e) == "call ended")
+        });
+        let r = &audit_calls(&svc)[0];
+        assert_eq!(r["outcome"], result, "{r}");
+        assert_eq!(r["transfer_target"], ext, "{r}");
+    }
+    assert!(crm.requests()[0].0.contains("phone=%2B15551234567"));
+}

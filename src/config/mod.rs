@@ -142,6 +142,7 @@ impl Default for RawSecurity {
 struct RawCrm {
     kind: String,
     contacts: String,
+    http: Option<crate::crm::http::HttpLookupConfig>,
 }
 
 impl Default for RawCrm {
@@ -149,6 +150,7 @@ impl Default for RawCrm {
         RawCrm {
             kind: "file".into(),
             contacts: "contacts.toml".into(),
+            http: None,
         }
     }
 }
@@ -283,9 +285,11 @@ pub struct PromptConfig {
 
 /// Where caller records come from.
 #[derive(Debug, Clone)]
-pub struct CrmConfig {
-    /// The contacts file of the embedded file-backed CRM (relative to the config file).
-    pub contacts: PathBuf,
+pub enum CrmConfig {
+    /// The embedded file-backed CRM: its contacts file (relative to the config file).
+    File { contacts: PathBuf },
+    /// A REST lookup (`[crm.http]`).
+    HttpLookup(crate::crm::http::HttpLookupConfig),
 }
 
 /// The whole validated configuration. Shared as `Arc<Config>` and swapped whole on reload.
@@ -305,6 +309,8 @@ pub struct Config {
     pub audit_file: Option<PathBuf>,
     /// The loaded contacts (empty until `load` reads them).
     pub contacts: Arc<ContactDirectory>,
+    /// The HTTP lookup adapter (built by `load`, with secrets from the environment).
+    pub http_crm: Option<Arc<crate::crm::http::HttpLookup>>,
     /// Lockout across calls; `None` when `lockout_failures = 0`.
     pub lockout: Option<crate::call::lockout::LockoutPolicy>,
 }
@@ -394,15 +400,35 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
                 })?,
         ),
     };
-    if raw.crm.kind != "file" {
-        return Err(invalid(
-            "kind",
-            format!(
-                "crm kind '{}': only \"file\" is available in this version",
-                raw.crm.kind
-            ),
-        ));
-    }
+    let crm = match (raw.crm.kind.as_str(), raw.crm.http) {
+        ("file", _) => CrmConfig::File {
+            contacts: PathBuf::from(raw.crm.contacts),
+        },
+        ("http_lookup", Some(h)) => {
+            if !h.url.contains("{phone}") {
+                return Err(invalid("url", "the CRM url must contain {phone}".into()));
+            }
+            if h.timeout_ms == 0 || h.timeout_ms > 30_000 || h.retries > 5 {
+                return Err(invalid(
+                    "timeout_ms",
+                    "need 1..=30000 ms and at most 5 retries".into(),
+                ));
+            }
+            CrmConfig::HttpLookup(h)
+        }
+        ("http_lookup", None) => {
+            return Err(invalid(
+                "kind",
+                "kind = \"http_lookup\" needs a [crm.http] table".into(),
+            ))
+        }
+        (k, _) => {
+            return Err(invalid(
+                "kind",
+                format!("crm kind '{k}': use \"file\" or \"http_lookup\""),
+            ))
+        }
+    };
     let listen = s
         .listen
         .iter()
@@ -505,9 +531,8 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         prompt_set: Arc::new(Prompts::default()),
         organizations,
         default_organization,
-        crm: CrmConfig {
-            contacts: PathBuf::from(raw.crm.contacts),
-        },
+        crm,
+        http_crm: None,
         audit_file: (!raw.audit.file.is_empty()).then(|| PathBuf::from(raw.audit.file)),
         lockout: (raw.security.lockout_failures > 0).then(|| crate::call::lockout::LockoutPolicy {
             failures: raw.security.lockout_failures,
@@ -535,12 +560,27 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             source,
         })?;
     config.prompt_set = Arc::new(set);
-    let contacts_path = base.join(&config.crm.contacts);
-    let contacts = ContactDirectory::load(&contacts_path).map_err(|msg| ConfigError::Contacts {
-        path: contacts_path.display().to_string(),
-        msg,
-    })?;
-    config.contacts = Arc::new(contacts);
+    match &config.crm {
+        CrmConfig::File { contacts } => {
+            let contacts_path = base.join(contacts);
+            let contacts =
+                ContactDirectory::load(&contacts_path).map_err(|msg| ConfigError::Contacts {
+                    path: contacts_path.display().to_string(),
+                    msg,
+                })?;
+            config.contacts = Arc::new(contacts);
+        }
+        CrmConfig::HttpLookup(h) => {
+            let env = |k: &str| std::env::var(k).ok();
+            let adapter = crate::crm::http::HttpLookup::new(h.clone(), &env).map_err(|msg| {
+                ConfigError::Contacts {
+                    path: shown.clone(),
+                    msg: format!("[crm.http]: {msg}"),
+                }
+            })?;
+            config.http_crm = Some(Arc::new(adapter));
+        }
+    }
     if let Some(f) = &config.audit_file {
         config.audit_file = Some(base.join(f));
     }

@@ -1,8 +1,8 @@
-//! The CRM side: what a lookup answers, and the adapters. Only the embedded file-backed
-//! directory exists in this version; the HTTP lookup and verify webhooks plug in behind the
-//! same `CrmReply`.
+//! The CRM side: what a lookup answers, and the adapters: the embedded file-backed
+//! directory (`file`) and the generic REST lookup (`http`). Both answer with a `CrmReply`.
 
 pub mod file;
+pub mod http;
 
 use crate::call::verdict::StoredPin;
 

@@ -48,6 +48,7 @@ pub(crate) async fn spawn(shared: Arc<Shared>, config: Arc<Config>, adm: Admissi
         return send_sip(&shared, t).await;
     };
     let (tx, rx) = mpsc::channel(CALL_INBOX);
+    let inbox = tx.clone();
     match shared.calls.entry(call_id.clone()) {
         Entry::Occupied(e) => {
             // Another task created this call first (same INVITE on two transports).
@@ -95,7 +96,7 @@ pub(crate) async fn spawn(shared: Arc<Shared>, config: Arc<Config>, adm: Admissi
     });
     tokio::spawn(
         async move {
-            run(&shared, call, rx, rtp_sock, port).await;
+            run(&shared, call, rx, inbox, rtp_sock, port).await;
             shared.calls.remove(&call_id);
         }
         .instrument(span),
@@ -117,6 +118,7 @@ async fn run(
     shared: &Shared,
     mut call: Call,
     mut rx: mpsc::Receiver<CallInput>,
+    inbox: mpsc::Sender<CallInput>,
     sock: UdpSocket,
     port: u16,
 ) {
@@ -150,10 +152,23 @@ async fn run(
                 CallEvent::Digit(d) => debug!(source = d.source.as_str(), "digit received"),
                 CallEvent::Prompt(p) => debug!(event = ?p, "prompt"),
                 CallEvent::CrmLookup { organization, e164 } => {
-                    // The embedded file CRM answers at once; HTTP adapters will answer
-                    // through the call's inbox.
-                    let reply = shared.config.load().contacts.lookup(&organization, &e164);
-                    call.handle_crm(Instant::now(), reply);
+                    let config = shared.config.load();
+                    match &config.http_crm {
+                        // The HTTP adapter answers through the call's inbox, while the
+                        // prompt plays.
+                        Some(http) => {
+                            let (http, inbox) = (http.clone(), inbox.clone());
+                            tokio::spawn(async move {
+                                let reply = http.lookup(&organization, &e164).await;
+                                let _ = inbox.send(CallInput::Crm(reply)).await;
+                            });
+                        }
+                        // The embedded file CRM answers at once.
+                        None => {
+                            let reply = config.contacts.lookup(&organization, &e164);
+                            call.handle_crm(Instant::now(), reply);
+                        }
+                    }
                 }
                 CallEvent::Ended(s) => {
                     ended = true;
@@ -190,6 +205,7 @@ async fn run(
         tokio::select! {
             input = rx.recv() => match input {
                 Some(CallInput::Sip(msg, flow)) => call.handle_sip(Instant::now(), msg, flow),
+                Some(CallInput::Crm(reply)) => call.handle_crm(Instant::now(), reply),
                 Some(CallInput::Shutdown) | None => call.shutdown(Instant::now()),
             },
             r = recv_rtp(&sock, &mut rx_buf) => {

@@ -30,6 +30,8 @@ use tracing::{debug, info, warn};
 #[derive(Debug)]
 pub(crate) enum CallInput {
     Sip(Message, Flow),
+    /// The CRM's answer to the call's lookup.
+    Crm(crate::crm::CrmReply),
     Shutdown,
 }
 

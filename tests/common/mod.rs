@@ -3,6 +3,8 @@
 // Black-box tests are a driver: they may read the clock.
 #![allow(clippy::disallowed_methods)]
 
+pub mod http_crm;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
@@ -88,6 +90,15 @@ impl Service {
         let base = 20000 + (std::process::id() as u16 % 10) * 4000 + (k % 10) * 400;
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("pincoderouting.toml");
+        // The shipped contacts file, unless the test brings its own CRM.
+        let crm = if tail.contains("[crm]") {
+            String::new()
+        } else {
+            format!(
+                "[crm]\ncontacts = \"{}\"\n",
+                repo().join("sip-config/contacts.toml").display()
+            )
+        };
         // 400 ports hold 200 even ports: the 100-call test fits, with room.
         let max_calls = if sip_extra.contains("max_calls") {
             ""
@@ -101,13 +112,12 @@ impl Service {
 [sip]\nlisten = [\"udp:{host}:0\", \"tcp:{host}:0\"]\n{max_calls}\n{sip_extra}\n\
 [media]\nrtp_bind = \"{ip}\"\nrtp_port_min = {base}\nrtp_port_max = {}\n{media_extra}\n\
 [prompts]\ndir = \"{}\"\n\
-[crm]\ncontacts = \"{}\"\n\
+{crm}\
 [[organization]]\nname = \"default\"\nenabled = true\nmatch_user = [\"pincoderouting\"]\n\
 pbx_host = \"127.0.0.1\"\npin_success_ext = \"1001\"\npin_failed_ext = \"1002\"\n{org_extra}\n\
 {tail}\n",
                 base + 398,
                 repo().join("sip-config/prompts").display(),
-                repo().join("sip-config/contacts.toml").display()
             ),
         )
         .unwrap();

@@ -1,0 +1,126 @@
+//! A real HTTP/1.1 server standing in for a CRM: each request gets what the test set
+//! for its path (JSON, a status, a hang, a dropped connection); requests are recorded.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How the CRM answers.
+#[derive(Debug, Clone)]
+pub enum Behave {
+    Json(String),
+    Status(u16),
+    /// Accept and never answer.
+    Hang,
+    /// Answer `n` times with a 503, then with the JSON.
+    FailThen(u32, String),
+}
+
+#[derive(Default)]
+struct State {
+    behave: Option<Behave>,
+    requests: Vec<(String, Vec<(String, String)>)>,
+    served: u32,
+}
+
+/// The server; runs until dropped with the process.
+pub struct HttpCrm {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl HttpCrm {
+    pub fn start(behave: Behave) -> HttpCrm {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(State {
+            behave: Some(behave),
+            ..Default::default()
+        }));
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let st = st.clone();
+                std::thread::spawn(move || serve(stream, st));
+            }
+        });
+        HttpCrm { addr, state }
+    }
+
+    pub fn set(&self, behave: Behave) {
+        let mut s = self.state.lock().unwrap();
+        s.behave = Some(behave);
+        s.served = 0;
+    }
+
+    /// (path, headers) of every request so far.
+    pub fn requests(&self) -> Vec<(String, Vec<(String, String)>)> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/contacts?phone={{phone}}&org={{org}}", self.addr)
+    }
+}
+
+fn serve(stream: TcpStream, st: Arc<Mutex<State>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut stream = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+        let mut headers = Vec::new();
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end().to_string();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let mut body = vec![0u8; len];
+        let _ = reader.read_exact(&mut body);
+        let behave = {
+            let mut s = st.lock().unwrap();
+            s.requests.push((path, headers));
+            s.served += 1;
+            match s.behave.clone() {
+                Some(Behave::FailThen(n, _)) if s.served <= n => Behave::Status(503),
+                Some(Behave::FailThen(_, j)) => Behave::Json(j),
+                Some(b) => b,
+                None => Behave::Status(500),
+            }
+        };
+        let (status, body) = match behave {
+            Behave::Json(j) => (200, j),
+            Behave::Status(c) => (c, String::new()),
+            Behave::Hang => {
+                std::thread::sleep(Duration::from_secs(60));
+                return;
+            }
+            Behave::FailThen(..) => unreachable!(),
+        };
+        let resp = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if stream.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
