@@ -72,8 +72,10 @@ enum State {
     },
     /// REFER sent; the call reports how it ends.
     Transferring,
-    /// Saying the transfer failed, then hanging up.
-    Closing,
+    /// Saying the transfer failed, then the fallback destination (once) or hanging up.
+    Closing {
+        fallback: Option<String>,
+    },
     Done,
 }
 
@@ -103,6 +105,7 @@ pub struct PinFlow {
     started: Instant,
     facts: FlowFacts,
     actions: Vec<FlowAction>,
+    fallback_tried: bool,
 }
 
 impl PinFlow {
@@ -125,6 +128,7 @@ impl PinFlow {
             started: now,
             facts: FlowFacts::default(),
             actions: Vec::new(),
+            fallback_tried: false,
             org,
         };
         if !caller_known && f.org.anonymous == AnonymousPolicy::Fail {
@@ -205,10 +209,19 @@ impl PinFlow {
                 self.actions.push(FlowAction::Refer { uri, target });
                 self.state = State::Transferring;
             }
-            State::Closing => {
-                self.actions.push(FlowAction::Hangup);
-                self.state = State::Done;
-            }
+            State::Closing { fallback } => match fallback.take() {
+                Some(uri) => {
+                    self.fallback_tried = true;
+                    let target =
+                        TransferTarget::Failure(self.facts.outcome.unwrap_or(Outcome::Abandoned));
+                    self.actions.push(FlowAction::Refer { uri, target });
+                    self.state = State::Transferring;
+                }
+                None => {
+                    self.actions.push(FlowAction::Hangup);
+                    self.state = State::Done;
+                }
+            },
             _ => {}
         }
     }
@@ -373,16 +386,38 @@ impl PinFlow {
         if !matches!(self.state, State::Transferring) {
             return;
         }
+        let previous = self.facts.transfer_outcome.take();
+        let prefix = previous.map(|p| format!("{p}; ")).unwrap_or_default();
         match result {
+            Ok(()) if self.fallback_tried => {
+                self.facts.transfer_outcome = Some(format!("{prefix}fallback transferred"));
+                self.actions.push(FlowAction::Hangup);
+                self.state = State::Done;
+            }
             Ok(()) => {
                 self.facts.transfer_outcome = Some("transferred".into());
                 self.actions.push(FlowAction::Hangup);
                 self.state = State::Done;
             }
             Err(why) => {
-                self.facts.transfer_outcome = Some(format!("failed: {why}; hung up"));
+                // A verified caller is never sent to a fallback: it is a failure route.
+                let fallback = match (&self.org.transfer_fallback, self.fallback_tried) {
+                    (Some(f), false) => Some(f.clone()),
+                    _ => None,
+                };
+                let then = if fallback.is_some() {
+                    "trying the fallback"
+                } else {
+                    "hung up"
+                };
+                let what = if self.fallback_tried {
+                    "fallback failed"
+                } else {
+                    "failed"
+                };
+                self.facts.transfer_outcome = Some(format!("{prefix}{what}: {why}; {then}"));
                 self.actions.push(FlowAction::Play(vec!["transfer_failed"]));
-                self.state = State::Closing;
+                self.state = State::Closing { fallback };
             }
         }
     }

@@ -122,6 +122,8 @@ struct Pbx {
     received: Vec<Received>,
     /// How the PBX answers our REFER, and the sipfrag status of its NOTIFY (None: never).
     refer_reply: u16,
+    /// Answers for the first REFERs, in order, before `refer_reply` applies.
+    refer_script: Vec<u16>,
     notify: Option<u16>,
     refer_to: Vec<String>,
 }
@@ -157,6 +159,7 @@ impl Pbx {
             player: Default::default(),
             received: vec![],
             refer_reply: 202,
+            refer_script: vec![],
             notify: Some(200),
             refer_to: vec![],
         }
@@ -297,9 +300,14 @@ m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r
                 if method == Method::Refer {
                     self.refer_to
                         .push(msg.header("Refer-To").unwrap_or("").to_string());
-                    let r = response(&msg, self.refer_reply, None, "pbx");
+                    let code = if self.refer_script.is_empty() {
+                        self.refer_reply
+                    } else {
+                        self.refer_script.remove(0)
+                    };
+                    let r = response(&msg, code, None, "pbx");
                     self.out.push_back(r.to_bytes().to_vec());
-                    if (200..300).contains(&self.refer_reply) {
+                    if (200..300).contains(&code) {
                         if let Some(code) = self.notify {
                             let body = format!("SIP/2.0 {code} Whatever\r\n");
                             self.request(
@@ -1537,4 +1545,38 @@ fn repeated_wrong_pins_lock_the_number_and_contact_out_across_calls() {
         .collect();
     assert_eq!(said[0], "locked_out");
     assert!(!said.contains(&"enter_pin".to_string()));
+}
+
+#[test]
+fn failed_transfer_tries_the_fallback_once() {
+    let cfg = FLOW_ORG.replace(
+        "transfer_timeout_secs = 10\n",
+        "transfer_timeout_secs = 10\ntransfer_fallback = \"sip:operator@pbx.acme.example\"\n",
+    );
+    for (script, outcome, reason) in [
+        (vec![403u16], "failed: REFER answered 403; trying the fallback; fallback transferred", EndReason::Transferred),
+        (vec![403, 486], "failed: REFER answered 403; trying the fallback; fallback failed: REFER answered 486; hung up", EndReason::FlowEnded),
+    ] {
+        let mut w = World::with_prompts(
+            &cfg,
+            700,
+            0.0,
+            0.0,
+            crate::media::prompt::NAMES.iter().map(|n| test_prompt(n, 300)).collect(),
+        );
+        w.crm = CrmSim::Directory(directory("1234"));
+        w.pbx.send_rtp = false;
+        w.pbx.refer_script = script;
+        start(&mut w);
+        w.run_for(0.5);
+        let mut ts = 1000;
+        type_keys(&mut w, "1234#", &mut ts);
+        w.run_for(10.0);
+        assert_eq!(w.pbx.refer_to.len(), 2);
+        assert_eq!(w.pbx.refer_to[1], "<sip:operator@pbx.acme.example>");
+        let r = record(&w);
+        assert_eq!(r.flow.transfer_outcome.as_deref(), Some(outcome));
+        assert_eq!(r.summary.reason, reason);
+        assert_eq!(r.flow.outcome, Some(flow::Outcome::Verified));
+    }
 }

@@ -142,6 +142,8 @@ pub(super) struct RawOrganization {
     trusted_sources: Vec<String>,
     #[serde(default = "d_transfer")]
     transfer_timeout_secs: u64,
+    #[serde(default)]
+    transfer_fallback: String,
 }
 
 fn d_refer_to() -> String {
@@ -217,6 +219,8 @@ pub struct Organization {
     /// Sources whose P-Asserted-Identity is believed.
     pub trusted_sources: Vec<Cidr>,
     pub transfer_timeout: Duration,
+    /// Where to send the caller when a transfer fails (a full SIP URI), else hang up.
+    pub transfer_fallback: Option<String>,
 }
 
 fn key(s: &str, what: &str) -> Result<Option<char>, String> {
@@ -275,6 +279,18 @@ impl Organization {
                 "clear_key and terminator must differ".into(),
             ));
         }
+        let transfer_fallback = match r.transfer_fallback.as_str() {
+            "" => None,
+            f if f.starts_with("sip:") || f.starts_with("sips:") || f.starts_with("tel:") => {
+                Some(f.to_string())
+            }
+            _ => {
+                return Err(bad(
+                    "transfer_fallback",
+                    "must be a sip:, sips: or tel: URI".into(),
+                ))
+            }
+        };
         let cidrs = |k: &str, v: &[String]| {
             v.iter()
                 .map(|c| c.parse::<Cidr>().map_err(|m| bad(k, m)))
@@ -305,6 +321,7 @@ impl Organization {
             anonymous: r.anonymous,
             caller_id_order: r.caller_id_order,
             transfer_timeout: Duration::from_secs(r.transfer_timeout_secs),
+            transfer_fallback,
         })
     }
 
