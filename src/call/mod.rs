@@ -893,7 +893,7 @@ impl Call {
                         .pin
                         .as_ref()
                         .and_then(|f| f.facts().transfer_outcome.clone())
-                        .is_some_and(|o| o == "transferred");
+                        .is_some_and(|o| o == "transferred" || o.ends_with("fallback transferred"));
                     let reason = if transferred {
                         EndReason::Transferred
                     } else {
