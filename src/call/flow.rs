@@ -88,6 +88,8 @@ pub struct FlowFacts {
     pub digit_source: Option<DigitSource>,
     pub transfer_target: Option<String>,
     pub transfer_outcome: Option<String>,
+    /// The PBX took the caller (directly or through the fallback).
+    pub transferred: bool,
     pub answer_to_verdict_ms: Option<u64>,
     pub crm_latency_ms: Option<u64>,
 }
@@ -390,11 +392,13 @@ impl PinFlow {
         let prefix = previous.map(|p| format!("{p}; ")).unwrap_or_default();
         match result {
             Ok(()) if self.fallback_tried => {
+                self.facts.transferred = true;
                 self.facts.transfer_outcome = Some(format!("{prefix}fallback transferred"));
                 self.actions.push(FlowAction::Hangup);
                 self.state = State::Done;
             }
             Ok(()) => {
+                self.facts.transferred = true;
                 self.facts.transfer_outcome = Some("transferred".into());
                 self.actions.push(FlowAction::Hangup);
                 self.state = State::Done;

@@ -889,11 +889,7 @@ impl Call {
                 }
                 FlowAction::Refer { uri, target } => self.send_refer(now, &uri, &target),
                 FlowAction::Hangup => {
-                    let transferred = self
-                        .pin
-                        .as_ref()
-                        .and_then(|f| f.facts().transfer_outcome.clone())
-                        .is_some_and(|o| o == "transferred" || o.ends_with("fallback transferred"));
+                    let transferred = self.pin.as_ref().is_some_and(|f| f.facts().transferred);
                     let reason = if transferred {
                         EndReason::Transferred
                     } else {
