@@ -112,6 +112,8 @@ struct RawConfig {
     #[serde(default)]
     default_organization: Option<String>,
     #[serde(default)]
+    organizations_dir: Option<String>,
+    #[serde(default)]
     crm: RawCrm,
     #[serde(default)]
     audit: RawAudit,
@@ -304,6 +306,10 @@ pub struct Config {
     pub organizations: Vec<Arc<Organization>>,
     /// Index of the organization for calls matching none (else they get 404).
     pub default_organization: Option<usize>,
+    /// Its name, as configured.
+    pub default_organization_name: Option<String>,
+    /// A directory of `*.toml` files with more `[[organization]]` tables (read by `load`).
+    pub organizations_dir: Option<PathBuf>,
     pub crm: CrmConfig,
     /// Audit file (one JSON line per call), relative to the config file; `None` = log only.
     pub audit_file: Option<PathBuf>,
@@ -386,19 +392,20 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         }
         organizations.push(Arc::new(org));
     }
-    let default_organization = match raw.default_organization.as_deref() {
-        None | Some("") => None,
-        Some(n) => Some(
-            organizations
-                .iter()
-                .position(|o| o.name == n)
-                .ok_or_else(|| {
-                    invalid(
-                        "default_organization",
-                        format!("no organization named '{n}'"),
-                    )
-                })?,
-        ),
+    let default_name = raw.default_organization.clone().filter(|n| !n.is_empty());
+    let default_organization = match default_name.as_deref() {
+        None => None,
+        Some(n) => match organizations.iter().position(|o| o.name == n) {
+            Some(i) => Some(i),
+            // It may live in the organizations directory, which `load` reads.
+            None if raw.organizations_dir.is_some() => None,
+            None => {
+                return Err(invalid(
+                    "default_organization",
+                    format!("no organization named '{n}'"),
+                ))
+            }
+        },
     };
     let crm = match (raw.crm.kind.as_str(), raw.crm.http) {
         ("file", _) => CrmConfig::File {
@@ -531,6 +538,8 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         prompt_set: Arc::new(Prompts::default()),
         organizations,
         default_organization,
+        default_organization_name: default_name,
+        organizations_dir: raw.organizations_dir.map(PathBuf::from),
         crm,
         http_crm: None,
         audit_file: (!raw.audit.file.is_empty()).then(|| PathBuf::from(raw.audit.file)),
@@ -541,6 +550,37 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         }),
         contacts: Arc::new(ContactDirectory::default()),
     })
+}
+
+/// Parses a file of `[[organization]]` tables (an organizations directory entry).
+pub fn parse_organizations(text: &str, path: &str) -> Result<Vec<Organization>, ConfigError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct OrgFile {
+        #[serde(default)]
+        organization: Vec<org::RawOrganization>,
+    }
+    let raw: OrgFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: path.to_string(),
+        line: e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(0),
+        msg: e.message().to_string(),
+    })?;
+    raw.organization
+        .into_iter()
+        .map(|o| {
+            Organization::from_raw(o).map_err(|(k, m)| ConfigError::Invalid {
+                at: match line_of(text, &k) {
+                    0 => path.to_string(),
+                    n => format!("{path}:{n}"),
+                },
+                key: k,
+                msg: m,
+            })
+        })
+        .collect()
 }
 
 /// Reads and parses a configuration file, then loads its prompts (paths relative to the
@@ -560,6 +600,49 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             source,
         })?;
     config.prompt_set = Arc::new(set);
+    if let Some(dir) = config.organizations_dir.clone() {
+        let dir = base.join(dir);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|source| ConfigError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        for f in files {
+            let shown_f = f.display().to_string();
+            let text = std::fs::read_to_string(&f).map_err(|source| ConfigError::Io {
+                path: shown_f.clone(),
+                source,
+            })?;
+            for org in parse_organizations(&text, &shown_f)? {
+                if config.organizations.iter().any(|o| o.name == org.name) {
+                    return Err(ConfigError::Invalid {
+                        at: shown_f.clone(),
+                        key: "name".into(),
+                        msg: format!("organization '{}' defined twice", org.name),
+                    });
+                }
+                config.organizations.push(Arc::new(org));
+            }
+        }
+        if let Some(n) = &config.default_organization_name {
+            config.default_organization = Some(
+                config
+                    .organizations
+                    .iter()
+                    .position(|o| &o.name == n)
+                    .ok_or_else(|| ConfigError::Invalid {
+                        at: shown.clone(),
+                        key: "default_organization".into(),
+                        msg: format!("no organization named '{n}'"),
+                    })?,
+            );
+        }
+    }
     match &config.crm {
         CrmConfig::File { contacts } => {
             let contacts_path = base.join(contacts);
@@ -605,6 +688,41 @@ mod tests {
         assert_eq!(c.sip.listen.len(), 2);
         assert_eq!(c.media.media_timeout, Duration::from_secs(30));
         assert_eq!(c.media.codecs, vec![Codec::Pcmu, Codec::Pcma]);
+    }
+
+    #[test]
+    fn organizations_from_a_directory() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("orgs")).unwrap();
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sip-config");
+        let org = |name: &str, user: &str| {
+            format!(
+                "[[organization]]\nname = \"{name}\"\nenabled = true\nmatch_user = [\"{user}\"]\n\
+                 pbx_host = \"pbx\"\npin_success_ext = \"1\"\npin_failed_ext = \"2\"\n"
+            )
+        };
+        std::fs::write(d.path().join("orgs/a.toml"), org("acme", "acme")).unwrap();
+        std::fs::write(d.path().join("orgs/b.toml"), org("globex", "globex")).unwrap();
+        std::fs::write(d.path().join("orgs/notes.txt"), "ignored").unwrap();
+        let cfg = d.path().join("main.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "default_organization = \"globex\"\norganizations_dir = \"orgs\"\n\
+                 [prompts]\ndir = \"{}\"\n[crm]\ncontacts = \"{}\"\n",
+                shipped.join("prompts").display(),
+                shipped.join("contacts.toml").display()
+            ),
+        )
+        .unwrap();
+        let c = load(&cfg).unwrap();
+        let names: Vec<&str> = c.organizations.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, vec!["acme", "globex"]);
+        assert_eq!(c.default_organization, Some(1));
+        // A broken file is named, with its line.
+        std::fs::write(d.path().join("orgs/c.toml"), "[[organization]]\nname = 3\n").unwrap();
+        let e = load(&cfg).unwrap_err().to_string();
+        assert!(e.contains("c.toml:2"), "{e}");
     }
 
     #[test]
