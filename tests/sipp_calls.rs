@@ -453,3 +453,37 @@ fn http_crm_verifies_and_a_crm_that_is_down_sends_callers_to_the_failure_ext() {
     }
     assert!(crm.requests()[0].0.contains("phone=%2B15551234567"));
 }
+
+#[test]
+fn verify_webhook_judges_the_pin() {
+    use common::http_crm::{Behave, HttpCrm};
+    require_sipp();
+    let crm = HttpCrm::start(Behave::VerifyPin("1234".into()));
+    let tail = format!(
+        "[audit]\nfile = \"audit.log\"\n[crm]\nkind = \"http_verify\"\n[crm.http]\n\
+         url = \"http://{}/verify\"\ntimeout_ms = 1500\n",
+        crm.addr
+    );
+    let svc = Service::launch_full("127.0.0.1", "info", "", "", "", &tail);
+    let mp = free_udp_port().to_string();
+    let out = sipp_with_files(
+        "uac_pin_transfer.xml",
+        svc.udp,
+        &["-m", "1", "-mp", &mp, "-key", "caller", "+15550001111"],
+        &[(repo().join("scenarios/pcap/rfc4733_pin.pcap"), "dtmf.pcap")],
+    );
+    assert!(out.status.success());
+    svc.wait_for(Duration::from_secs(10), |l| {
+        l.iter().any(|e| msg(e) == "call ended")
+    });
+    let r = &audit_calls(&svc)[0];
+    assert_eq!(r["outcome"], "verified", "{r}");
+    assert_eq!(r["contact_id"], "crm-9");
+    assert_eq!(r["transfer_target"], "1001");
+    let body: serde_json::Value = serde_json::from_str(&crm.bodies()[0]).unwrap();
+    assert_eq!(body["caller"], "+15550001111");
+    assert_eq!(body["org"], "default");
+    assert!(body["call_id"].as_str().is_some_and(|c| !c.is_empty()));
+    // The PIN went to the webhook and nowhere else.
+    assert!(!svc.raw_log().contains("\"1234\""));
+}

@@ -9,7 +9,7 @@
 use super::lockout::{contact_key, number_key, Lockout};
 use super::verdict::{self, Pin, PinVerified};
 use crate::config::org::{AnonymousPolicy, Organization};
-use crate::crm::CrmReply;
+use crate::crm::{CrmReply, VerifyReply};
 use crate::media::dtmf::{DigitEvent, DigitSource};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,6 +47,8 @@ pub enum FlowAction {
     Play(Vec<&'static str>),
     /// Send REFER to this URI.
     Refer { uri: String, target: TransferTarget },
+    /// Ask the CRM's verify webhook about this PIN; answer with `on_verify`.
+    Verify(Pin),
     /// End the call (BYE).
     Hangup,
 }
@@ -65,6 +67,12 @@ enum State {
         attempt: u32,
         entry: Pin,
         until: Instant,
+    },
+    /// The verify webhook has the PIN; waiting for its verdict.
+    AwaitingVerify {
+        attempt: u32,
+        until: Instant,
+        asked: Instant,
     },
     /// Saying the verdict before the REFER.
     Announcing {
@@ -108,6 +116,8 @@ pub struct PinFlow {
     facts: FlowFacts,
     actions: Vec<FlowAction>,
     fallback_tried: bool,
+    /// The CRM judges PINs itself (verify webhook): no lookup, no local comparison.
+    remote_verify: bool,
 }
 
 impl PinFlow {
@@ -120,10 +130,23 @@ impl PinFlow {
         crm_asked: Option<Instant>,
         lockout: Option<Arc<Mutex<Lockout>>>,
     ) -> PinFlow {
+        Self::start_with(now, org, caller, crm_asked, lockout, false)
+    }
+
+    /// As `start`; with `remote_verify` the CRM's webhook judges each PIN.
+    pub fn start_with(
+        now: Instant,
+        org: Arc<Organization>,
+        caller: Option<&str>,
+        crm_asked: Option<Instant>,
+        lockout: Option<Arc<Mutex<Lockout>>>,
+        remote_verify: bool,
+    ) -> PinFlow {
         let caller_known = caller.is_some();
         let mut f = PinFlow {
             number_key: caller.map(|c| number_key(&org.name, c)),
             lockout,
+            remote_verify,
             state: State::Done,
             crm: None,
             crm_asked,
@@ -289,6 +312,15 @@ impl PinFlow {
             };
             return self.failed_attempt(now, attempt, outcome);
         }
+        if self.remote_verify && self.crm.is_none() {
+            self.actions.push(FlowAction::Verify(entry));
+            self.state = State::AwaitingVerify {
+                attempt,
+                until: now + CRM_DEADLINE,
+                asked: now,
+            };
+            return;
+        }
         if self.crm.is_none() {
             self.state = State::AwaitingCrm {
                 attempt,
@@ -383,6 +415,47 @@ impl PinFlow {
         self.state = State::Announcing { target };
     }
 
+    /// The verify webhook's answer.
+    pub fn on_verify(&mut self, now: Instant, reply: VerifyReply) {
+        let State::AwaitingVerify { attempt, asked, .. } = self.state else {
+            return;
+        };
+        self.facts.crm_latency_ms = Some(now.saturating_duration_since(asked).as_millis() as u64);
+        match reply {
+            VerifyReply::Verified { contact_id } => {
+                self.facts.contact_id = Some(contact_id.clone());
+                if self.locked(now, Some(contact_key(&self.org.name, &contact_id))) {
+                    return self.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
+                }
+                let keys = self.keys(&contact_id);
+                if let Some(Ok(mut l)) = self.lockout.as_ref().map(|l| l.lock()) {
+                    l.record_success(&keys);
+                }
+                self.verdict(
+                    now,
+                    TransferTarget::Success(verdict::webhook_verified(contact_id)),
+                );
+            }
+            VerifyReply::Rejected { contact_id } => {
+                self.facts.contact_id = contact_id.clone();
+                let mut keys: Vec<String> = self.number_key.clone().into_iter().collect();
+                if let Some(c) = &contact_id {
+                    keys.push(contact_key(&self.org.name, c));
+                }
+                if let Some(Ok(mut l)) = self.lockout.as_ref().map(|l| l.lock()) {
+                    l.record_failure(now, &keys);
+                }
+                if keys.iter().any(|k| self.locked(now, Some(k.clone()))) {
+                    return self.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
+                }
+                self.failed_attempt(now, attempt, Outcome::WrongPin);
+            }
+            VerifyReply::Error(_) => {
+                self.verdict(now, TransferTarget::Failure(Outcome::CrmError));
+            }
+        }
+    }
+
     /// How the REFER ended: `Ok(())` the PBX took the call, `Err(why)` it did not.
     pub fn on_transfer(&mut self, result: Result<(), String>) {
         if !matches!(self.state, State::Transferring) {
@@ -429,7 +502,7 @@ impl PinFlow {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
             State::Collecting { deadline, .. } => *deadline,
-            State::AwaitingCrm { until, .. } => Some(*until),
+            State::AwaitingCrm { until, .. } | State::AwaitingVerify { until, .. } => Some(*until),
             _ => None,
         }
     }
@@ -444,6 +517,10 @@ impl PinFlow {
             } if now >= d => {
                 // Inter-digit timeout with enough digits counts as a complete entry.
                 self.entry_done(now, attempt, entry);
+            }
+            State::AwaitingVerify { until, .. } if now >= until => {
+                self.facts.crm_latency_ms = Some(CRM_DEADLINE.as_millis() as u64);
+                self.verdict(now, TransferTarget::Failure(Outcome::CrmError));
             }
             State::AwaitingCrm { until, .. } if now >= until => {
                 self.facts.crm_latency_ms = Some(CRM_DEADLINE.as_millis() as u64);

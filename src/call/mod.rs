@@ -72,6 +72,13 @@ pub enum CallEvent {
     Prompt(PlayerEvent),
     /// Look the caller up in the organization's CRM; answer with `handle_crm`.
     CrmLookup { organization: String, e164: String },
+    /// Ask the CRM's verify webhook about a PIN; answer with `handle_verify`. The PIN is
+    /// redacted in Debug; send it nowhere but the webhook.
+    CrmVerify {
+        organization: String,
+        caller: String,
+        pin: verdict::Pin,
+    },
     /// The call is over (it may linger a little to absorb retransmissions).
     Ended(CallSummary),
 }
@@ -850,20 +857,22 @@ impl Call {
         if self.pin.is_some() || matches!(self.phase, Phase::Ended) {
             return;
         }
+        let remote_verify = self.config.http_verify.is_some();
         let e164 = self.caller.e164().map(str::to_string);
-        if let Some(e) = &e164 {
+        if let Some(e) = e164.as_ref().filter(|_| !remote_verify) {
             self.events.push_back(CallEvent::CrmLookup {
                 organization: self.org.name.clone(),
                 e164: e.clone(),
             });
         }
-        let asked = e164.as_ref().map(|_| now);
-        self.pin = Some(PinFlow::start(
+        let asked = e164.as_ref().filter(|_| !remote_verify).map(|_| now);
+        self.pin = Some(PinFlow::start_with(
             now,
             self.org.clone(),
             e164.as_deref(),
             asked,
             self.lockout.clone(),
+            remote_verify,
         ));
         self.run_flow(now);
     }
@@ -888,6 +897,11 @@ impl Call {
                     }
                 }
                 FlowAction::Refer { uri, target } => self.send_refer(now, &uri, &target),
+                FlowAction::Verify(pin) => self.events.push_back(CallEvent::CrmVerify {
+                    organization: self.org.name.clone(),
+                    caller: self.caller.e164().unwrap_or("").to_string(),
+                    pin,
+                }),
                 FlowAction::Hangup => {
                     let transferred = self.pin.as_ref().is_some_and(|f| f.facts().transferred);
                     let reason = if transferred {
@@ -921,6 +935,14 @@ impl Call {
         }
         if let Some(f) = self.pin.as_mut() {
             f.on_transfer(result);
+        }
+        self.run_flow(now);
+    }
+
+    /// The verify webhook's answer to `CallEvent::CrmVerify`.
+    pub fn handle_verify(&mut self, now: Instant, reply: crate::crm::VerifyReply) {
+        if let Some(f) = self.pin.as_mut() {
+            f.on_verify(now, reply);
         }
         self.run_flow(now);
     }

@@ -58,6 +58,13 @@ impl Pin {
     fn bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// The digits, for the one place that must send them: the verify webhook's request
+    /// body. Never log the result.
+    pub(crate) fn expose_for_webhook(&self) -> &str {
+        // Built only from DTMF keys (ASCII), so this never fails.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
 }
 
 /// The PIN a CRM holds: an argon2 hash (file CRM) or the PIN itself (CRMs that hand it out).
@@ -131,7 +138,13 @@ impl PinVerified {
     }
 }
 
-/// The one way to a `PinVerified`.
+/// A verify webhook answered `{"verified": true}` for this caller and PIN: the CRM made
+/// the comparison. Only the flow calls this, on that answer.
+pub(crate) fn webhook_verified(contact_id: String) -> PinVerified {
+    PinVerified { contact_id }
+}
+
+/// The one way to a `PinVerified` from a PIN on file.
 pub fn verify(contact: &Contact, entered: &Pin) -> Option<PinVerified> {
     let stored = contact.pin.as_ref()?;
     stored.matches(entered).then(|| PinVerified {

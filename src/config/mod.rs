@@ -292,6 +292,8 @@ pub enum CrmConfig {
     File { contacts: PathBuf },
     /// A REST lookup (`[crm.http]`).
     HttpLookup(crate::crm::http::HttpLookupConfig),
+    /// A verify webhook (`[crm.http]`, the PIN is POSTed).
+    HttpVerify(crate::crm::http::HttpLookupConfig),
 }
 
 /// The whole validated configuration. Shared as `Arc<Config>` and swapped whole on reload.
@@ -317,6 +319,8 @@ pub struct Config {
     pub contacts: Arc<ContactDirectory>,
     /// The HTTP lookup adapter (built by `load`, with secrets from the environment).
     pub http_crm: Option<Arc<crate::crm::http::HttpLookup>>,
+    /// The verify webhook adapter (built by `load`).
+    pub http_verify: Option<Arc<crate::crm::http::HttpVerify>>,
     /// Lockout across calls; `None` when `lockout_failures = 0`.
     pub lockout: Option<crate::call::lockout::LockoutPolicy>,
 }
@@ -423,16 +427,22 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             }
             CrmConfig::HttpLookup(h)
         }
-        ("http_lookup", None) => {
+        ("http_verify", Some(h)) => {
+            if h.timeout_ms == 0 || h.timeout_ms > 30_000 {
+                return Err(invalid("timeout_ms", "need 1..=30000 ms".into()));
+            }
+            CrmConfig::HttpVerify(h)
+        }
+        ("http_lookup" | "http_verify", None) => {
             return Err(invalid(
                 "kind",
-                "kind = \"http_lookup\" needs a [crm.http] table".into(),
+                "an HTTP CRM kind needs a [crm.http] table".into(),
             ))
         }
         (k, _) => {
             return Err(invalid(
                 "kind",
-                format!("crm kind '{k}': use \"file\" or \"http_lookup\""),
+                format!("crm kind '{k}': use \"file\", \"http_lookup\" or \"http_verify\""),
             ))
         }
     };
@@ -542,6 +552,7 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         organizations_dir: raw.organizations_dir.map(PathBuf::from),
         crm,
         http_crm: None,
+        http_verify: None,
         audit_file: (!raw.audit.file.is_empty()).then(|| PathBuf::from(raw.audit.file)),
         lockout: (raw.security.lockout_failures > 0).then(|| crate::call::lockout::LockoutPolicy {
             failures: raw.security.lockout_failures,
@@ -662,6 +673,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
                 }
             })?;
             config.http_crm = Some(Arc::new(adapter));
+        }
+        CrmConfig::HttpVerify(h) => {
+            let env = |k: &str| std::env::var(k).ok();
+            let adapter = crate::crm::http::HttpVerify::new(h.clone(), &env).map_err(|msg| {
+                ConfigError::Contacts {
+                    path: shown.clone(),
+                    msg: format!("[crm.http]: {msg}"),
+                }
+            })?;
+            config.http_verify = Some(Arc::new(adapter));
         }
     }
     if let Some(f) = &config.audit_file {

@@ -8,7 +8,7 @@
 //! failure: timeout, refused, 5xx, 4xx, bad JSON, PIN field missing. A failure never lets a
 //! caller through: the flow routes it to the failure extension as `crm_error`.
 
-use super::{Contact, CrmReply};
+use super::{Contact, CrmReply, VerifyReply};
 use crate::call::verdict::{Pin, StoredPin};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -264,6 +264,94 @@ impl HttpLookup {
     }
 }
 
+/// Interprets a verify webhook reply: `{"verified": bool, "contact": {"id": …}}`.
+pub fn parse_verify(body: &[u8]) -> VerifyReply {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return VerifyReply::Error("bad JSON in the verify reply".into());
+    };
+    let id = match v.pointer("/contact/id") {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    match v.get("verified") {
+        Some(serde_json::Value::Bool(true)) => match id {
+            Some(contact_id) => VerifyReply::Verified { contact_id },
+            None => VerifyReply::Error("verified without a contact id".into()),
+        },
+        Some(serde_json::Value::Bool(false)) => VerifyReply::Rejected { contact_id: id },
+        _ => VerifyReply::Error("no boolean 'verified' in the reply".into()),
+    }
+}
+
+/// The verify webhook adapter: POST `{org, caller, pin, call_id}`, expect
+/// `{"verified": true|false, "contact": {...}}`. Not retried (the CRM may count attempts).
+#[derive(Debug, Clone)]
+pub struct HttpVerify {
+    client: reqwest::Client,
+    url: String,
+    headers: reqwest::header::HeaderMap,
+    timeout: Duration,
+}
+
+impl HttpVerify {
+    pub fn new(
+        cfg: HttpLookupConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let lookup = HttpLookup::new(
+            HttpLookupConfig {
+                url: format!("{}#{{phone}}", cfg.url),
+                ..cfg.clone()
+            },
+            env,
+        )?;
+        Ok(HttpVerify {
+            client: lookup.client,
+            url: cfg.url,
+            headers: lookup.headers,
+            timeout: Duration::from_millis(cfg.timeout_ms),
+        })
+    }
+
+    /// Asks the CRM. The PIN goes in the request body only.
+    pub async fn verify(&self, org: &str, caller: &str, pin: &Pin, call_id: &str) -> VerifyReply {
+        let body = serde_json::json!({
+            "org": org,
+            "caller": caller,
+            "pin": pin.expose_for_webhook(),
+            "call_id": call_id,
+        });
+        let req = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .json(&body)
+            .timeout(self.timeout);
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return VerifyReply::Error(format!(
+                    "verify timeout after {} ms",
+                    self.timeout.as_millis()
+                ))
+            }
+            Err(e) if e.is_connect() => {
+                return VerifyReply::Error("verify connection refused or unreachable".into())
+            }
+            Err(_) => return VerifyReply::Error("verify request failed".into()),
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            return VerifyReply::Error(format!("verify answered HTTP {}", status.as_u16()));
+        }
+        match resp.bytes().await {
+            Ok(b) if b.len() <= 1024 * 1024 => parse_verify(&b),
+            _ => VerifyReply::Error("verify reply unusable".into()),
+        }
+    }
+}
+
 /// How long a lookup took, for the audit record (the caller measures with its clock).
 pub fn elapsed_ms(start: Instant, end: Instant) -> u64 {
     end.saturating_duration_since(start).as_millis() as u64
@@ -307,6 +395,28 @@ mod tests {
                 CrmReply::Error(e) => assert!(e.contains(why), "{e}"),
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn verify_replies() {
+        assert!(matches!(
+            parse_verify(br#"{"verified":true,"contact":{"id":"c9"}}"#),
+            VerifyReply::Verified { contact_id } if contact_id == "c9"
+        ));
+        assert!(matches!(
+            parse_verify(br#"{"verified":false}"#),
+            VerifyReply::Rejected { contact_id: None }
+        ));
+        for bad in [
+            &br#"{"verified":"yes"}"#[..],
+            b"nope",
+            br#"{"verified":true}"#,
+        ] {
+            assert!(
+                matches!(parse_verify(bad), VerifyReply::Error(_)),
+                "{bad:?}"
+            );
         }
     }
 

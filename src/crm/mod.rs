@@ -26,3 +26,14 @@ pub enum CrmReply {
     /// The CRM could not answer (timeout, refused, bad reply...).
     Error(String),
 }
+
+/// The answer of a verify webhook (CRMs that will not hand out PINs).
+#[derive(Debug, Clone)]
+pub enum VerifyReply {
+    /// The CRM says the PIN is right.
+    Verified { contact_id: String },
+    /// The CRM says it is wrong (or the caller is unknown to it).
+    Rejected { contact_id: Option<String> },
+    /// No usable answer.
+    Error(String),
+}

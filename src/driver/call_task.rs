@@ -151,6 +151,27 @@ async fn run(
                 // Never the digit: only that one arrived, and from where.
                 CallEvent::Digit(d) => debug!(source = d.source.as_str(), "digit received"),
                 CallEvent::Prompt(p) => debug!(event = ?p, "prompt"),
+                CallEvent::CrmVerify {
+                    organization,
+                    caller,
+                    pin,
+                } => {
+                    let config = shared.config.load();
+                    match &config.http_verify {
+                        Some(v) => {
+                            let (v, inbox) = (v.clone(), inbox.clone());
+                            let call_id = call.call_id().to_string();
+                            tokio::spawn(async move {
+                                let reply = v.verify(&organization, &caller, &pin, &call_id).await;
+                                let _ = inbox.send(CallInput::Verify(reply)).await;
+                            });
+                        }
+                        None => call.handle_verify(
+                            Instant::now(),
+                            crate::crm::VerifyReply::Error("no verify webhook".into()),
+                        ),
+                    }
+                }
                 CallEvent::CrmLookup { organization, e164 } => {
                     let config = shared.config.load();
                     match &config.http_crm {
@@ -206,6 +227,7 @@ async fn run(
             input = rx.recv() => match input {
                 Some(CallInput::Sip(msg, flow)) => call.handle_sip(Instant::now(), msg, flow),
                 Some(CallInput::Crm(reply)) => call.handle_crm(Instant::now(), reply),
+                Some(CallInput::Verify(reply)) => call.handle_verify(Instant::now(), reply),
                 Some(CallInput::Shutdown) | None => call.shutdown(Instant::now()),
             },
             r = recv_rtp(&sock, &mut rx_buf) => {

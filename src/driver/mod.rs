@@ -32,6 +32,8 @@ pub(crate) enum CallInput {
     Sip(Message, Flow),
     /// The CRM's answer to the call's lookup.
     Crm(crate::crm::CrmReply),
+    /// The verify webhook's answer.
+    Verify(crate::crm::VerifyReply),
     Shutdown,
 }
 

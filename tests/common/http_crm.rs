@@ -16,12 +16,15 @@ pub enum Behave {
     Hang,
     /// Answer `n` times with a 503, then with the JSON.
     FailThen(u32, String),
+    /// A verify webhook: verified iff the POSTed pin is this one.
+    VerifyPin(String),
 }
 
 #[derive(Default)]
 struct State {
     behave: Option<Behave>,
     requests: Vec<(String, Vec<(String, String)>)>,
+    bodies: Vec<String>,
     served: u32,
 }
 
@@ -53,6 +56,11 @@ impl HttpCrm {
         let mut s = self.state.lock().unwrap();
         s.behave = Some(behave);
         s.served = 0;
+    }
+
+    /// Bodies of every request so far.
+    pub fn bodies(&self) -> Vec<String> {
+        self.state.lock().unwrap().bodies.clone()
     }
 
     /// (path, headers) of every request so far.
@@ -98,10 +106,19 @@ fn serve(stream: TcpStream, st: Arc<Mutex<State>>) {
         let behave = {
             let mut s = st.lock().unwrap();
             s.requests.push((path, headers));
+            s.bodies.push(String::from_utf8_lossy(&body).into_owned());
             s.served += 1;
             match s.behave.clone() {
                 Some(Behave::FailThen(n, _)) if s.served <= n => Behave::Status(503),
                 Some(Behave::FailThen(_, j)) => Behave::Json(j),
+                Some(Behave::VerifyPin(pin)) => {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    let ok = v["pin"] == pin.as_str();
+                    Behave::Json(format!(
+                        "{{\"verified\":{ok},\"contact\":{{\"id\":\"crm-9\"}}}}"
+                    ))
+                }
                 Some(b) => b,
                 None => Behave::Status(500),
             }
@@ -113,7 +130,7 @@ fn serve(stream: TcpStream, st: Arc<Mutex<State>>) {
                 std::thread::sleep(Duration::from_secs(60));
                 return;
             }
-            Behave::FailThen(..) => unreachable!(),
+            Behave::FailThen(..) | Behave::VerifyPin(_) => unreachable!(),
         };
         let resp = format!(
             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
