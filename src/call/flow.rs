@@ -229,6 +229,17 @@ impl PinFlow {
                     uri.push_str(if uri.contains('?') { "&" } else { "?" });
                     uri.push_str("X-PIN-Result=");
                     uri.push_str(r);
+                    if let TransferTarget::Success(v) = &target {
+                        // The agent's screen can open the contact the caller proved to be.
+                        uri.push_str("&X-PIN-Contact=");
+                        for b in v.contact_id().bytes() {
+                            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                                uri.push(b as char);
+                            } else {
+                                uri.push_str(&format!("%{b:02X}"));
+                            }
+                        }
+                    }
                 }
                 self.facts.transfer_target = Some(ext);
                 self.actions.push(FlowAction::Refer { uri, target });

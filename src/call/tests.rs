@@ -1267,7 +1267,7 @@ fn pin_ok_rfc4733_refers_success_ext_then_byes_after_notify() {
     w.run_for(3.0);
     assert_eq!(
         w.pbx.refer_to,
-        vec!["<sip:2001@pbx.acme.example?X-PIN-Result=verified>".to_string()]
+        vec!["<sip:2001@pbx.acme.example?X-PIN-Result=verified&X-PIN-Contact=c-42>".to_string()]
     );
     assert!(
         w.pbx.requests.contains(&Method::Bye),
