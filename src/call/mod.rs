@@ -882,9 +882,13 @@ impl Call {
         while let Some(action) = self.pin.as_mut().and_then(|f| f.poll_action()) {
             match action {
                 FlowAction::Play(names) => {
+                    let own = self.config.org_prompts.get(&self.org.name);
                     let items: Vec<PlayItem> = names
                         .iter()
-                        .filter_map(|n| self.config.prompt_set.get(n))
+                        .filter_map(|n| match own {
+                            Some(o) => o.get_or(n, &self.config.prompt_set),
+                            None => self.config.prompt_set.get(n),
+                        })
                         .map(PlayItem::new)
                         .collect();
                     let empty = items.is_empty();

@@ -304,6 +304,8 @@ pub struct Config {
     pub prompts: PromptConfig,
     /// The loaded prompts (empty until `load` reads them; `parse` touches no files).
     pub prompt_set: Arc<Prompts>,
+    /// Organizations' own prompts, by organization name (loaded by `load`).
+    pub org_prompts: std::collections::HashMap<String, Arc<Prompts>>,
     /// Organizations in match order.
     pub organizations: Vec<Arc<Organization>>,
     /// Index of the organization for calls matching none (else they get 404).
@@ -546,6 +548,7 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
                 .collect(),
         },
         prompt_set: Arc::new(Prompts::default()),
+        org_prompts: Default::default(),
         organizations,
         default_organization,
         default_organization_name: default_name,
@@ -654,6 +657,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             );
         }
     }
+    for org in &config.organizations {
+        if let Some(d) = &org.prompts_dir {
+            let set =
+                Prompts::load_partial(&base.join(d)).map_err(|source| ConfigError::Prompt {
+                    path: shown.clone(),
+                    source,
+                })?;
+            config.org_prompts.insert(org.name.clone(), Arc::new(set));
+        }
+    }
     match &config.crm {
         CrmConfig::File { contacts } => {
             let contacts_path = base.join(contacts);
@@ -740,6 +753,32 @@ mod tests {
         let names: Vec<&str> = c.organizations.iter().map(|o| o.name.as_str()).collect();
         assert_eq!(names, vec!["acme", "globex"]);
         assert_eq!(c.default_organization, Some(1));
+        // An organization with its own prompts (another language): the ones it has replace
+        // the service's, the rest fall back.
+        std::fs::create_dir(d.path().join("es")).unwrap();
+        std::fs::write(
+            d.path().join("es/enter_pin.wav"),
+            crate::media::wav::write_pcm16(&[7; 1600]),
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("orgs/a.toml"),
+            org("acme", "acme") + "prompts_dir = \"es\"\n",
+        )
+        .unwrap();
+        let c = load(&cfg).unwrap();
+        let own = &c.org_prompts["acme"];
+        assert_eq!(own.get("enter_pin").unwrap().len(), 1600);
+        assert!(own.get("verified").is_none());
+        assert!(own.get_or("verified", &c.prompt_set).is_some());
+        assert!(!c.org_prompts.contains_key("globex"));
+        std::fs::write(d.path().join("es/try_again.wav"), b"junk").unwrap();
+        let e = load(&cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("try_again") && e.contains("es/try_again.wav"),
+            "{e}"
+        );
+        std::fs::remove_file(d.path().join("es/try_again.wav")).unwrap();
         // A broken file is named, with its line.
         std::fs::write(d.path().join("orgs/c.toml"), "[[organization]]\nname = 3\n").unwrap();
         let e = load(&cfg).unwrap_err().to_string();

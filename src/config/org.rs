@@ -144,6 +144,8 @@ pub(super) struct RawOrganization {
     transfer_timeout_secs: u64,
     #[serde(default)]
     transfer_fallback: String,
+    #[serde(default)]
+    prompts_dir: String,
 }
 
 fn d_refer_to() -> String {
@@ -221,6 +223,9 @@ pub struct Organization {
     pub transfer_timeout: Duration,
     /// Where to send the caller when a transfer fails (a full SIP URI), else hang up.
     pub transfer_fallback: Option<String>,
+    /// This organization's own prompts (its wording, or its language), relative to the
+    /// config file; any prompt missing there comes from the service's set.
+    pub prompts_dir: Option<std::path::PathBuf>,
 }
 
 fn key(s: &str, what: &str) -> Result<Option<char>, String> {
@@ -322,6 +327,7 @@ impl Organization {
             caller_id_order: r.caller_id_order,
             transfer_timeout: Duration::from_secs(r.transfer_timeout_secs),
             transfer_fallback,
+            prompts_dir: (!r.prompts_dir.is_empty()).then(|| r.prompts_dir.into()),
         })
     }
 

@@ -204,6 +204,35 @@ impl Prompts {
         Ok(Prompts { map })
     }
 
+    /// Loads whichever prompts of `NAMES` exist in `dir` (an organization's overrides, or
+    /// another language); the rest fall back to the service's set. A file that exists but
+    /// is broken is an error.
+    pub fn load_partial(dir: &Path) -> Result<Prompts, PromptError> {
+        if !dir.is_dir() {
+            return Err(PromptError {
+                name: "*".into(),
+                path: dir.display().to_string(),
+                reason: "not a directory".into(),
+            });
+        }
+        let mut map = HashMap::new();
+        for name in NAMES {
+            let found = ["wav", "ulaw", "alaw"]
+                .iter()
+                .map(|e| dir.join(format!("{name}.{e}")))
+                .find(|p| p.exists());
+            if let Some(path) = found {
+                map.insert(name.to_string(), Arc::new(Prompt::load(name, &path)?));
+            }
+        }
+        Ok(Prompts { map })
+    }
+
+    /// This set's prompt, else the fallback set's.
+    pub fn get_or(&self, name: &str, fallback: &Prompts) -> Option<Arc<Prompt>> {
+        self.get(name).or_else(|| fallback.get(name))
+    }
+
     /// A set built in code (tests, tools).
     pub fn from_prompts(prompts: impl IntoIterator<Item = Prompt>) -> Prompts {
         Prompts {
