@@ -420,6 +420,8 @@ impl PinFlow {
         let say: Vec<&'static str> = match &target {
             TransferTarget::Success(_) => vec!["verified", "transferring"],
             TransferTarget::Failure(Outcome::LockedOut) => vec!["locked_out", "transferring"],
+            // Said only if the operator provided it (an optional prompt).
+            TransferTarget::Failure(Outcome::CrmError) => vec!["crm_error", "transferring"],
             TransferTarget::Failure(_) => vec!["transferring"],
         };
         self.actions.push(FlowAction::Play(say));

@@ -28,6 +28,10 @@ pub const NAMES: [&str; 8] = [
     "locked_out",
 ];
 
+/// Prompts played when present, skipped when not: `crm_error` is said before the transfer
+/// when the CRM could not answer (an operator's own message for that case).
+pub const OPTIONAL: [&str; 1] = ["crm_error"];
+
 /// A prompt file that cannot be used, with the file and the reason.
 #[derive(Debug, thiserror::Error)]
 #[error("prompt {name}: {path}: {reason}")]
@@ -192,8 +196,21 @@ impl Prompts {
             };
             map.insert(name.to_string(), Arc::new(Prompt::load(name, &path)?));
         }
+        for name in OPTIONAL {
+            let path = match files.get(name) {
+                Some(p) if p.is_absolute() => Some(p.clone()),
+                Some(p) => Some(base.join(p)),
+                None => ["wav", "ulaw", "alaw"]
+                    .iter()
+                    .map(|e| dir.join(format!("{name}.{e}")))
+                    .find(|p| p.exists()),
+            };
+            if let Some(path) = path {
+                map.insert(name.to_string(), Arc::new(Prompt::load(name, &path)?));
+            }
+        }
         for name in files.keys() {
-            if !NAMES.contains(&name.as_str()) {
+            if !NAMES.contains(&name.as_str()) && !OPTIONAL.contains(&name.as_str()) {
                 return Err(PromptError {
                     name: name.clone(),
                     path: String::new(),
@@ -216,7 +233,7 @@ impl Prompts {
             });
         }
         let mut map = HashMap::new();
-        for name in NAMES {
+        for name in NAMES.iter().chain(OPTIONAL.iter()) {
             let found = ["wav", "ulaw", "alaw"]
                 .iter()
                 .map(|e| dir.join(format!("{name}.{e}")))
