@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Load test: N concurrent calls with RTP both ways (SIPp echoes our RTP), held for D ms.
+# Load test: N concurrent calls with RTP both ways (SIPp echoes our RTP), held for D ms
+# (keep D under ~25 s: the PIN flow then stays in its first attempts, playing prompts and
+# listening for digits, as a real caller's call would).
 # Reports our process's CPU time and peak RSS. Usage: scripts/load.sh [calls] [hold_ms]
 # Needs sipp (apt-get install -y sip-tester). Builds the release binary.
 set -euo pipefail
@@ -10,6 +12,7 @@ PORT=5190
 cargo build --release -q
 dir=$(mktemp -d)
 cat > "$dir/load.toml" <<CFG
+default_organization = "default"
 [sip]
 listen = ["udp:127.0.0.1:$PORT"]
 max_calls = 10000
@@ -17,6 +20,16 @@ max_calls = 10000
 rtp_bind = "127.0.0.1"
 rtp_port_min = 10000
 rtp_port_max = 40000
+[prompts]
+dir = "$PWD/sip-config/prompts"
+[crm]
+contacts = "$PWD/sip-config/contacts.toml"
+[[organization]]
+name = "default"
+enabled = true
+pbx_host = "127.0.0.1"
+pin_success_ext = "1001"
+pin_failed_ext = "1002"
 CFG
 ./target/release/pincoderouting --log-level warn serve --config "$dir/load.toml" &
 pid=$!
