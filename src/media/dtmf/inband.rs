@@ -483,6 +483,16 @@ impl InbandDetector {
         if w1.class != Some(pair) || w2.class != Some(pair) {
             return None;
         }
+        // A key already held, still on the same two bins with a clean spectrum: the
+        // frequency and twist were judged when it started; do not re-measure every 4 ms.
+        if let State::Active {
+            digit, misses: 0, ..
+        } = self.state
+        {
+            if key(pair.0, pair.1) == digit {
+                return Some(digit);
+            }
+        }
         let mut amp = [0f32; 2];
         for (i, k) in [pair.0, pair.1].into_iter().enumerate() {
             let d32 = hz(offset_phase(w1, w0, i, k, HOP), HOP);
