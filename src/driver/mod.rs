@@ -235,6 +235,11 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, flow: Flow, data: &[u8], data
                 shared
                     .refused
                     .retain(|_, at| now.duration_since(*at) < std::time::Duration::from_secs(64));
+                // A flood of distinct refused INVITEs must not grow memory without bound:
+                // deduplication is best effort, memory is not.
+                if shared.refused.len() > 100_000 {
+                    shared.refused.clear();
+                }
             }
             if shared
                 .refused
