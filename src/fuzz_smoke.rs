@@ -1,6 +1,7 @@
 //! Seeded mutation tests over every parser a peer reaches: SIP messages (datagram and
 //! stream framing), SDP, RTP. Each input must give a value or an error, never a panic.
-//! (Coverage-guided fuzzing of the same entry points belongs in `fuzz/`.)
+//! Also WAV files, the config parser, INFO bodies, RFC 4733 payloads and random audio.
+//! (Coverage-guided fuzzing of the same entry points needs a nightly toolchain: `fuzz/`.)
 
 use crate::config::Config;
 use crate::media::rtp::RtpSession;
@@ -108,5 +109,42 @@ fn rtp_session_never_panics_on_garbage() {
     for _ in 0..50_000 {
         let p = mutate(&mut rng, &base);
         let _ = s.handle_packet(t0, src, &p);
+    }
+}
+
+#[test]
+fn wav_config_info_and_dtmf_decoders_never_panic() {
+    use crate::media::dtmf::inband::InbandDetector;
+    use crate::media::dtmf::info;
+    use crate::media::dtmf::rfc4733::Rfc4733Decoder;
+    let mut rng = SmallRng::seed_from_u64(99);
+    let t0 = crate::testutil::epoch();
+    // WAV: mutations of a valid file (headers, sizes, formats).
+    let wav = crate::media::wav::write_pcm16(&[1000; 400]);
+    for _ in 0..20_000 {
+        let _ = crate::media::wav::read_any_rate(&mutate(&mut rng, &wav));
+    }
+    // Config: mutations of the shipped file.
+    let cfg = include_str!("../sip-config/pincoderouting.toml");
+    for _ in 0..2_000 {
+        let m = mutate(&mut rng, cfg.as_bytes());
+        if let Ok(text) = std::str::from_utf8(&m) {
+            let _ = crate::config::parse(text, "fuzz");
+        }
+    }
+    // INFO bodies, RFC 4733 payloads, and random audio through the in-band detector.
+    let mut dec = Rfc4733Decoder::new();
+    let mut det = InbandDetector::new();
+    let table = crate::media::g711::decode_table_f32(Codec::Pcmu);
+    for i in 0..20_000u32 {
+        let body = mutate(&mut rng, b"Signal=5\r\nDuration=160\r\n");
+        let _ = info::parse(Some("application/dtmf-relay"), &body);
+        let _ = info::parse(Some("application/dtmf"), &body);
+        let ev = mutate(&mut rng, &[5, 0x8A, 0x03, 0x20]);
+        let _ = dec.handle(t0, rng.gen(), rng.gen(), &ev);
+        let _ = dec.handle_timeout(t0 + std::time::Duration::from_millis(i as u64));
+        let audio: Vec<u8> = (0..rng.gen_range(0..400)).map(|_| rng.gen()).collect();
+        det.process_g711(&audio, table);
+        while det.poll_event().is_some() {}
     }
 }
