@@ -525,82 +525,68 @@ impl InbandDetector {
         let (w2, _, w0) = self.last_three();
         let span_start = w2.start;
         let span_end = w0.start + WIN as u64;
+        // A run of agreeing decisions: (key, length, first sample of its first window).
+        let extend = |run: Option<(Digit, u32, u64)>| match (hit, run) {
+            (Some(d), Some((c, n, s))) if c == d => Some((d, n + 1, s)),
+            (Some(d), _) => Some((d, 1, span_start)),
+            (None, _) => None,
+        };
         self.state = match self.state {
-            State::Idle { cand } => {
-                let cand = match (hit, cand) {
-                    (Some(d), Some((c, n, s))) if c == d => Some((d, n + 1, s)),
-                    (Some(d), _) => Some((d, 1, span_start)),
-                    (None, _) => None,
-                };
-                match cand {
-                    Some((d, n, s)) if n >= ON_DECISIONS => {
-                        self.events.push_back(InbandEvent::Begin {
-                            digit: d,
-                            at_sample: s,
-                        });
-                        State::Active {
-                            digit: d,
-                            misses: 0,
-                            last_end: span_end,
-                            other: None,
-                        }
-                    }
-                    cand => State::Idle { cand },
-                }
-            }
+            State::Idle { cand } => match extend(cand) {
+                Some((d, n, s)) if n >= ON_DECISIONS => self.begin(d, s, span_end),
+                cand => State::Idle { cand },
+            },
+            State::Active { digit, .. } if hit == Some(digit) => State::Active {
+                digit,
+                misses: 0,
+                last_end: span_end,
+                other: None,
+            },
             State::Active {
                 digit,
                 misses,
                 last_end,
                 other,
             } => {
-                if hit == Some(digit) {
-                    State::Active {
+                let other = extend(other);
+                let misses = misses + 1;
+                match other {
+                    // Another key held long enough: it replaces this one at once.
+                    Some((d, n, s)) if n >= ON_DECISIONS => {
+                        self.events.push_back(InbandEvent::End {
+                            at_sample: last_end,
+                        });
+                        self.begin(d, s, span_end)
+                    }
+                    _ if misses >= OFF_DECISIONS => {
+                        self.events.push_back(InbandEvent::End {
+                            at_sample: last_end,
+                        });
+                        State::Idle { cand: other }
+                    }
+                    _ => State::Active {
                         digit,
-                        misses: 0,
-                        last_end: span_end,
-                        other: None,
-                    }
-                } else {
-                    let other = match (hit, other) {
-                        (Some(d), Some((o, n, s))) if o == d => Some((d, n + 1, s)),
-                        (Some(d), _) => Some((d, 1, span_start)),
-                        (None, _) => None,
-                    };
-                    let misses = misses + 1;
-                    match other {
-                        // Another key held long enough: it replaces this one at once.
-                        Some((d, n, s)) if n >= ON_DECISIONS => {
-                            self.events.push_back(InbandEvent::End {
-                                at_sample: last_end,
-                            });
-                            self.events.push_back(InbandEvent::Begin {
-                                digit: d,
-                                at_sample: s,
-                            });
-                            State::Active {
-                                digit: d,
-                                misses: 0,
-                                last_end: span_end,
-                                other: None,
-                            }
-                        }
-                        _ if misses >= OFF_DECISIONS => {
-                            self.events.push_back(InbandEvent::End {
-                                at_sample: last_end,
-                            });
-                            State::Idle { cand: other }
-                        }
-                        _ => State::Active {
-                            digit,
-                            misses,
-                            last_end,
-                            other,
-                        },
-                    }
+                        misses,
+                        last_end,
+                        other,
+                    },
                 }
             }
         };
+    }
+
+    /// A key went down at sample `at`: report it and hold it.
+    fn begin(&mut self, digit: Digit, at: u64, span_end: u64) -> State {
+        self.events.push_back(InbandEvent::Begin {
+            digit,
+            at_sample: at,
+        });
+        State::Active {
+            digit,
+            misses: 0,
+            last_end: span_end,
+            other: None,
+        }
     }
 
     /// The next detector event.
