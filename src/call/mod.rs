@@ -857,7 +857,10 @@ impl Call {
         if self.pin.is_some() || matches!(self.phase, Phase::Ended) {
             return;
         }
-        let remote_verify = self.config.http_verify.is_some();
+        let remote_verify = self
+            .config
+            .crm_for(&self.org)
+            .is_some_and(|c| c.is_verify());
         let e164 = self.caller.e164().map(str::to_string);
         if let Some(e) = e164.as_ref().filter(|_| !remote_verify) {
             self.events.push_back(CallEvent::CrmLookup {

@@ -116,6 +116,8 @@ struct RawConfig {
     #[serde(default)]
     crm: RawCrm,
     #[serde(default)]
+    crms: BTreeMap<String, RawCrm>,
+    #[serde(default)]
     audit: RawAudit,
     #[serde(default)]
     security: RawSecurity,
@@ -296,6 +298,43 @@ pub enum CrmConfig {
     HttpVerify(crate::crm::http::HttpLookupConfig),
 }
 
+fn crm_config(
+    raw: RawCrm,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<CrmConfig, ConfigError> {
+    match (raw.kind.as_str(), raw.http) {
+        ("file", _) => Ok(CrmConfig::File {
+            contacts: PathBuf::from(raw.contacts),
+        }),
+        ("http_lookup", Some(h)) => {
+            if !h.url.contains("{phone}") {
+                return Err(invalid("url", "the CRM url must contain {phone}".into()));
+            }
+            if h.timeout_ms == 0 || h.timeout_ms > 30_000 || h.retries > 5 {
+                return Err(invalid(
+                    "timeout_ms",
+                    "need 1..=30000 ms and at most 5 retries".into(),
+                ));
+            }
+            Ok(CrmConfig::HttpLookup(h))
+        }
+        ("http_verify", Some(h)) => {
+            if h.timeout_ms == 0 || h.timeout_ms > 30_000 {
+                return Err(invalid("timeout_ms", "need 1..=30000 ms".into()));
+            }
+            Ok(CrmConfig::HttpVerify(h))
+        }
+        ("http_lookup" | "http_verify", None) => Err(invalid(
+            "kind",
+            "an HTTP CRM kind needs a [crm.http] table".into(),
+        )),
+        (k, _) => Err(invalid(
+            "kind",
+            format!("crm kind '{k}': use \"file\", \"http_lookup\" or \"http_verify\""),
+        )),
+    }
+}
+
 /// The whole validated configuration. Shared as `Arc<Config>` and swapped whole on reload.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -314,20 +353,22 @@ pub struct Config {
     pub default_organization_name: Option<String>,
     /// A directory of `*.toml` files with more `[[organization]]` tables (read by `load`).
     pub organizations_dir: Option<PathBuf>,
-    pub crm: CrmConfig,
+    /// CRM settings by name ("" is `[crm]`, the default; others `[crms.NAME]`).
+    pub crms: BTreeMap<String, CrmConfig>,
     /// Audit file (one JSON line per call), relative to the config file; `None` = log only.
     pub audit_file: Option<PathBuf>,
-    /// The loaded contacts (empty until `load` reads them).
-    pub contacts: Arc<ContactDirectory>,
-    /// The HTTP lookup adapter (built by `load`, with secrets from the environment).
-    pub http_crm: Option<Arc<crate::crm::http::HttpLookup>>,
-    /// The verify webhook adapter (built by `load`).
-    pub http_verify: Option<Arc<crate::crm::http::HttpVerify>>,
+    /// The loaded CRMs by name (built by `load`, secrets from the environment).
+    pub adapters: std::collections::HashMap<String, crate::crm::CrmAdapter>,
     /// Lockout across calls; `None` when `lockout_failures = 0`.
     pub lockout: Option<crate::call::lockout::LockoutPolicy>,
 }
 
 impl Config {
+    /// The CRM an organization uses (loaded by `load`).
+    pub fn crm_for(&self, org: &Organization) -> Option<&crate::crm::CrmAdapter> {
+        self.adapters.get(&org.crm)
+    }
+
     /// The organization an INVITE from `src` belongs to.
     pub fn organization_for(
         &self,
@@ -413,41 +454,22 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             }
         },
     };
-    let crm = match (raw.crm.kind.as_str(), raw.crm.http) {
-        ("file", _) => CrmConfig::File {
-            contacts: PathBuf::from(raw.crm.contacts),
-        },
-        ("http_lookup", Some(h)) => {
-            if !h.url.contains("{phone}") {
-                return Err(invalid("url", "the CRM url must contain {phone}".into()));
-            }
-            if h.timeout_ms == 0 || h.timeout_ms > 30_000 || h.retries > 5 {
-                return Err(invalid(
-                    "timeout_ms",
-                    "need 1..=30000 ms and at most 5 retries".into(),
-                ));
-            }
-            CrmConfig::HttpLookup(h)
+    let mut crms = BTreeMap::new();
+    crms.insert(String::new(), crm_config(raw.crm, &invalid)?);
+    for (name, c) in raw.crms {
+        if name.is_empty() {
+            return Err(invalid("crms", "a CRM name cannot be empty".into()));
         }
-        ("http_verify", Some(h)) => {
-            if h.timeout_ms == 0 || h.timeout_ms > 30_000 {
-                return Err(invalid("timeout_ms", "need 1..=30000 ms".into()));
-            }
-            CrmConfig::HttpVerify(h)
-        }
-        ("http_lookup" | "http_verify", None) => {
+        crms.insert(name, crm_config(c, &invalid)?);
+    }
+    for o in &organizations {
+        if !crms.contains_key(&o.crm) {
             return Err(invalid(
-                "kind",
-                "an HTTP CRM kind needs a [crm.http] table".into(),
-            ))
+                "crm",
+                format!("organization '{}': no [crms.{}]", o.name, o.crm),
+            ));
         }
-        (k, _) => {
-            return Err(invalid(
-                "kind",
-                format!("crm kind '{k}': use \"file\", \"http_lookup\" or \"http_verify\""),
-            ))
-        }
-    };
+    }
     let listen = s
         .listen
         .iter()
@@ -553,16 +575,14 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         default_organization,
         default_organization_name: default_name,
         organizations_dir: raw.organizations_dir.map(PathBuf::from),
-        crm,
-        http_crm: None,
-        http_verify: None,
+        crms,
+        adapters: Default::default(),
         audit_file: (!raw.audit.file.is_empty()).then(|| PathBuf::from(raw.audit.file)),
         lockout: (raw.security.lockout_failures > 0).then(|| crate::call::lockout::LockoutPolicy {
             failures: raw.security.lockout_failures,
             window: Duration::from_secs(raw.security.lockout_window_secs.max(1)),
             cooldown: Duration::from_secs(raw.security.lockout_secs.max(1)),
         }),
-        contacts: Arc::new(ContactDirectory::default()),
     })
 }
 
@@ -643,6 +663,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
                 config.organizations.push(Arc::new(org));
             }
         }
+        for o in &config.organizations {
+            if !config.crms.contains_key(&o.crm) {
+                return Err(ConfigError::Invalid {
+                    at: shown.clone(),
+                    key: "crm".into(),
+                    msg: format!("organization '{}': no [crms.{}]", o.name, o.crm),
+                });
+            }
+        }
         if let Some(n) = &config.default_organization_name {
             config.default_organization = Some(
                 config
@@ -667,36 +696,36 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             config.org_prompts.insert(org.name.clone(), Arc::new(set));
         }
     }
-    match &config.crm {
-        CrmConfig::File { contacts } => {
-            let contacts_path = base.join(contacts);
-            let contacts =
-                ContactDirectory::load(&contacts_path).map_err(|msg| ConfigError::Contacts {
-                    path: contacts_path.display().to_string(),
-                    msg,
+    for (name, crm) in config.crms.clone() {
+        let label = if name.is_empty() {
+            "[crm]".to_string()
+        } else {
+            format!("[crms.{name}]")
+        };
+        let env = |k: &str| std::env::var(k).ok();
+        let fail = |msg: String| ConfigError::Contacts {
+            path: shown.clone(),
+            msg: format!("{label}: {msg}"),
+        };
+        let adapter = match crm {
+            CrmConfig::File { contacts } => {
+                let contacts_path = base.join(contacts);
+                let dir = ContactDirectory::load(&contacts_path).map_err(|msg| {
+                    ConfigError::Contacts {
+                        path: contacts_path.display().to_string(),
+                        msg,
+                    }
                 })?;
-            config.contacts = Arc::new(contacts);
-        }
-        CrmConfig::HttpLookup(h) => {
-            let env = |k: &str| std::env::var(k).ok();
-            let adapter = crate::crm::http::HttpLookup::new(h.clone(), &env).map_err(|msg| {
-                ConfigError::Contacts {
-                    path: shown.clone(),
-                    msg: format!("[crm.http]: {msg}"),
-                }
-            })?;
-            config.http_crm = Some(Arc::new(adapter));
-        }
-        CrmConfig::HttpVerify(h) => {
-            let env = |k: &str| std::env::var(k).ok();
-            let adapter = crate::crm::http::HttpVerify::new(h.clone(), &env).map_err(|msg| {
-                ConfigError::Contacts {
-                    path: shown.clone(),
-                    msg: format!("[crm.http]: {msg}"),
-                }
-            })?;
-            config.http_verify = Some(Arc::new(adapter));
-        }
+                crate::crm::CrmAdapter::File(Arc::new(dir))
+            }
+            CrmConfig::HttpLookup(h) => crate::crm::CrmAdapter::Lookup(Arc::new(
+                crate::crm::http::HttpLookup::new(h, &env).map_err(fail)?,
+            )),
+            CrmConfig::HttpVerify(h) => crate::crm::CrmAdapter::Verify(Arc::new(
+                crate::crm::http::HttpVerify::new(h, &env).map_err(fail)?,
+            )),
+        };
+        config.adapters.insert(name, adapter);
     }
     if let Some(f) = &config.audit_file {
         config.audit_file = Some(base.join(f));
@@ -779,6 +808,33 @@ mod tests {
             "{e}"
         );
         std::fs::remove_file(d.path().join("es/try_again.wav")).unwrap();
+        // Organizations can have their own CRM.
+        std::fs::write(
+            d.path().join("orgs/b.toml"),
+            org("globex", "globex") + "crm = \"globex-crm\"\n",
+        )
+        .unwrap();
+        assert!(load(&cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("no [crms.globex-crm]"));
+        let mut main = std::fs::read_to_string(&cfg).unwrap();
+        main.push_str(&format!(
+            "[crms.globex-crm]\nkind = \"http_lookup\"\n[crms.globex-crm.http]\n\
+             url = \"https://crm.globex.example/c?phone={{phone}}\"\n"
+        ));
+        std::fs::write(&cfg, main).unwrap();
+        let c = load(&cfg).unwrap();
+        let acme = c.organizations.iter().find(|o| o.name == "acme").unwrap();
+        let globex = c.organizations.iter().find(|o| o.name == "globex").unwrap();
+        assert!(matches!(
+            c.crm_for(acme),
+            Some(crate::crm::CrmAdapter::File(_))
+        ));
+        assert!(matches!(
+            c.crm_for(globex),
+            Some(crate::crm::CrmAdapter::Lookup(_))
+        ));
         // A broken file is named, with its line.
         std::fs::write(d.path().join("orgs/c.toml"), "[[organization]]\nname = 3\n").unwrap();
         let e = load(&cfg).unwrap_err().to_string();

@@ -146,6 +146,8 @@ pub(super) struct RawOrganization {
     transfer_fallback: String,
     #[serde(default)]
     prompts_dir: String,
+    #[serde(default)]
+    crm: String,
 }
 
 fn d_refer_to() -> String {
@@ -226,6 +228,8 @@ pub struct Organization {
     /// This organization's own prompts (its wording, or its language), relative to the
     /// config file; any prompt missing there comes from the service's set.
     pub prompts_dir: Option<std::path::PathBuf>,
+    /// The name of this organization's CRM (`[crms.NAME]`); empty = the `[crm]` one.
+    pub crm: String,
 }
 
 fn key(s: &str, what: &str) -> Result<Option<char>, String> {
@@ -328,6 +332,7 @@ impl Organization {
             transfer_timeout: Duration::from_secs(r.transfer_timeout_secs),
             transfer_fallback,
             prompts_dir: (!r.prompts_dir.is_empty()).then(|| r.prompts_dir.into()),
+            crm: r.crm,
         })
     }
 

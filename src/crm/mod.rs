@@ -5,6 +5,25 @@ pub mod file;
 pub mod http;
 
 use crate::call::verdict::StoredPin;
+use std::sync::Arc;
+
+/// A loaded CRM, as the drivers use it.
+#[derive(Debug, Clone)]
+pub enum CrmAdapter {
+    /// The embedded file CRM: answers at once.
+    File(Arc<file::ContactDirectory>),
+    /// A REST lookup.
+    Lookup(Arc<http::HttpLookup>),
+    /// A verify webhook (judges PINs itself).
+    Verify(Arc<http::HttpVerify>),
+}
+
+impl CrmAdapter {
+    /// Does this CRM judge PINs itself (no lookup, the PIN goes to it)?
+    pub fn is_verify(&self) -> bool {
+        matches!(self, CrmAdapter::Verify(_))
+    }
+}
 
 /// A CRM contact as the flow needs it.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 use super::{admission_call_id, advertised, send_sip, CallInput, Shared, CALL_INBOX};
 use crate::call::{Call, CallEvent, CallSetup};
 use crate::config::{Config, Transport};
+use crate::crm::CrmAdapter;
 use crate::media::rtp::MAX_RTP_PACKET;
 use crate::sip::build::{response, response_flow, stateless_tag};
 use crate::sip::endpoint::Admission;
@@ -157,8 +158,8 @@ async fn run(
                     pin,
                 } => {
                     let config = shared.config.load();
-                    match &config.http_verify {
-                        Some(v) => {
+                    match crm_of(&config, &organization) {
+                        Some(CrmAdapter::Verify(v)) => {
                             let (v, inbox) = (v.clone(), inbox.clone());
                             let call_id = call.call_id().to_string();
                             tokio::spawn(async move {
@@ -166,7 +167,7 @@ async fn run(
                                 let _ = inbox.send(CallInput::Verify(reply)).await;
                             });
                         }
-                        None => call.handle_verify(
+                        _ => call.handle_verify(
                             Instant::now(),
                             crate::crm::VerifyReply::Error("no verify webhook".into()),
                         ),
@@ -174,10 +175,10 @@ async fn run(
                 }
                 CallEvent::CrmLookup { organization, e164 } => {
                     let config = shared.config.load();
-                    match &config.http_crm {
-                        // The HTTP adapter answers through the call's inbox, while the
-                        // prompt plays.
-                        Some(http) => {
+                    match crm_of(&config, &organization) {
+                        // HTTP adapters answer through the call's inbox, while the prompt
+                        // plays.
+                        Some(CrmAdapter::Lookup(http)) => {
                             let (http, inbox) = (http.clone(), inbox.clone());
                             tokio::spawn(async move {
                                 let reply = http.lookup(&organization, &e164).await;
@@ -185,10 +186,14 @@ async fn run(
                             });
                         }
                         // The embedded file CRM answers at once.
-                        None => {
-                            let reply = config.contacts.lookup(&organization, &e164);
+                        Some(CrmAdapter::File(dir)) => {
+                            let reply = dir.lookup(&organization, &e164);
                             call.handle_crm(Instant::now(), reply);
                         }
+                        Some(CrmAdapter::Verify(_)) | None => call.handle_crm(
+                            Instant::now(),
+                            crate::crm::CrmReply::Error("no CRM for this organization".into()),
+                        ),
                     }
                 }
                 CallEvent::Ended(s) => {
@@ -247,4 +252,13 @@ async fn run(
     if sock.take().is_some() {
         shared.ports.give_back(port);
     }
+}
+
+/// The CRM of an organization, by its name.
+fn crm_of<'a>(config: &'a Config, organization: &str) -> Option<&'a CrmAdapter> {
+    let org = config
+        .organizations
+        .iter()
+        .find(|o| o.name == organization)?;
+    config.crm_for(org)
 }
