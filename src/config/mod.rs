@@ -819,10 +819,10 @@ mod tests {
             .to_string()
             .contains("no [crms.globex-crm]"));
         let mut main = std::fs::read_to_string(&cfg).unwrap();
-        main.push_str(&format!(
+        main.push_str(
             "[crms.globex-crm]\nkind = \"http_lookup\"\n[crms.globex-crm.http]\n\
-             url = \"https://crm.globex.example/c?phone={{phone}}\"\n"
-        ));
+             url = \"https://crm.globex.example/c?phone={phone}\"\n",
+        );
         std::fs::write(&cfg, main).unwrap();
         let c = load(&cfg).unwrap();
         let acme = c.organizations.iter().find(|o| o.name == "acme").unwrap();
