@@ -124,7 +124,10 @@ fn main() -> ExitCode {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
-            let config = match load(config.clone()) {
+            let config_path = config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+            let config = match load(Some(config_path.clone())) {
                 Ok(c) => Arc::new(c),
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -141,6 +144,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let path = config_path.clone();
             rt.block_on(async {
                 let server = match Server::bind(config).await {
                     Ok(s) => s,
@@ -149,6 +153,24 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
+                // SIGHUP: reload the configuration file; a broken one is refused and the
+                // running configuration stays.
+                #[cfg(unix)]
+                {
+                    let reloader = server.reloader();
+                    tokio::spawn(async move {
+                        use tokio::signal::unix::{signal, SignalKind};
+                        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                            return;
+                        };
+                        while hup.recv().await.is_some() {
+                            match config::load(&path) {
+                                Ok(c) => reloader.reload(Arc::new(c)),
+                                Err(e) => tracing::error!(error = %e, "reload refused"),
+                            }
+                        }
+                    });
+                }
                 server.run(shutdown_signal(), Duration::from_secs(5)).await;
                 ExitCode::SUCCESS
             })

@@ -259,3 +259,58 @@ fn check_config_accepts_shipped_and_rejects_broken_with_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml: cannot read"));
 }
+
+#[test]
+fn sighup_reloads_the_configuration_and_refuses_a_broken_one() {
+    let mut svc = Service::start("", "");
+    let s = udp_client();
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+    let invite = |id: &str| {
+        options(id, "UDP")
+            .replace("OPTIONS sip", "INVITE sip")
+            .replace("1 OPTIONS", "1 INVITE")
+            .replace(
+                "Content-Length: 0\r\n\r\n",
+                &format!(
+                    "Contact: <sip:t@127.0.0.1:9>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                    sdp.len()
+                ),
+            )
+    };
+    let first_final = |id: &str| {
+        s.send_to(invite(id).as_bytes(), svc.udp).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            let (n, _) = s.recv_from(&mut buf).unwrap();
+            let code = status_of(&buf[..n]);
+            if code >= 200 {
+                return code;
+            }
+        }
+    };
+    assert_eq!(first_final("hup-1"), 200);
+    // Deactivate the organization and reload.
+    let cfg = svc.dir.join("pincoderouting.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("enabled = true", "enabled = false")).unwrap();
+    let hup = |pid: u32| {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    hup(svc.pid());
+    svc.wait_for(Duration::from_secs(5), |l| {
+        l.iter().any(|e| msg(e) == "configuration reloaded")
+    });
+    assert_eq!(first_final("hup-2"), 480);
+    // A broken file is refused; the running configuration stays.
+    std::fs::write(&cfg, "[sip\n").unwrap();
+    hup(svc.pid());
+    svc.wait_for(Duration::from_secs(5), |l| {
+        l.iter().any(|e| msg(e) == "reload refused")
+    });
+    assert_eq!(first_final("hup-3"), 480);
+    assert!(svc.is_running());
+}

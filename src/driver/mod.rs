@@ -85,6 +85,28 @@ pub enum DriverError {
     },
 }
 
+/// Swaps the configuration of a running server (live reload). Calls in progress keep the
+/// `Arc<Config>` they started with; listen addresses, the RTP port range, the audit file
+/// and the lockout table stay as they were at start.
+#[derive(Clone)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+}
+
+impl Reloader {
+    pub fn reload(&self, config: Arc<Config>) {
+        let old = self.shared.config.load();
+        if old.sip.listen != config.sip.listen
+            || old.media.rtp_port_min != config.media.rtp_port_min
+            || old.media.rtp_port_max != config.media.rtp_port_max
+        {
+            warn!("listen addresses and the RTP port range change only on restart");
+        }
+        self.shared.config.store(config);
+        info!("configuration reloaded");
+    }
+}
+
 /// A bound, running server.
 pub struct Server {
     shared: Arc<Shared>,
@@ -143,6 +165,13 @@ impl Server {
             }),
             tcp,
         })
+    }
+
+    /// A handle that swaps the whole configuration for calls that start from now on.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            shared: self.shared.clone(),
+        }
     }
 
     /// The addresses actually bound.

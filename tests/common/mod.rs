@@ -203,6 +203,10 @@ pbx_host = \"127.0.0.1\"\npin_success_ext = \"1001\"\npin_failed_ext = \"1002\"\
             .collect()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
