@@ -21,14 +21,7 @@ fn detect(args: &[&str]) -> (i32, String, String) {
 }
 
 fn tone(f1: f32, f2: f32, ms: usize) -> Vec<i16> {
-    (0..ms * 8)
-        .map(|i| {
-            let t = i as f32 / 8000.0;
-            (5000.0
-                * ((2.0 * std::f32::consts::PI * f1 * t).sin()
-                    + (2.0 * std::f32::consts::PI * f2 * t).sin())) as i16
-        })
-        .collect()
+    pincoderouting::media::dtmf::dual_tone(f1, f2, ms, 5000.0)
 }
 
 #[test]

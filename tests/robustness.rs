@@ -18,6 +18,21 @@ CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     )
 }
 
+/// An INVITE with a PCMU offer, built from `options`.
+fn invite(call_id: &str) -> String {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+    options(call_id, "UDP")
+        .replace("OPTIONS sip", "INVITE sip")
+        .replace("1 OPTIONS", "1 INVITE")
+        .replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Contact: <sip:t@127.0.0.1:9>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            ),
+        )
+}
+
 fn udp_client() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_millis(500)))
@@ -163,19 +178,6 @@ fn tcp_frames_by_content_length_and_survives_garbage() {
 fn overload_gets_503_with_retry_after() {
     let svc = Service::start("max_calls = 1\nretry_after_secs = 7", "");
     let s = udp_client();
-    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
-    let invite = |id: &str| {
-        options(id, "UDP")
-            .replace("OPTIONS sip", "INVITE sip")
-            .replace("1 OPTIONS", "1 INVITE")
-            .replace(
-                "Content-Length: 0\r\n\r\n",
-                &format!(
-                    "Contact: <sip:t@127.0.0.1:9>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-                    sdp.len()
-                ),
-            )
-    };
     s.send_to(invite("ov-1").as_bytes(), svc.udp).unwrap();
     let mut buf = [0u8; 4096];
     let mut codes = vec![];
@@ -264,19 +266,6 @@ fn check_config_accepts_shipped_and_rejects_broken_with_line() {
 fn sighup_reloads_the_configuration_and_refuses_a_broken_one() {
     let mut svc = Service::start("", "");
     let s = udp_client();
-    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
-    let invite = |id: &str| {
-        options(id, "UDP")
-            .replace("OPTIONS sip", "INVITE sip")
-            .replace("1 OPTIONS", "1 INVITE")
-            .replace(
-                "Content-Length: 0\r\n\r\n",
-                &format!(
-                    "Contact: <sip:t@127.0.0.1:9>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-                    sdp.len()
-                ),
-            )
-    };
     let first_final = |id: &str| {
         s.send_to(invite(id).as_bytes(), svc.udp).unwrap();
         let mut buf = [0u8; 4096];

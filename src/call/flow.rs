@@ -46,7 +46,7 @@ pub enum FlowAction {
     /// Play these prompts (by name), replacing whatever plays.
     Play(Vec<&'static str>),
     /// Send REFER to this URI.
-    Refer { uri: String, target: TransferTarget },
+    Refer { uri: String },
     /// Ask the CRM's verify webhook about this PIN; answer with `on_verify`.
     Verify(Pin),
     /// End the call (BYE).
@@ -121,20 +121,10 @@ pub struct PinFlow {
 }
 
 impl PinFlow {
-    /// Starts at answer. `caller_known` is false for a withheld number; `crm_asked` is when
-    /// the lookup was requested (None when there is nothing to look up).
+    /// Starts at answer. `caller` is `None` for a withheld number; `crm_asked` is when the
+    /// lookup was requested (None when there is nothing to look up); with `remote_verify`
+    /// the CRM's webhook judges each PIN.
     pub fn start(
-        now: Instant,
-        org: Arc<Organization>,
-        caller: Option<&str>,
-        crm_asked: Option<Instant>,
-        lockout: Option<Arc<Mutex<Lockout>>>,
-    ) -> PinFlow {
-        Self::start_with(now, org, caller, crm_asked, lockout, false)
-    }
-
-    /// As `start`; with `remote_verify` the CRM's webhook judges each PIN.
-    pub fn start_with(
         now: Instant,
         org: Arc<Organization>,
         caller: Option<&str>,
@@ -158,7 +148,7 @@ impl PinFlow {
         };
         if !caller_known && f.org.anonymous == AnonymousPolicy::Fail {
             f.verdict(now, TransferTarget::Failure(Outcome::Anonymous));
-        } else if f.locked(now, f.number_key.clone()) {
+        } else if f.number_key.as_deref().is_some_and(|k| f.locked(now, k)) {
             f.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
         } else {
             if !caller_known {
@@ -242,15 +232,13 @@ impl PinFlow {
                     }
                 }
                 self.facts.transfer_target = Some(ext);
-                self.actions.push(FlowAction::Refer { uri, target });
+                self.actions.push(FlowAction::Refer { uri });
                 self.state = State::Transferring;
             }
             State::Closing { fallback } => match fallback.take() {
                 Some(uri) => {
                     self.fallback_tried = true;
-                    let target =
-                        TransferTarget::Failure(self.facts.outcome.unwrap_or(Outcome::Abandoned));
-                    self.actions.push(FlowAction::Refer { uri, target });
+                    self.actions.push(FlowAction::Refer { uri });
                     self.state = State::Transferring;
                 }
                 None => {
@@ -343,17 +331,46 @@ impl PinFlow {
         self.judge(now, attempt, entry);
     }
 
-    fn locked(&self, now: Instant, key: Option<String>) -> bool {
-        match (&self.lockout, key) {
-            (Some(l), Some(k)) => l.lock().map(|mut l| l.is_locked(now, &k)).unwrap_or(false),
-            _ => false,
-        }
+    fn locked(&self, now: Instant, key: &str) -> bool {
+        self.with_lockout(|l| l.is_locked(now, key))
+            .unwrap_or(false)
     }
 
-    fn keys(&self, contact: &str) -> Vec<String> {
-        let mut k = vec![contact_key(&self.org.name, contact)];
+    fn with_lockout<T>(&self, f: impl FnOnce(&mut Lockout) -> T) -> Option<T> {
+        let l = self.lockout.as_ref()?;
+        let mut guard = l.lock().ok()?;
+        Some(f(&mut guard))
+    }
+
+    /// The lockout keys of this caller: the contact (when known) and the number.
+    fn keys(&self, contact: Option<&str>) -> Vec<String> {
+        let mut k: Vec<String> = contact
+            .map(|c| contact_key(&self.org.name, c))
+            .into_iter()
+            .collect();
         k.extend(self.number_key.clone());
         k
+    }
+
+    /// The PIN was right for `contact`: clear its counters and transfer to success —
+    /// unless the contact is locked out.
+    fn accepted(&mut self, now: Instant, contact: &str, proof: PinVerified) {
+        if self.locked(now, &contact_key(&self.org.name, contact)) {
+            return self.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
+        }
+        let keys = self.keys(Some(contact));
+        self.with_lockout(|l| l.record_success(&keys));
+        self.verdict(now, TransferTarget::Success(proof));
+    }
+
+    /// The PIN was wrong: count it, and stop at once if that locked the caller out.
+    fn rejected(&mut self, now: Instant, attempt: u32, contact: Option<&str>) {
+        let keys = self.keys(contact);
+        self.with_lockout(|l| l.record_failure(now, &keys));
+        if keys.iter().any(|k| self.locked(now, k)) {
+            return self.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
+        }
+        self.failed_attempt(now, attempt, Outcome::WrongPin)
     }
 
     fn judge(&mut self, now: Instant, attempt: u32, entry: Pin) {
@@ -364,27 +381,13 @@ impl PinFlow {
         match reply {
             CrmReply::Found(contact) => {
                 self.facts.contact_id = Some(contact.id.clone());
-                if self.locked(now, Some(contact_key(&self.org.name, &contact.id))) {
+                // A locked contact is not even checked.
+                if self.locked(now, &contact_key(&self.org.name, &contact.id)) {
                     return self.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
                 }
-                let keys = self.keys(&contact.id);
                 match verdict::verify(&contact, &entry) {
-                    Some(v) => {
-                        if let Some(Ok(mut l)) = self.lockout.as_ref().map(|l| l.lock()) {
-                            l.record_success(&keys);
-                        }
-                        self.verdict(now, TransferTarget::Success(v))
-                    }
-                    None => {
-                        if let Some(Ok(mut l)) = self.lockout.as_ref().map(|l| l.lock()) {
-                            l.record_failure(now, &keys);
-                        }
-                        // Locked by this very failure: stop now, not after more tries.
-                        if keys.iter().any(|k| self.locked(now, Some(k.clone()))) {
-                            return self.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
-                        }
-                        self.failed_attempt(now, attempt, Outcome::WrongPin)
-                    }
+                    Some(v) => self.accepted(now, &contact.id, v),
+                    None => self.rejected(now, attempt, Some(&contact.id)),
                 }
             }
             // Unknown or ambiguous callers cannot be verified; say nothing that tells an
@@ -437,31 +440,12 @@ impl PinFlow {
         match reply {
             VerifyReply::Verified { contact_id } => {
                 self.facts.contact_id = Some(contact_id.clone());
-                if self.locked(now, Some(contact_key(&self.org.name, &contact_id))) {
-                    return self.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
-                }
-                let keys = self.keys(&contact_id);
-                if let Some(Ok(mut l)) = self.lockout.as_ref().map(|l| l.lock()) {
-                    l.record_success(&keys);
-                }
-                self.verdict(
-                    now,
-                    TransferTarget::Success(verdict::webhook_verified(contact_id)),
-                );
+                let proof = verdict::webhook_verified(contact_id.clone());
+                self.accepted(now, &contact_id, proof);
             }
             VerifyReply::Rejected { contact_id } => {
                 self.facts.contact_id = contact_id.clone();
-                let mut keys: Vec<String> = self.number_key.clone().into_iter().collect();
-                if let Some(c) = &contact_id {
-                    keys.push(contact_key(&self.org.name, c));
-                }
-                if let Some(Ok(mut l)) = self.lockout.as_ref().map(|l| l.lock()) {
-                    l.record_failure(now, &keys);
-                }
-                if keys.iter().any(|k| self.locked(now, Some(k.clone()))) {
-                    return self.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
-                }
-                self.failed_attempt(now, attempt, Outcome::WrongPin);
+                self.rejected(now, attempt, contact_id.as_deref());
             }
             VerifyReply::Error(_) => {
                 self.verdict(now, TransferTarget::Failure(Outcome::CrmError));

@@ -109,7 +109,7 @@ impl Lockout {
         if self.entries.len() < 10_000 {
             return;
         }
-        let (window, _) = (self.policy.window, self.policy.cooldown);
+        let window = self.policy.window;
         self.entries.retain(|_, e| {
             e.locked_until.is_some_and(|t| now < t)
                 || e.failures

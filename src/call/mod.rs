@@ -24,7 +24,7 @@ use crate::sip::transaction::{
 };
 use crate::sip::{Flow, SipTransmit, ACCEPT, ALLOW, SUPPORTED};
 use bytes::Bytes;
-use flow::{FlowAction, FlowFacts, PinFlow, TransferTarget};
+use flow::{FlowAction, FlowFacts, PinFlow};
 use identity::Caller;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -869,7 +869,7 @@ impl Call {
             });
         }
         let asked = e164.as_ref().filter(|_| !remote_verify).map(|_| now);
-        self.pin = Some(PinFlow::start_with(
+        self.pin = Some(PinFlow::start(
             now,
             self.org.clone(),
             e164.as_deref(),
@@ -903,7 +903,7 @@ impl Call {
                         }
                     }
                 }
-                FlowAction::Refer { uri, target } => self.send_refer(now, &uri, &target),
+                FlowAction::Refer { uri } => self.send_refer(now, &uri),
                 FlowAction::Verify(pin) => self.events.push_back(CallEvent::CrmVerify {
                     organization: self.org.name.clone(),
                     caller: self.caller.e164().unwrap_or("").to_string(),
@@ -922,9 +922,8 @@ impl Call {
         }
     }
 
-    fn send_refer(&mut self, now: Instant, uri: &str, target: &TransferTarget) {
+    fn send_refer(&mut self, now: Instant, uri: &str) {
         let referred_by = format!("<sip:pincoderouting@{}>", self.local_sip);
-        let _ = target;
         let branch = self.send_request_with(
             now,
             Method::Refer,
@@ -972,8 +971,8 @@ impl Call {
             }
             self.events.push_back(CallEvent::Digit(d));
         }
+        // Runs the flow's actions too.
         self.drain_player(now);
-        self.run_flow(now);
     }
 
     fn drain_player(&mut self, now: Instant) {

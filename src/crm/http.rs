@@ -12,7 +12,7 @@ use super::{Contact, CrmReply, VerifyReply};
 use crate::call::verdict::{Pin, StoredPin};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What to do when several contacts match.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -156,6 +156,31 @@ pub fn parse_reply(cfg: &HttpLookupConfig, body: &[u8]) -> CrmReply {
     }
 }
 
+/// The shared HTTP client (connection reuse, TLS verified) and the configured headers, with
+/// their `${ENV}` secrets filled in and marked sensitive.
+fn client_and_headers(
+    cfg: &HttpLookupConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(reqwest::Client, reqwest::header::HeaderMap), String> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (k, v) in &cfg.headers {
+        let value = expand_env(k, v, env)?;
+        let name: reqwest::header::HeaderName = k
+            .parse()
+            .map_err(|_| format!("header name '{k}' is invalid"))?;
+        let mut hv: reqwest::header::HeaderValue = value
+            .parse()
+            .map_err(|_| format!("header {k}: invalid value"))?;
+        hv.set_sensitive(true);
+        headers.insert(name, hv);
+    }
+    let client = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok((client, headers))
+}
+
 /// The HTTP lookup adapter (one per service; cheap to clone).
 #[derive(Debug, Clone)]
 pub struct HttpLookup {
@@ -179,22 +204,7 @@ impl HttpLookup {
             .to_ascii_uppercase()
             .parse()
             .map_err(|_| format!("method '{}' is not an HTTP method", cfg.method))?;
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            let value = expand_env(k, v, env)?;
-            let name: reqwest::header::HeaderName = k
-                .parse()
-                .map_err(|_| format!("header name '{k}' is invalid"))?;
-            let mut hv: reqwest::header::HeaderValue = value
-                .parse()
-                .map_err(|_| format!("header {k}: invalid value"))?;
-            hv.set_sensitive(true);
-            headers.insert(name, hv);
-        }
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let (client, headers) = client_and_headers(&cfg, env)?;
         Ok(HttpLookup {
             client,
             cfg,
@@ -299,17 +309,11 @@ impl HttpVerify {
         cfg: HttpLookupConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
-        let lookup = HttpLookup::new(
-            HttpLookupConfig {
-                url: format!("{}#{{phone}}", cfg.url),
-                ..cfg.clone()
-            },
-            env,
-        )?;
+        let (client, headers) = client_and_headers(&cfg, env)?;
         Ok(HttpVerify {
-            client: lookup.client,
+            client,
             url: cfg.url,
-            headers: lookup.headers,
+            headers,
             timeout: Duration::from_millis(cfg.timeout_ms),
         })
     }
@@ -350,11 +354,6 @@ impl HttpVerify {
             _ => VerifyReply::Error("verify reply unusable".into()),
         }
     }
-}
-
-/// How long a lookup took, for the audit record (the caller measures with its clock).
-pub fn elapsed_ms(start: Instant, end: Instant) -> u64 {
-    end.saturating_duration_since(start).as_millis() as u64
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! One tokio task per call: owns the call's state machine, its RTP socket and one timer.
 //! Mutate once, drain every `poll_*`, sleep until the next deadline.
 
-use super::{admission_call_id, advertised, send_sip, CallInput, Shared, CALL_INBOX};
+use super::{advertised, send_sip, CallInput, Shared, CALL_INBOX};
 use crate::call::{Call, CallEvent, CallSetup};
 use crate::config::{Config, Transport};
 use crate::crm::CrmAdapter;
@@ -36,7 +36,7 @@ async fn bind_rtp(shared: &Shared, config: &Config) -> Option<(UdpSocket, u16)> 
 
 /// Creates the call for an admitted INVITE and starts its task.
 pub(crate) async fn spawn(shared: Arc<Shared>, config: Arc<Config>, adm: Admission, flow: Flow) {
-    let call_id = admission_call_id(&adm);
+    let call_id = adm.invite.call_id().to_string();
     let Some((rtp_sock, port)) = bind_rtp(&shared, &config).await else {
         warn!(call_id, "no free RTP port: refusing the call");
         let tag = stateless_tag(&adm.invite);

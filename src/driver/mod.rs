@@ -13,7 +13,7 @@ pub use audit::AuditSink;
 pub use ports::PortPool;
 
 use crate::config::{Config, Listen, Transport};
-use crate::sip::endpoint::{Admission, CallTable, Endpoint, Inbound};
+use crate::sip::endpoint::{CallTable, Endpoint, Inbound};
 use crate::sip::msg::Message;
 use crate::sip::{Flow, SipTransmit};
 use arc_swap::ArcSwap;
@@ -342,8 +342,4 @@ pub(crate) fn advertised(bound: SocketAddr, public: Option<IpAddr>, peer: Socket
         return bound.ip();
     }
     local_ip_toward(peer).unwrap_or(bound.ip())
-}
-
-pub(crate) fn admission_call_id(adm: &Admission) -> String {
-    adm.invite.call_id().to_string()
 }

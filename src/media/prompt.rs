@@ -169,6 +169,14 @@ pub fn resample_to_8k(pcm: &[i16], rate: u32) -> Vec<i16> {
         .collect()
 }
 
+/// `<name>.wav`, `.ulaw` or `.alaw` in `dir`, whichever exists first.
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    ["wav", "ulaw", "alaw"]
+        .iter()
+        .map(|e| dir.join(format!("{name}.{e}")))
+        .find(|p| p.exists())
+}
+
 /// The loaded prompt set.
 #[derive(Debug, Default, Clone)]
 pub struct Prompts {
@@ -184,28 +192,17 @@ impl Prompts {
         base: &Path,
     ) -> Result<Prompts, PromptError> {
         let mut map = HashMap::new();
+        let file_for = |name: &str| match files.get(name) {
+            Some(p) => Some(base.join(p)), // join keeps an absolute path as it is
+            None => find_file(dir, name),
+        };
         for name in NAMES {
-            let path = match files.get(name) {
-                Some(p) if p.is_absolute() => p.clone(),
-                Some(p) => base.join(p),
-                None => ["wav", "ulaw", "alaw"]
-                    .iter()
-                    .map(|e| dir.join(format!("{name}.{e}")))
-                    .find(|p| p.exists())
-                    .unwrap_or_else(|| dir.join(format!("{name}.wav"))),
-            };
+            // A required prompt with no file is reported as the missing `<name>.wav`.
+            let path = file_for(name).unwrap_or_else(|| dir.join(format!("{name}.wav")));
             map.insert(name.to_string(), Arc::new(Prompt::load(name, &path)?));
         }
         for name in OPTIONAL {
-            let path = match files.get(name) {
-                Some(p) if p.is_absolute() => Some(p.clone()),
-                Some(p) => Some(base.join(p)),
-                None => ["wav", "ulaw", "alaw"]
-                    .iter()
-                    .map(|e| dir.join(format!("{name}.{e}")))
-                    .find(|p| p.exists()),
-            };
-            if let Some(path) = path {
+            if let Some(path) = file_for(name) {
                 map.insert(name.to_string(), Arc::new(Prompt::load(name, &path)?));
             }
         }
@@ -234,11 +231,7 @@ impl Prompts {
         }
         let mut map = HashMap::new();
         for name in NAMES.iter().chain(OPTIONAL.iter()) {
-            let found = ["wav", "ulaw", "alaw"]
-                .iter()
-                .map(|e| dir.join(format!("{name}.{e}")))
-                .find(|p| p.exists());
-            if let Some(path) = found {
+            if let Some(path) = find_file(dir, name) {
                 map.insert(name.to_string(), Arc::new(Prompt::load(name, &path)?));
             }
         }

@@ -97,6 +97,32 @@ impl Endpoint {
         })
     }
 
+    /// An INVITE refused before it became a call: the reply, and its audit record.
+    fn refuse(&self, invite: &Message, flow: Flow, org: Option<&str>, r: Message) -> Inbound {
+        let status = r.status().unwrap_or(0);
+        let caller = invite
+            .from()
+            .and_then(|f| crate::sip::msg::Uri::parse(&f.uri))
+            .and_then(|u| u.user)
+            .unwrap_or_default();
+        let refusal = Refusal {
+            call_id: invite.call_id().to_string(),
+            organization: org.map(str::to_string),
+            caller,
+            result: if status == 480 {
+                "not_activated"
+            } else {
+                "refused"
+            },
+            sip_status: status,
+        };
+        let t = SipTransmit {
+            flow: response_flow(invite, flow),
+            data: r.to_bytes(),
+        };
+        Inbound::Refused(t, refusal)
+    }
+
     fn simple(&self, req: &Message, flow: Flow, code: u16) -> Inbound {
         let tag = stateless_tag(req);
         let mut r = response(req, code, Some(&tag), &self.config.sip.user_agent);
@@ -137,39 +163,7 @@ impl Endpoint {
             return Inbound::ToCall(msg);
         }
         match method {
-            Method::Invite if msg.to_tag().is_none() => {
-                let call_id = msg.call_id().to_string();
-                let caller = msg
-                    .from()
-                    .and_then(|f| crate::sip::msg::Uri::parse(&f.uri))
-                    .and_then(|u| u.user)
-                    .unwrap_or_default();
-                match self.admit(msg, flow, calls.active()) {
-                    Inbound::Reply(t) => {
-                        let status = Message::parse(&t.data, &self.limits, true)
-                            .ok()
-                            .and_then(|m| m.status())
-                            .unwrap_or(0);
-                        let refusal = Refusal {
-                            call_id,
-                            organization: None,
-                            caller,
-                            result: if status == 480 {
-                                "not_activated"
-                            } else {
-                                "refused"
-                            },
-                            sip_status: status,
-                        };
-                        Inbound::Refused(t, refusal)
-                    }
-                    Inbound::Refused(t, mut r) => {
-                        r.caller = caller;
-                        Inbound::Refused(t, r)
-                    }
-                    other => other,
-                }
-            }
+            Method::Invite if msg.to_tag().is_none() => self.admit(msg, flow, calls.active()),
             Method::Ack => Inbound::Drop("ACK outside any call"),
             Method::Options if msg.to_tag().is_none() => self.simple(&msg, flow, 200),
             Method::Register | Method::Subscribe | Method::Message | Method::Publish
@@ -192,28 +186,17 @@ impl Endpoint {
             .cloned()
         else {
             let r = response(&invite, 404, Some(&tag), ua);
-            return self.reply(&invite, flow, r);
+            return self.refuse(&invite, flow, None, r);
         };
         if !org.enabled {
             let r = response_with_reason(&invite, 480, "PIN Routing Not Activated", Some(&tag), ua);
-            let t = SipTransmit {
-                flow: response_flow(&invite, flow),
-                data: r.to_bytes(),
-            };
-            let refusal = Refusal {
-                call_id: invite.call_id().to_string(),
-                organization: Some(org.name.clone()),
-                caller: String::new(),
-                result: "not_activated",
-                sip_status: 480,
-            };
-            return Inbound::Refused(t, refusal);
+            return self.refuse(&invite, flow, Some(&org.name), r);
         }
         let caller = identity::caller(&invite, flow.remote.ip(), &org);
         if active >= self.config.sip.max_calls {
             let mut r = response(&invite, 503, Some(&tag), ua);
             r.push_header("Retry-After", self.config.sip.retry_after_secs.to_string());
-            return self.reply(&invite, flow, r);
+            return self.refuse(&invite, flow, Some(&org.name), r);
         }
         let unsupported: Vec<&str> = invite
             .header_values("Require")
@@ -222,7 +205,7 @@ impl Endpoint {
         if !unsupported.is_empty() {
             let mut r = response(&invite, 420, Some(&tag), ua);
             r.push_header("Unsupported", unsupported.join(", "));
-            return self.reply(&invite, flow, r);
+            return self.refuse(&invite, flow, Some(&org.name), r);
         }
         if invite.header("Session-Expires").is_some() {
             match session_expires(&invite) {
@@ -230,7 +213,7 @@ impl Endpoint {
                 Some(_) => {
                     let mut r = response(&invite, 422, Some(&tag), ua);
                     r.push_header("Min-SE", self.config.sip.min_session_expires.to_string());
-                    return self.reply(&invite, flow, r);
+                    return self.refuse(&invite, flow, Some(&org.name), r);
                 }
                 None => {
                     let r = response_with_reason(
@@ -240,7 +223,7 @@ impl Endpoint {
                         Some(&tag),
                         ua,
                     );
-                    return self.reply(&invite, flow, r);
+                    return self.refuse(&invite, flow, Some(&org.name), r);
                 }
             }
         }
@@ -252,7 +235,7 @@ impl Endpoint {
                 Some(&tag),
                 ua,
             );
-            return self.reply(&invite, flow, r);
+            return self.refuse(&invite, flow, Some(&org.name), r);
         }
         if invite.body.is_empty() {
             return Inbound::NewCall(Admission {
@@ -268,7 +251,7 @@ impl Endpoint {
         {
             let mut r = response(&invite, 415, Some(&tag), ua);
             r.push_header("Accept", ACCEPT);
-            return self.reply(&invite, flow, r);
+            return self.refuse(&invite, flow, Some(&org.name), r);
         }
         let offer = match Sdp::parse(&invite.body) {
             Ok(o) => o,
@@ -280,7 +263,7 @@ impl Endpoint {
                     Some(&tag),
                     ua,
                 );
-                return self.reply(&invite, flow, r);
+                return self.refuse(&invite, flow, Some(&org.name), r);
             }
         };
         // Dry-run the negotiation: an offer we cannot take never costs a port or a task.
@@ -320,7 +303,7 @@ impl Endpoint {
                     );
                     r.push_header("Accept", ACCEPT);
                 }
-                self.reply(&invite, flow, r)
+                self.refuse(&invite, flow, Some(&org.name), r)
             }
         }
     }

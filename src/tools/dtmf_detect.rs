@@ -430,14 +430,7 @@ mod tests {
     use super::*;
 
     fn tone(f1: f32, f2: f32, ms: usize) -> Vec<i16> {
-        (0..ms * 8)
-            .map(|i| {
-                let t = i as f32 / 8000.0;
-                (6000.0
-                    * ((2.0 * std::f32::consts::PI * f1 * t).sin()
-                        + (2.0 * std::f32::consts::PI * f2 * t).sin())) as i16
-            })
-            .collect()
+        crate::media::dtmf::dual_tone(f1, f2, ms, 6000.0)
     }
 
     #[test]

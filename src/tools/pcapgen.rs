@@ -73,14 +73,12 @@ pub fn inband_packets(keys: &str, lead_ms: u32, tone_ms: u32, gap_ms: u32) -> Ve
             .enumerate()
             .find_map(|(r, row)| row.find(key).map(|c| (r, c)))
             .unwrap_or((0, 0));
-        let n0 = pcm.len();
-        for i in 0..(tone_ms * 8) as usize {
-            let t = (n0 + i) as f32 / 8000.0;
-            let x = amp
-                * ((2.0 * std::f32::consts::PI * LOW[r] * t).sin()
-                    + (2.0 * std::f32::consts::PI * HIGH[c] * t).sin());
-            pcm.push(x as i16);
-        }
+        pcm.extend(crate::media::dtmf::dual_tone(
+            LOW[r],
+            HIGH[c],
+            tone_ms as usize,
+            amp,
+        ));
         pcm.extend(std::iter::repeat_n(0, (gap_ms * 8) as usize));
     }
     pcm.chunks(160)

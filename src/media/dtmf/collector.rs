@@ -155,19 +155,9 @@ mod tests {
 
     /// 60 ms of the key '5' (770 + 1336 Hz) in µ-law, then 60 ms of silence.
     fn tone5() -> Vec<u8> {
-        (0..960)
-            .map(|i| {
-                let t = i as f32 / 8000.0;
-                let x = if i < 480 {
-                    8000.0
-                        * ((2.0 * std::f32::consts::PI * 770.0 * t).sin()
-                            + (2.0 * std::f32::consts::PI * 1336.0 * t).sin())
-                } else {
-                    0.0
-                };
-                g711::encode(Codec::Pcmu, x as i16)
-            })
-            .collect()
+        let mut pcm = super::super::dual_tone(770.0, 1336.0, 60, 8000.0);
+        pcm.extend([0i16; 480]);
+        pcm.iter().map(|x| g711::encode(Codec::Pcmu, *x)).collect()
     }
 
     fn drain(c: &mut DigitCollector) -> Vec<(char, DigitSource)> {

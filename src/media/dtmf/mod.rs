@@ -73,6 +73,18 @@ pub struct DigitEvent {
     pub at_ms: u64,
 }
 
+/// Synthesizes `ms` milliseconds of two sines of peak `amplitude` each at 8 kHz (a DTMF key
+/// when `f1`/`f2` are its frequencies) — for tests, tools and capture generation.
+pub fn dual_tone(f1: f32, f2: f32, ms: usize, amplitude: f32) -> Vec<i16> {
+    let w = |f: f32| 2.0 * std::f32::consts::PI * f / 8000.0;
+    (0..ms * 8)
+        .map(|i| {
+            let n = i as f32;
+            (amplitude * ((w(f1) * n).sin() + (w(f2) * n).sin())) as i16
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
