@@ -5,6 +5,7 @@
 pub mod flow;
 pub mod identity;
 pub mod lockout;
+pub mod run;
 mod session_timer;
 pub mod verdict;
 
@@ -121,6 +122,14 @@ pub enum Wake {
     Flow,
 }
 
+/// Why a call could not be set up from an admitted INVITE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    /// The INVITE lacks what a dialog needs (From tag, To, CSeq, a usable Contact).
+    #[error("the INVITE cannot create a dialog")]
+    NoDialog,
+}
+
 /// What the driver hands a new call.
 #[derive(Debug)]
 pub struct CallSetup {
@@ -202,8 +211,9 @@ fn hex(rng: &mut SmallRng) -> String {
 }
 
 impl Call {
-    /// Takes an admitted INVITE: sends 100 Trying, then rings or answers.
-    pub fn new(now: Instant, config: Arc<Config>, setup: CallSetup) -> Call {
+    /// Takes an admitted INVITE: sends 100 Trying, then rings or answers. Fails only for an
+    /// INVITE that cannot make a dialog (admission answers those 400 first).
+    pub fn new(now: Instant, config: Arc<Config>, setup: CallSetup) -> Result<Call, SetupError> {
         let mut rng = SmallRng::seed_from_u64(setup.seed);
         let local_tag = hex(&mut rng);
         let user = setup
@@ -218,16 +228,7 @@ impl Call {
             ""
         };
         let contact = format!("<sip:{user}@{}{transport_param}>", setup.local_sip);
-        // Admission checked From tag and Contact, so the dialog exists; a defensive
-        // fallback still keeps a bad INVITE from panicking.
-        let dialog = Dialog::uas(&setup.invite, local_tag, contact.clone()).unwrap_or_else(|| {
-            Dialog::uas(
-                &fallback_invite(&setup.invite),
-                hex(&mut rng),
-                contact.clone(),
-            )
-            .expect("fallback INVITE has From tag and Contact")
-        });
+        let dialog = Dialog::uas(&setup.invite, local_tag, contact).ok_or(SetupError::NoDialog)?;
         let branch = setup
             .invite
             .top_via()
@@ -284,7 +285,7 @@ impl Call {
                 answer_at: now + ring,
             };
         }
-        call
+        Ok(call)
     }
 
     pub fn call_id(&self) -> &str {
@@ -670,23 +671,13 @@ impl Call {
             return;
         }
         let seq = ack.cseq().map(|c| c.0).unwrap_or(0);
-        let which = if seq == self.initial.cseq && self.initial.tx.awaiting_2xx_ack() {
-            Some(true)
-        } else if self
-            .reinvite
-            .as_ref()
-            .is_some_and(|r| r.cseq == seq && r.tx.awaiting_2xx_ack())
-        {
-            Some(false)
+        let (si, initial) = if seq == self.initial.cseq && self.initial.tx.awaiting_2xx_ack() {
+            (&mut self.initial, true)
         } else {
-            None
-        };
-        let Some(initial) = which else { return };
-        let si = if initial {
-            &mut self.initial
-        } else {
-            // Checked just above.
-            self.reinvite.as_mut().expect("re-INVITE present")
+            match self.reinvite.as_mut() {
+                Some(r) if r.cseq == seq && r.tx.awaiting_2xx_ack() => (r, false),
+                _ => return,
+            }
         };
         si.tx.on_ack_2xx();
         if si.offer_in_2xx {
@@ -1119,6 +1110,39 @@ impl Call {
         out
     }
 
+    /// Is SIP or an event waiting to be polled?
+    pub fn has_output(&self) -> bool {
+        !self.outbox.is_empty() || !self.events.is_empty()
+    }
+
+    /// Is the initial INVITE still without a final response?
+    pub fn invite_pending(&self) -> bool {
+        self.initial.tx.is_proceeding()
+    }
+
+    /// A BYE for this dialog that a supervisor can send if the call's own code can no
+    /// longer run (after a panic). Its CSeq jumps well ahead of ours so it is in order
+    /// even if a few more requests go out before it is used (§12.2.2 allows gaps).
+    pub fn recovery_bye(&self) -> Option<SipTransmit> {
+        if self.answered_at.is_none() || matches!(self.phase, Phase::Ended) {
+            return None;
+        }
+        let mut dialog = self.dialog.clone();
+        dialog.skip_cseq(1000);
+        let branch = format!("z9hG4bK{:016x}rb", self.media.session_id);
+        let req = dialog.request(
+            Method::Bye,
+            &branch,
+            self.local_sip,
+            self.flow.transport,
+            &self.config.sip.user_agent,
+        );
+        Some(SipTransmit {
+            flow: self.request_flow(),
+            data: req.to_bytes(),
+        })
+    }
+
     #[must_use]
     pub fn poll_event(&mut self) -> Option<CallEvent> {
         self.events.pop_front()
@@ -1194,23 +1218,6 @@ impl Call {
     pub fn age(&self, now: Instant) -> Duration {
         now - self.started
     }
-}
-
-/// A copy of the INVITE with a From tag and Contact, for the impossible case admission
-/// let one through without them.
-fn fallback_invite(inv: &Message) -> Message {
-    let mut m = inv.clone();
-    if m.from_tag().is_none() {
-        let from = m
-            .header("From")
-            .unwrap_or("<sip:anonymous@invalid>")
-            .to_string();
-        m.set_header("From", format!("{from};tag=none"));
-    }
-    if m.header("Contact").is_none() {
-        m.set_header("Contact", "<sip:anonymous@invalid>");
-    }
-    m
 }
 
 impl StartLine {

@@ -411,6 +411,41 @@ struct World {
     lockout: Option<Arc<std::sync::Mutex<crate::call::lockout::Lockout>>>,
 }
 
+/// The simulation's side of a drain: SIP and RTP into the simulated network, CRM lookups
+/// answered by the scripted CRM at once, every event kept for the test to read.
+struct WorldIo<'a> {
+    now: Instant,
+    net: &'a mut Net,
+    crm: &'a CrmSim,
+    events: &'a mut Vec<CallEvent>,
+}
+
+impl crate::call::run::CallIo for WorldIo<'_> {
+    fn sip(&mut self, t: crate::sip::SipTransmit) {
+        assert_eq!(t.flow.remote, addr(PBX_SIP));
+        self.net.send(self.now, To::Pbx, Kind::Sip, &t.data);
+    }
+
+    fn rtp(&mut self, data: &[u8], dest: SocketAddr) {
+        assert_eq!(dest, addr(PBX_RTP));
+        self.net.send(self.now, To::Pbx, Kind::Rtp, data);
+    }
+
+    fn event(&mut self, call: &mut Call, now: Instant, e: CallEvent) {
+        if let CallEvent::CrmLookup { organization, e164 } = &e {
+            let reply = match self.crm {
+                CrmSim::Directory(d) => Some(d.lookup(organization, e164)),
+                CrmSim::Never => None,
+                CrmSim::Fails => Some(crate::crm::CrmReply::Error("HTTP 500".into())),
+            };
+            if let Some(r) = reply {
+                call.handle_crm(now, r);
+            }
+        }
+        self.events.push(e);
+    }
+}
+
 /// How the simulated CRM answers lookups.
 enum CrmSim {
     Directory(crate::crm::file::ContactDirectory),
@@ -476,25 +511,28 @@ impl World {
             }
             Inbound::NewCall(adm) => {
                 self.admissions += 1;
-                self.call = Some(Call::new(
-                    self.now,
-                    self.config.clone(),
-                    CallSetup {
-                        invite: adm.invite,
-                        offer: adm.offer,
-                        flow,
-                        local_sip: addr(US_SIP),
-                        media: LocalMedia {
-                            ip: addr(US_RTP).ip(),
-                            port: 10000,
-                            session_id: 77,
+                self.call = Some(
+                    Call::new(
+                        self.now,
+                        self.config.clone(),
+                        CallSetup {
+                            invite: adm.invite,
+                            offer: adm.offer,
+                            flow,
+                            local_sip: addr(US_SIP),
+                            media: LocalMedia {
+                                ip: addr(US_RTP).ip(),
+                                port: 10000,
+                                session_id: 77,
+                            },
+                            seed: 5,
+                            org: adm.org,
+                            caller: adm.caller,
+                            lockout: self.lockout.clone(),
                         },
-                        seed: 5,
-                        org: adm.org,
-                        caller: adm.caller,
-                        lockout: self.lockout.clone(),
-                    },
-                ));
+                    )
+                    .unwrap(),
+                );
             }
             Inbound::Reply(t) | Inbound::Refused(t, _) => {
                 let m = Message::parse(&t.data, &Limits::default(), true).unwrap();
@@ -505,34 +543,21 @@ impl World {
         }
     }
 
-    /// Moves everything both sides want to send into the network.
+    /// Moves everything both sides want to send into the network: the PBX's queue, then
+    /// our call through `run::drain`, the very drain the tokio driver runs.
     fn drain(&mut self) {
         while let Some(d) = self.pbx.out.pop_front() {
             self.net.send(self.now, To::Us, Kind::Sip, &d);
         }
         if let Some(c) = self.call.as_mut() {
-            while let Some(t) = c.poll_transmit() {
-                assert_eq!(t.flow.remote, addr(PBX_SIP));
-                self.net.send(self.now, To::Pbx, Kind::Sip, &t.data);
-            }
+            let mut io = WorldIo {
+                now: self.now,
+                net: &mut self.net,
+                crm: &self.crm,
+                events: &mut self.events,
+            };
             let mut buf = [0u8; 1500];
-            while let Some((n, dest)) = c.poll_rtp(self.now, &mut buf) {
-                assert_eq!(dest, addr(PBX_RTP));
-                self.net.send(self.now, To::Pbx, Kind::Rtp, &buf[..n]);
-            }
-            while let Some(e) = c.poll_event() {
-                if let CallEvent::CrmLookup { organization, e164 } = &e {
-                    let reply = match &self.crm {
-                        CrmSim::Directory(d) => Some(d.lookup(organization, e164)),
-                        CrmSim::Never => None,
-                        CrmSim::Fails => Some(crate::crm::CrmReply::Error("HTTP 500".into())),
-                    };
-                    if let Some(r) = reply {
-                        c.handle_crm(self.now, r);
-                    }
-                }
-                self.events.push(e);
-            }
+            let _ = crate::call::run::drain(c, self.now, &mut io, &mut buf);
         }
     }
 
