@@ -211,7 +211,7 @@ impl CallIo for DriverIo<'_> {
     fn rtp(&mut self, data: &[u8], dest: SocketAddr) {
         let Some(s) = self.sock else { return };
         // RTP is lossy by nature: a full socket buffer drops this frame, never blocks.
-        if let Err(e) = s.try_send_to(data, dest) {
+        if let Err(e) = super::send_datagram(s, data, dest) {
             debug!(error = %e, "rtp send failed");
         }
     }
