@@ -125,6 +125,18 @@ pub enum Wake {
     Flow,
 }
 
+/// The names of `Call::progress`'s values (for the operator's list of calls).
+pub const PROGRESS: [&str; 8] = [
+    "ringing",
+    "answered",
+    "collecting",
+    "verifying",
+    "transferring",
+    "closing",
+    "ending",
+    "ended",
+];
+
 /// How often a REFER answered 491 Request Pending is sent again (RFC 3261 §14.1).
 const MAX_REFER_RETRIES: u32 = 3;
 
@@ -1191,6 +1203,21 @@ impl Call {
         let out = self.rtp.as_mut()?.poll_transmit(now, buf, &mut self.player);
         self.drain_player(now);
         out
+    }
+
+    /// Where the call is, as an index into `PROGRESS`.
+    pub fn progress(&self) -> u8 {
+        match (&self.phase, &self.pin) {
+            (Phase::Ringing { .. }, _) => 0,
+            (Phase::Ended, _) => 7,
+            (Phase::Answered, Some(f)) => f.progress(),
+            (Phase::Answered, None) => 1,
+        }
+    }
+
+    /// How many digits the caller has entered (never which).
+    pub fn digit_count(&self) -> u32 {
+        self.digit_count
     }
 
     /// Is SIP or an event waiting to be polled?

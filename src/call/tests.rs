@@ -568,12 +568,12 @@ impl World {
                     .unwrap(),
                 );
             }
-            Inbound::Reply(t) | Inbound::Refused(t, _) => {
+            Inbound::Reply(t) | Inbound::Refused(t, _) | Inbound::Malformed(Some(t)) => {
                 let m = Message::parse(&t.data, &Limits::default(), true).unwrap();
                 self.stateless.push(m.status().unwrap());
                 self.net.send(self.now, To::Pbx, Kind::Sip, &t.data);
             }
-            Inbound::Drop(_) => {}
+            Inbound::Drop(_) | Inbound::Malformed(None) => {}
         }
     }
 
