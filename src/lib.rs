@@ -15,13 +15,15 @@
 //! Only [`driver`] (tokio tasks, sockets, timers) and `main.rs` read the clock.
 //!
 //! ## The run-loop contract
-//! Mutate once, then drain every `poll_*` until it returns nothing, then sleep until
-//! `poll_timeout`. A whole call in virtual time:
+//! Mutate once, then drain every `poll_*` until all are empty, then sleep until
+//! `poll_timeout`. The drain is one function, [`call::run::drain`], that the tokio driver
+//! and the simulations both run, so they cannot drain in different orders. A whole call in
+//! virtual time:
 //!
 //! ```
-//! use pincoderouting::call::{Call, CallEvent, CallSetup};
-//! use pincoderouting::sip::{msg::{Limits, Message}, sdp::{LocalMedia, Sdp}, Flow, Transport};
-//! use std::{sync::Arc, time::{Duration, Instant}};
+//! use pincoderouting::call::{Call, CallEvent, CallSetup, run::{drain, CallIo}};
+//! use pincoderouting::sip::{msg::{Limits, Message}, sdp::{LocalMedia, Sdp}, Flow, SipTransmit, Transport};
+//! use std::{net::SocketAddr, sync::Arc, time::{Duration, Instant}};
 //!
 //! let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
 //! m=audio 4000 RTP/AVP 0\r\n";
@@ -43,19 +45,24 @@
 //! let mut call = Call::new(now, Arc::new(config), CallSetup {
 //!     invite, offer, flow, local_sip: "192.0.2.10:5060".parse().unwrap(), media, seed: 7,
 //!     org, caller, lockout: None,
-//! });
+//! }).unwrap();
+//! // The driver's side of the drain: where SIP, RTP and events go.
+//! struct Io { sip: usize, rtp: usize }
+//! impl CallIo for Io {
+//!     fn sip(&mut self, _t: SipTransmit) { self.sip += 1 }
+//!     fn rtp(&mut self, _data: &[u8], _dest: SocketAddr) { self.rtp += 1 }
+//!     fn event(&mut self, _call: &mut Call, _now: Instant, _ev: CallEvent) {}
+//! }
+//! let mut io = Io { sip: 0, rtp: 0 };
 //! let mut rtp_buf = [0u8; 1500];
-//! let mut sip_sent = 0;
-//! let mut rtp_sent = 0;
-//! // The loop: drain everything, then jump to the next deadline.
+//! // The loop: drain everything (`drain` goes round until every poll_* is empty), then
+//! // jump to the next deadline.
 //! for _ in 0..100 {
-//!     while let Some(_t) = call.poll_transmit() { sip_sent += 1; }
-//!     while let Some((_len, _dest)) = call.poll_rtp(now, &mut rtp_buf) { rtp_sent += 1; }
-//!     while let Some(ev) = call.poll_event() { if let CallEvent::Ended(_) = ev { break } }
-//!     let Some((at, _why)) = call.poll_timeout() else { break };
+//!     let Some((at, _why)) = drain(&mut call, now, &mut io, &mut rtp_buf) else { break };
 //!     now = at;
 //!     call.handle_timeout(now);
 //! }
+//! let (sip_sent, rtp_sent) = (io.sip, io.rtp);
 //! assert_eq!(sip_sent >= 2, true);   // 100 Trying, 200 OK (and its retransmissions)
 //! assert!(rtp_sent > 10);            // 20 ms frames of silence toward 192.0.2.1:4000
 //! ```

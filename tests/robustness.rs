@@ -1,6 +1,9 @@
 //! Black-box: malformed SIP of every kind gets 400/413 or is dropped, and the process
 //! keeps serving. Also the CLI's config checking.
 
+// Black-box tests are a driver: they may read the clock.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use common::*;
@@ -301,5 +304,139 @@ fn sighup_reloads_the_configuration_and_refuses_a_broken_one() {
         l.iter().any(|e| msg(e) == "reload refused")
     });
     assert_eq!(first_final("hup-3"), 480);
+    assert!(svc.is_running());
+}
+
+/// All responses to `data` within `ms`.
+fn replies(sock: &UdpSocket, to: std::net::SocketAddr, data: &[u8], ms: u64) -> Vec<u16> {
+    sock.send_to(data, to).unwrap();
+    let mut buf = [0u8; 65536];
+    let end = std::time::Instant::now() + Duration::from_millis(ms);
+    let mut codes = vec![];
+    while std::time::Instant::now() < end {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            codes.push(status_of(&buf[..n]));
+        }
+    }
+    codes
+}
+
+/// An INVITE whose Contact is present but unusable once panicked the UDP receive task:
+/// every later UDP request went unanswered. Now admission answers 400, over UDP and TCP,
+/// and both listeners keep serving.
+#[test]
+fn unusable_contact_gets_400_and_every_listener_keeps_serving() {
+    let mut svc = Service::start("", "");
+    let s = udp_client();
+    for (i, contact) in [
+        "Contact: <>",
+        "Contact: ",
+        "Contact: <sip:t@127.0.0.1:9",
+        "Contact: \"x\" <sip:t@127.0.0.1:9",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let bad =
+            invite(&format!("bad-contact-{i}")).replace("Contact: <sip:t@127.0.0.1:9>", contact);
+        let codes = replies(&s, svc.udp, bad.as_bytes(), 300);
+        assert_eq!(codes, vec![400], "{contact}");
+        assert_eq!(
+            ask(
+                &s,
+                svc.udp,
+                options(&format!("after-{i}"), "UDP").as_bytes()
+            ),
+            Some(200),
+            "UDP still answers after {contact}"
+        );
+        let mut c = TcpStream::connect(svc.tcp).unwrap();
+        let tcp_bad = bad.replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+        c.write_all(tcp_bad.as_bytes()).unwrap();
+        c.write_all(options(&format!("tcp-after-{i}"), "TCP").as_bytes())
+            .unwrap();
+        assert_eq!(
+            read_responses(&mut c, 2),
+            vec![400, 200],
+            "{contact} over TCP"
+        );
+    }
+    assert!(svc.is_running());
+}
+
+/// A bug in one call's code (a panic, injected here through a debug-build-only fault point)
+/// ends that call alone: an unanswered INVITE gets 500, the call's audit record is written,
+/// its port, table entry and active count are released (with max_calls = 1 the next call is
+/// still admitted), the panic is counted and logged with its Call-ID, and the listener and
+/// other calls go on. A panic in the receive loop itself restarts the loop.
+#[test]
+fn a_panic_ends_one_call_only_and_receive_loops_restart() {
+    // Inherited by the child; only Call-IDs starting "fault-panic-" are affected.
+    std::env::set_var("PINCODEROUTING_FAULT_INJECTION", "1");
+    let mut svc = Service::start("max_calls = 1", "");
+    let s = udp_client();
+    // Panic while the call is being built: INVITE unanswered -> 500.
+    let codes = replies(&s, svc.udp, invite("fault-panic-new-1").as_bytes(), 600);
+    assert!(codes.contains(&500), "{codes:?}");
+    assert!(!codes.contains(&200), "{codes:?}");
+    // Panic in an answered call (on the ACK): no 500, but the call is gone, with a record.
+    // Its Contact is this socket, so our in-dialog requests come here.
+    let here = format!("127.0.0.1:{}>", s.local_addr().unwrap().port());
+    let answered = invite("fault-panic-sip-2").replace("127.0.0.1:9>", &here);
+    let codes = replies(&s, svc.udp, answered.as_bytes(), 400);
+    assert!(codes.contains(&200), "{codes:?}");
+    let ack = answered
+        .replace("INVITE sip", "ACK sip")
+        .replace("1 INVITE", "1 ACK");
+    s.send_to(ack.as_bytes(), svc.udp).unwrap();
+    let log = svc.wait_for(Duration::from_secs(5), |l| {
+        l.iter()
+            .filter(|e| msg(e).starts_with("call panicked"))
+            .count()
+            >= 2
+    });
+    let panics: Vec<_> = log
+        .iter()
+        .filter(|e| msg(e).starts_with("call panicked"))
+        .collect();
+    assert_eq!(field(panics[0], "call_id"), "fault-panic-new-1");
+    assert_eq!(field(panics[1], "call_id"), "fault-panic-sip-2");
+    assert_eq!(num(panics[1], "calls_panicked"), 2);
+    let audits: Vec<String> = log
+        .iter()
+        .filter(|e| msg(e) == "audit")
+        .map(|e| field(e, "record"))
+        .collect();
+    for id in ["fault-panic-new-1", "fault-panic-sip-2"] {
+        let n = audits.iter().filter(|r| r.contains(id)).count();
+        assert_eq!(n, 1, "one audit record for {id}: {audits:#?}");
+    }
+    // The answered call got our BYE (its dialog could not go on).
+    let mut buf = [0u8; 65536];
+    let mut saw_bye = false;
+    while let Ok((n, _)) = s.recv_from(&mut buf) {
+        saw_bye |= buf[..n].starts_with(b"BYE ");
+    }
+    assert!(saw_bye, "the panicked answered call was hung up");
+    // max_calls = 1: the panicked calls released their slot, so this one is admitted.
+    let codes = replies(&s, svc.udp, invite("after-panic").as_bytes(), 400);
+    assert!(codes.contains(&200), "{codes:?}");
+    // A panic in the receive loop (while routing): the loop restarts and keeps serving.
+    s.send_to(options("fault-panic-dispatch-3", "UDP").as_bytes(), svc.udp)
+        .unwrap();
+    let log = svc.wait_for(Duration::from_secs(5), |l| {
+        l.iter()
+            .any(|e| msg(e).starts_with("receive loop panicked"))
+    });
+    let restart = log
+        .iter()
+        .find(|e| msg(e).starts_with("receive loop panicked"))
+        .unwrap();
+    assert_eq!(num(restart, "loop_restarts"), 1);
+    let s2 = udp_client();
+    assert_eq!(
+        ask(&s2, svc.udp, options("after-loop-panic", "UDP").as_bytes()),
+        Some(200)
+    );
     assert!(svc.is_running());
 }

@@ -1,13 +1,22 @@
 //! One tokio task per call: owns the call's state machine, its RTP socket and one timer.
-//! Mutate once, drain every `poll_*`, sleep until the next deadline.
+//! Each wake-up mutates the call once, then runs `call::run::drain` — the same drain the
+//! simulations run — and sleeps until the deadline it returns.
+//!
+//! Admission happens on the receive task (`admit`: a table entry, the active count), but
+//! everything that runs the call's own code runs on the call's task, under a `CallGuard`:
+//! if that code panics, the guard ends this call only — counts and logs it with its
+//! Call-ID, answers an unanswered INVITE 500 (or sends the BYE an answered call had ready),
+//! writes its audit record, and gives back its port, table entry and active count.
 
-use super::{advertised, send_sip, CallInput, Shared, CALL_INBOX};
+use super::{advertised, send_sip_now, CallInput, Shared, CALL_INBOX};
+use crate::call::run::{drain, CallIo};
 use crate::call::{Call, CallEvent, CallSetup};
 use crate::config::{Config, Transport};
 use crate::crm::CrmAdapter;
 use crate::media::rtp::MAX_RTP_PACKET;
 use crate::sip::build::{response, response_flow, stateless_tag};
 use crate::sip::endpoint::Admission;
+use crate::sip::msg::Message;
 use crate::sip::sdp::LocalMedia;
 use crate::sip::{Flow, SipTransmit};
 use dashmap::mapref::entry::Entry;
@@ -17,13 +26,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 /// Binds an RTP socket on a port from the pool (skipping ports something else holds).
-async fn bind_rtp(shared: &Shared, config: &Config) -> Option<(UdpSocket, u16)> {
+fn bind_rtp(shared: &Shared, config: &Config) -> Option<(UdpSocket, u16)> {
     for _ in 0..16 {
         let port = shared.ports.take()?;
-        match UdpSocket::bind(SocketAddr::new(config.media.rtp_bind, port)).await {
+        let bound = std::net::UdpSocket::bind(SocketAddr::new(config.media.rtp_bind, port))
+            .and_then(|s| {
+                s.set_nonblocking(true)?;
+                UdpSocket::from_std(s)
+            });
+        match bound {
             Ok(s) => return Some((s, port)),
             Err(e) => {
                 debug!(port, error = %e, "rtp port busy, trying the next");
@@ -34,35 +48,274 @@ async fn bind_rtp(shared: &Shared, config: &Config) -> Option<(UdpSocket, u16)> 
     None
 }
 
-/// Creates the call for an admitted INVITE and starts its task.
-pub(crate) async fn spawn(shared: Arc<Shared>, config: Arc<Config>, adm: Admission, flow: Flow) {
+/// What a call holds in the shared state, given back however its task ends — normally, or
+/// by a panic in the call's code.
+struct CallGuard {
+    shared: Arc<Shared>,
+    call_id: String,
+    /// The RTP port, while the call holds it.
+    port: Option<u16>,
+    /// Counted in `Shared::active` (until the call ends).
+    active: bool,
+    /// The INVITE and its flow, until it has a final response.
+    unanswered: Option<(Message, Flow)>,
+    /// A BYE ready for an answered call whose code can no longer send one.
+    bye: Option<SipTransmit>,
+    /// The call's audit record has been written.
+    audited: bool,
+    organization: String,
+    caller: String,
+}
+
+impl CallGuard {
+    /// Gives the RTP port back (the socket itself is dropped by its owner).
+    fn release_port(&mut self) {
+        if let Some(p) = self.port.take() {
+            self.shared.ports.give_back(p);
+        }
+    }
+
+    fn release_active(&mut self) {
+        if std::mem::take(&mut self.active) {
+            self.shared.active.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let n = self.shared.calls_panicked.fetch_add(1, Ordering::Relaxed) + 1;
+            error!(
+                call_id = %self.call_id,
+                rtp_port = self.port,
+                calls_panicked = n,
+                "call panicked: this call ended, its port and entry released"
+            );
+            let config = self.shared.config.load();
+            if let Some((invite, flow)) = self.unanswered.take() {
+                let tag = stateless_tag(&invite);
+                let r = response(&invite, 500, Some(&tag), &config.sip.user_agent);
+                send_sip_now(
+                    &self.shared,
+                    SipTransmit {
+                        flow: response_flow(&invite, flow),
+                        data: r.to_bytes(),
+                    },
+                );
+            } else if let Some(bye) = self.bye.take() {
+                send_sip_now(&self.shared, bye);
+            }
+            if !self.audited {
+                self.shared.audit.write(
+                    "call",
+                    &serde_json::json!({
+                        "call_id": self.call_id,
+                        "organization": self.organization,
+                        "caller": self.caller,
+                        "reason": "internal_error",
+                        "outcome": "abandoned",
+                    }),
+                );
+            }
+        }
+        self.release_port();
+        self.release_active();
+        self.shared.calls.remove(&self.call_id);
+    }
+}
+
+/// Takes an admitted INVITE on the receive task: enters it in the call table (so a
+/// retransmission finds it) and starts its task, where the call itself is built.
+pub(crate) fn admit(shared: &Arc<Shared>, config: Arc<Config>, adm: Admission, flow: Flow) {
     let call_id = adm.invite.call_id().to_string();
-    let Some((rtp_sock, port)) = bind_rtp(&shared, &config).await else {
-        warn!(call_id, "no free RTP port: refusing the call");
-        let tag = stateless_tag(&adm.invite);
-        let mut r = response(&adm.invite, 503, Some(&tag), &config.sip.user_agent);
-        r.push_header("Retry-After", config.sip.retry_after_secs.to_string());
-        let t = SipTransmit {
-            flow: response_flow(&adm.invite, flow),
-            data: r.to_bytes(),
-        };
-        return send_sip(&shared, t).await;
-    };
     let (tx, rx) = mpsc::channel(CALL_INBOX);
-    let inbox = tx.clone();
     match shared.calls.entry(call_id.clone()) {
         Entry::Occupied(e) => {
             // Another task created this call first (same INVITE on two transports).
             let _ = e.get().try_send(CallInput::Sip(adm.invite, flow));
-            shared.ports.give_back(port);
             return;
         }
         Entry::Vacant(v) => {
-            v.insert(tx);
+            v.insert(tx.clone());
         }
     }
     shared.active.fetch_add(1, Ordering::Relaxed);
     shared.calls_total.fetch_add(1, Ordering::Relaxed);
+    let guard = CallGuard {
+        shared: shared.clone(),
+        call_id: call_id.clone(),
+        port: None,
+        active: true,
+        unanswered: Some((adm.invite.clone(), flow)),
+        bye: None,
+        audited: false,
+        organization: adm.org.name.clone(),
+        caller: adm.caller.raw().to_string(),
+    };
+    let span = info_span!("call", call_id = %call_id);
+    tokio::spawn(
+        async move {
+            let mut guard = guard;
+            run(&mut guard, config, adm, flow, rx, tx).await;
+        }
+        .instrument(span),
+    );
+}
+
+/// Test-only fault injection: panics at `point` for a Call-ID `fault-panic-<point>-…` when
+/// the environment has `PINCODEROUTING_FAULT_INJECTION` set. Compiled into debug builds
+/// only, so the black-box tests can prove a panic ends one call and nothing else.
+#[cfg(debug_assertions)]
+pub(crate) fn fault_point(call_id: &str, point: &str) {
+    let hit = call_id
+        .strip_prefix("fault-panic-")
+        .is_some_and(|rest| rest.starts_with(point));
+    if hit && std::env::var_os("PINCODEROUTING_FAULT_INJECTION").is_some() {
+        #[allow(clippy::panic)] // Invariant: the whole point; tests only (see above).
+        {
+            panic!("fault injection at {point}");
+        }
+    }
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub(crate) fn fault_point(_call_id: &str, _point: &str) {}
+
+/// Receives on the RTP socket while there is one; pends forever after it was released.
+async fn recv_rtp(
+    sock: &Option<UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The driver's side of a drain: SIP goes out at once on its flow, RTP on the call's
+/// socket, events are carried out (CRM requests start here).
+struct DriverIo<'a> {
+    g: &'a mut CallGuard,
+    sock: Option<&'a UdpSocket>,
+    inbox: &'a mpsc::Sender<CallInput>,
+    ended: bool,
+}
+
+impl CallIo for DriverIo<'_> {
+    fn sip(&mut self, t: SipTransmit) {
+        send_sip_now(&self.g.shared, t);
+    }
+
+    fn rtp(&mut self, data: &[u8], dest: SocketAddr) {
+        let Some(s) = self.sock else { return };
+        // RTP is lossy by nature: a full socket buffer drops this frame, never blocks.
+        if let Err(e) = super::send_datagram(s, data, dest) {
+            debug!(error = %e, "rtp send failed");
+        }
+    }
+
+    fn event(&mut self, call: &mut Call, now: Instant, ev: CallEvent) {
+        match ev {
+            CallEvent::Answered => {
+                info!("answered");
+                self.g.bye = call.recovery_bye();
+            }
+            // Never the digit: only that one arrived, and from where.
+            CallEvent::Digit(d) => debug!(source = d.source.as_str(), "digit received"),
+            CallEvent::Prompt(p) => debug!(event = ?p, "prompt"),
+            CallEvent::CrmVerify {
+                organization,
+                caller,
+                pin,
+            } => {
+                let config = self.g.shared.config.load();
+                match crm_of(&config, &organization) {
+                    Some(CrmAdapter::Verify(v)) => {
+                        let (v, inbox) = (v.clone(), self.inbox.clone());
+                        let call_id = call.call_id().to_string();
+                        tokio::spawn(async move {
+                            let reply = v.verify(&organization, &caller, &pin, &call_id).await;
+                            let _ = inbox.send(CallInput::Verify(reply)).await;
+                        });
+                    }
+                    _ => call.handle_verify(
+                        now,
+                        crate::crm::VerifyReply::Error("no verify webhook".into()),
+                    ),
+                }
+            }
+            CallEvent::CrmLookup { organization, e164 } => {
+                let config = self.g.shared.config.load();
+                match crm_of(&config, &organization) {
+                    // HTTP adapters answer through the call's inbox, while the prompt plays.
+                    Some(CrmAdapter::Lookup(http)) => {
+                        let (http, inbox) = (http.clone(), self.inbox.clone());
+                        tokio::spawn(async move {
+                            let reply = http.lookup(&organization, &e164).await;
+                            let _ = inbox.send(CallInput::Crm(reply)).await;
+                        });
+                    }
+                    // The embedded file CRM answers at once.
+                    Some(CrmAdapter::File(dir)) => {
+                        let reply = dir.lookup(&organization, &e164);
+                        call.handle_crm(now, reply);
+                    }
+                    Some(CrmAdapter::Verify(_)) | None => call.handle_crm(
+                        now,
+                        crate::crm::CrmReply::Error("no CRM for this organization".into()),
+                    ),
+                }
+            }
+            CallEvent::Ended(s) => {
+                self.ended = true;
+                self.g.bye = None;
+                info!(
+                    reason = ?s.reason,
+                    answered = s.answered,
+                    duration_ms = s.duration_ms,
+                    rtp_rx = s.rtp.rx_packets,
+                    rtp_rx_ignored = s.rtp.rx_ignored,
+                    rtp_tx = s.rtp.tx_packets,
+                    rtp_late_skipped = s.rtp.tx_late_skipped,
+                    digit_count = s.digits,
+                    "call ended"
+                );
+                if let Some(r) = call.record() {
+                    self.g.shared.audit.write("call", r);
+                    self.g.audited = true;
+                }
+            }
+        }
+    }
+}
+
+async fn run(
+    g: &mut CallGuard,
+    config: Arc<Config>,
+    adm: crate::sip::endpoint::Admission,
+    flow: Flow,
+    mut rx: mpsc::Receiver<CallInput>,
+    inbox: mpsc::Sender<CallInput>,
+) {
+    let shared = g.shared.clone();
+    let Some((sock, port)) = bind_rtp(&shared, &config) else {
+        warn!("no free RTP port: refusing the call");
+        let tag = stateless_tag(&adm.invite);
+        let mut r = response(&adm.invite, 503, Some(&tag), &config.sip.user_agent);
+        r.push_header("Retry-After", config.sip.retry_after_secs.to_string());
+        send_sip_now(
+            &shared,
+            SipTransmit {
+                flow: response_flow(&adm.invite, flow),
+                data: r.to_bytes(),
+            },
+        );
+        g.unanswered = None;
+        return;
+    };
+    g.port = Some(port);
     let bound = match flow.transport {
         Transport::Udp => shared.udp.get(flow.conn as usize).map(|(_, a)| *a),
         Transport::Tcp => shared.tcp_conns.get(&flow.conn).map(|e| e.value().1),
@@ -90,139 +343,61 @@ pub(crate) async fn spawn(shared: Arc<Shared>, config: Arc<Config>, adm: Admissi
         caller: adm.caller,
         lockout: shared.lockout.clone(),
     };
-    let span = info_span!("call", call_id = %call_id);
-    let call = span.in_scope(|| {
-        info!(from = %flow.remote, transport = flow.transport.as_str(), rtp_port = port, "new call");
-        Call::new(Instant::now(), config, setup)
-    });
-    tokio::spawn(
-        async move {
-            run(&shared, call, rx, inbox, rtp_sock, port).await;
-            shared.calls.remove(&call_id);
+    info!(from = %flow.remote, transport = flow.transport.as_str(), rtp_port = port, "new call");
+    fault_point(&g.call_id, "new");
+    let mut call = match Call::new(Instant::now(), config, setup) {
+        Ok(c) => c,
+        Err(e) => {
+            // Admission answers these 400 first; this is the backstop.
+            warn!(error = %e, "call set-up failed");
+            if let Some((invite, flow)) = g.unanswered.take() {
+                let tag = stateless_tag(&invite);
+                let r = response(
+                    &invite,
+                    400,
+                    Some(&tag),
+                    &shared.config.load().sip.user_agent,
+                );
+                send_sip_now(
+                    &shared,
+                    SipTransmit {
+                        flow: response_flow(&invite, flow),
+                        data: r.to_bytes(),
+                    },
+                );
+            }
+            return;
         }
-        .instrument(span),
-    );
-}
-
-/// Receives on the RTP socket while there is one; pends forever after it was released.
-async fn recv_rtp(
-    sock: &Option<UdpSocket>,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
-    match sock {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn run(
-    shared: &Shared,
-    mut call: Call,
-    mut rx: mpsc::Receiver<CallInput>,
-    inbox: mpsc::Sender<CallInput>,
-    sock: UdpSocket,
-    port: u16,
-) {
+    };
     // The socket and its port go back to the pool as soon as the call ends; the task may
     // linger a little longer for SIP retransmissions (Timer J, K, BYE).
     let mut sock = Some(sock);
     let mut rx_buf = [0u8; MAX_RTP_PACKET + 1];
     let mut tx_buf = [0u8; MAX_RTP_PACKET];
-    let mut ended = false;
     let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     let sleep = tokio::time::sleep_until(far);
     tokio::pin!(sleep);
     let mut armed: Option<Instant> = None;
     loop {
-        // Drain everything the last input produced.
-        let now = Instant::now();
-        while let Some(t) = call.poll_transmit() {
-            send_sip(shared, t).await;
+        // Drain everything the last input produced: the same code as the simulations.
+        let mut io = DriverIo {
+            g: &mut *g,
+            sock: sock.as_ref(),
+            inbox: &inbox,
+            ended: false,
+        };
+        let next = drain(&mut call, Instant::now(), &mut io, &mut tx_buf).map(|(t, _)| t);
+        if io.ended {
+            sock = None;
+            g.release_port();
+            g.release_active();
         }
-        if let Some(s) = &sock {
-            while let Some((n, dest)) = call.poll_rtp(now, &mut tx_buf) {
-                if let Err(e) = s.send_to(&tx_buf[..n], dest).await {
-                    debug!(error = %e, "rtp send failed");
-                }
-            }
-        }
-        while let Some(ev) = call.poll_event() {
-            match ev {
-                CallEvent::Answered => info!("answered"),
-                // Never the digit: only that one arrived, and from where.
-                CallEvent::Digit(d) => debug!(source = d.source.as_str(), "digit received"),
-                CallEvent::Prompt(p) => debug!(event = ?p, "prompt"),
-                CallEvent::CrmVerify {
-                    organization,
-                    caller,
-                    pin,
-                } => {
-                    let config = shared.config.load();
-                    match crm_of(&config, &organization) {
-                        Some(CrmAdapter::Verify(v)) => {
-                            let (v, inbox) = (v.clone(), inbox.clone());
-                            let call_id = call.call_id().to_string();
-                            tokio::spawn(async move {
-                                let reply = v.verify(&organization, &caller, &pin, &call_id).await;
-                                let _ = inbox.send(CallInput::Verify(reply)).await;
-                            });
-                        }
-                        _ => call.handle_verify(
-                            Instant::now(),
-                            crate::crm::VerifyReply::Error("no verify webhook".into()),
-                        ),
-                    }
-                }
-                CallEvent::CrmLookup { organization, e164 } => {
-                    let config = shared.config.load();
-                    match crm_of(&config, &organization) {
-                        // HTTP adapters answer through the call's inbox, while the prompt
-                        // plays.
-                        Some(CrmAdapter::Lookup(http)) => {
-                            let (http, inbox) = (http.clone(), inbox.clone());
-                            tokio::spawn(async move {
-                                let reply = http.lookup(&organization, &e164).await;
-                                let _ = inbox.send(CallInput::Crm(reply)).await;
-                            });
-                        }
-                        // The embedded file CRM answers at once.
-                        Some(CrmAdapter::File(dir)) => {
-                            let reply = dir.lookup(&organization, &e164);
-                            call.handle_crm(Instant::now(), reply);
-                        }
-                        Some(CrmAdapter::Verify(_)) | None => call.handle_crm(
-                            Instant::now(),
-                            crate::crm::CrmReply::Error("no CRM for this organization".into()),
-                        ),
-                    }
-                }
-                CallEvent::Ended(s) => {
-                    ended = true;
-                    if sock.take().is_some() {
-                        shared.ports.give_back(port);
-                    }
-                    shared.active.fetch_sub(1, Ordering::Relaxed);
-                    info!(
-                        reason = ?s.reason,
-                        answered = s.answered,
-                        duration_ms = s.duration_ms,
-                        rtp_rx = s.rtp.rx_packets,
-                        rtp_rx_ignored = s.rtp.rx_ignored,
-                        rtp_tx = s.rtp.tx_packets,
-                        rtp_late_skipped = s.rtp.tx_late_skipped,
-                        digit_count = s.digits,
-                        "call ended"
-                    );
-                    if let Some(r) = call.record() {
-                        shared.audit.write("call", r);
-                    }
-                }
-            }
+        if g.unanswered.is_some() && !call.invite_pending() {
+            g.unanswered = None;
         }
         if call.is_done() {
             break;
         }
-        let next = call.poll_timeout().map(|(t, _)| t);
         if next != armed {
             armed = next;
             let at = next.map(tokio::time::Instant::from_std).unwrap_or(far);
@@ -230,14 +405,17 @@ async fn run(
         }
         tokio::select! {
             input = rx.recv() => match input {
-                Some(CallInput::Sip(msg, flow)) => call.handle_sip(Instant::now(), msg, flow),
+                Some(CallInput::Sip(msg, flow)) => {
+                    fault_point(&g.call_id, "sip");
+                    call.handle_sip(Instant::now(), msg, flow)
+                }
                 Some(CallInput::Crm(reply)) => call.handle_crm(Instant::now(), reply),
                 Some(CallInput::Verify(reply)) => call.handle_verify(Instant::now(), reply),
                 Some(CallInput::Shutdown) | None => call.shutdown(Instant::now()),
             },
             r = recv_rtp(&sock, &mut rx_buf) => {
                 if let Ok((n, src)) = r {
-                    call.handle_rtp(Instant::now(), src, &rx_buf[..n]);
+                    call.handle_rtp(Instant::now(), src, rx_buf.get(..n).unwrap_or_default());
                 }
             }
             () = &mut sleep, if armed.is_some() => {
@@ -245,12 +423,6 @@ async fn run(
                 call.handle_timeout(Instant::now());
             }
         }
-    }
-    if !ended {
-        shared.active.fetch_sub(1, Ordering::Relaxed);
-    }
-    if sock.take().is_some() {
-        shared.ports.give_back(port);
     }
 }
 

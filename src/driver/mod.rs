@@ -54,6 +54,10 @@ pub(crate) struct Shared {
     pub audit: AuditSink,
     /// Call-IDs of INVITEs refused lately, so a retransmitted one is audited once.
     pub refused: DashMap<String, std::time::Instant>,
+    /// Calls whose code panicked (each ended alone; see `call_task::CallGuard`).
+    pub calls_panicked: AtomicU64,
+    /// Receive loops restarted after a panic.
+    pub loop_restarts: AtomicU64,
     /// Failed-PIN counters across calls.
     pub lockout: Option<Arc<std::sync::Mutex<crate::call::lockout::Lockout>>>,
 }
@@ -159,6 +163,8 @@ impl Server {
                 calls_total: AtomicU64::new(0),
                 audit,
                 refused: DashMap::new(),
+                calls_panicked: AtomicU64::new(0),
+                loop_restarts: AtomicU64::new(0),
                 lockout: config.lockout.map(|p| {
                     Arc::new(std::sync::Mutex::new(crate::call::lockout::Lockout::new(p)))
                 }),
@@ -198,15 +204,16 @@ impl Server {
         }
         let mut tasks = Vec::new();
         for (idx, (sock, _)) in self.shared.udp.iter().enumerate() {
-            let shared = self.shared.clone();
-            let sock = sock.clone();
-            tasks.push(tokio::spawn(udp_loop(shared, sock, idx as u64)));
+            let (shared, sock) = (self.shared.clone(), sock.clone());
+            tasks.push(supervise(self.shared.clone(), "udp", move || {
+                udp_loop(shared.clone(), sock.clone(), idx as u64)
+            }));
         }
         for (listener, _) in self.tcp {
-            tasks.push(tokio::spawn(tcp::accept_loop(
-                self.shared.clone(),
-                listener,
-            )));
+            let (shared, listener) = (self.shared.clone(), Arc::new(listener));
+            tasks.push(supervise(self.shared.clone(), "tcp accept", move || {
+                tcp::accept_loop(shared.clone(), listener.clone())
+            }));
         }
         shutdown.await;
         info!(calls = self.shared.calls.len(), "shutting down");
@@ -225,8 +232,57 @@ impl Server {
         }
         info!(
             calls_total = self.shared.calls_total.load(Ordering::Relaxed),
+            calls_panicked = self.shared.calls_panicked.load(Ordering::Relaxed),
+            loop_restarts = self.shared.loop_restarts.load(Ordering::Relaxed),
             "stopped"
         );
+    }
+}
+
+/// Runs a receive loop as its own task and starts it again if it panics (counted and
+/// logged), so one bad packet can never leave a listener dead while the process lives on.
+/// The loop's socket or listener is shared (`Arc`), so a restart keeps it bound.
+fn supervise<F, Fut>(shared: Arc<Shared>, what: &'static str, make: F) -> AbortOnDrop
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let inner: Arc<std::sync::Mutex<Option<tokio::task::AbortHandle>>> = Arc::default();
+    let current = inner.clone();
+    let outer = tokio::spawn(async move {
+        loop {
+            let task = tokio::spawn(make());
+            if let Ok(mut c) = current.lock() {
+                *c = Some(task.abort_handle());
+            }
+            match task.await {
+                Err(e) if e.is_panic() => {
+                    let n = shared.loop_restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::error!(
+                        loop_name = what,
+                        loop_restarts = n,
+                        "receive loop panicked; restarted"
+                    );
+                }
+                _ => return,
+            }
+        }
+    });
+    AbortOnDrop { outer, inner }
+}
+
+/// A supervised loop; aborting it stops the supervisor and the loop it runs.
+struct AbortOnDrop {
+    outer: tokio::task::JoinHandle<()>,
+    inner: Arc<std::sync::Mutex<Option<tokio::task::AbortHandle>>>,
+}
+
+impl AbortOnDrop {
+    fn abort(&self) {
+        self.outer.abort();
+        if let Ok(Some(h)) = self.inner.lock().as_deref() {
+            h.abort();
+        }
     }
 }
 
@@ -242,7 +298,7 @@ async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, idx: u64) {
                     conn: idx,
                     remote: src,
                 };
-                dispatch(&shared, flow, &buf[..n], true).await;
+                dispatch(&shared, flow, buf.get(..n).unwrap_or_default(), true);
             }
             // ICMP port unreachable and the like surface here on some systems.
             Err(e) => debug!(error = %e, "udp receive error"),
@@ -251,13 +307,17 @@ async fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, idx: u64) {
 }
 
 /// Routes one inbound SIP message.
-pub(crate) async fn dispatch(shared: &Arc<Shared>, flow: Flow, data: &[u8], datagram: bool) {
+pub(crate) fn dispatch(shared: &Arc<Shared>, flow: Flow, data: &[u8], datagram: bool) {
+    #[cfg(debug_assertions)]
+    if data.windows(21).any(|w| w == b"fault-panic-dispatch-") {
+        call_task::fault_point("fault-panic-dispatch-", "dispatch");
+    }
     let config = shared.config.load_full();
     let endpoint = Endpoint::new(config.clone());
     match endpoint.handle(flow, data, datagram, shared.as_ref()) {
         Inbound::ToCall(msg) => deliver(shared, msg, flow),
-        Inbound::NewCall(adm) => call_task::spawn(shared.clone(), config, adm, flow).await,
-        Inbound::Reply(t) => send_sip(shared, t).await,
+        Inbound::NewCall(adm) => call_task::admit(shared, config, adm, flow),
+        Inbound::Reply(t) => send_sip_now(shared, t),
         Inbound::Refused(t, refusal) => {
             let now = std::time::Instant::now();
             if shared.refused.len() > 10_000 {
@@ -277,7 +337,7 @@ pub(crate) async fn dispatch(shared: &Arc<Shared>, flow: Flow, data: &[u8], data
             {
                 shared.audit.write("refused", &refusal);
             }
-            send_sip(shared, t).await
+            send_sip_now(shared, t)
         }
         Inbound::Drop(why) => debug!(from = %flow.remote, why, "dropped"),
     }
@@ -293,15 +353,26 @@ fn deliver(shared: &Shared, msg: Message, flow: Flow) {
     }
 }
 
-/// Sends SIP bytes on their flow.
-pub(crate) async fn send_sip(shared: &Shared, t: SipTransmit) {
+/// Sends SIP bytes on their flow without waiting: a UDP datagram goes out now (or, if the
+/// socket buffer is full, from a task that waits for room); a TCP message joins its
+/// connection's write queue.
+pub(crate) fn send_sip_now(shared: &Shared, t: SipTransmit) {
     match t.flow.transport {
         Transport::Udp => {
             let Some((sock, _)) = shared.udp.get(t.flow.conn as usize) else {
                 return;
             };
-            if let Err(e) = sock.send_to(&t.data, t.flow.remote).await {
-                warn!(to = %t.flow.remote, error = %e, "udp send failed");
+            match send_datagram(sock, &t.data, t.flow.remote) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let sock = sock.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = sock.send_to(&t.data, t.flow.remote).await {
+                            warn!(to = %t.flow.remote, error = %e, "udp send failed");
+                        }
+                    });
+                }
+                Err(e) => warn!(to = %t.flow.remote, error = %e, "udp send failed"),
             }
         }
         Transport::Tcp => {
@@ -319,6 +390,17 @@ pub(crate) async fn send_sip(shared: &Shared, t: SipTransmit) {
             }
         }
     }
+}
+
+/// Sends one datagram now, on the socket's non-blocking fd. Not tokio's `try_send_to`:
+/// that reports WouldBlock until the reactor has seen the socket writable, which dropped
+/// the first RTP frames of every call (a fresh socket) — the prompt's marked first packet.
+pub(crate) fn send_datagram(
+    sock: &UdpSocket,
+    data: &[u8],
+    dest: SocketAddr,
+) -> std::io::Result<usize> {
+    socket2::SockRef::from(sock).send_to(data, &dest.into())
 }
 
 /// The local address the OS would use to reach `peer` (no packet is sent).

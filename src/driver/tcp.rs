@@ -19,7 +19,7 @@ const MAX_CONNECTIONS: usize = 4096;
 /// Outgoing messages queued per connection before we drop.
 const WRITE_QUEUE: usize = 256;
 
-pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -42,9 +42,20 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         shared.tcp_conns.insert(id, (tx, local));
         let shared = shared.clone();
         tokio::spawn(async move {
+            // Removes the entry however the task ends, a panic included: the stream halves
+            // drop with the task, so the socket is closed, not left in CLOSE-WAIT.
+            let _entry = ConnEntry(shared.clone(), id);
             connection(&shared, stream, id, peer, rx).await;
-            shared.tcp_conns.remove(&id);
         });
+    }
+}
+
+/// A connection's entry in `Shared::tcp_conns`, removed on drop.
+struct ConnEntry(Arc<Shared>, u64);
+
+impl Drop for ConnEntry {
+    fn drop(&mut self) {
+        self.0.tcp_conns.remove(&self.1);
     }
 }
 
@@ -84,12 +95,12 @@ async fn connection(
                 Ok(Frame::Skip(n)) => buf.advance(n),
                 Ok(Frame::Message(n)) => {
                     let msg = buf.split_to(n);
-                    dispatch(shared, flow, &msg, false).await;
+                    dispatch(shared, flow, &msg, false);
                 }
                 Err(e) => {
                     debug!(%peer, error = %e, "tcp framing error; closing");
                     // Answer what can be answered, then drop the stream: it cannot resync.
-                    dispatch(shared, flow, &buf, false).await;
+                    dispatch(shared, flow, &buf, false);
                     break 'read;
                 }
             }

@@ -76,6 +76,11 @@ impl Dialog {
         }
     }
 
+    /// Moves our CSeq forward by `n` (for a request built outside the normal sequence).
+    pub fn skip_cseq(&mut self, n: u32) {
+        self.local_seq = self.local_seq.saturating_add(n);
+    }
+
     /// Builds an in-dialog request (§12.2.1.1) with a new CSeq and the given Via branch.
     pub fn request(
         &mut self,
@@ -125,7 +130,11 @@ impl Dialog {
             }
             self.remote_target.clone()
         };
-        headers.push(("Contact".into(), self.local_contact.clone()));
+        // Contact only where it means something: target refreshes and requests that set up
+        // a subscription (REFER); never on BYE, CANCEL or INFO (§20.10, table 3).
+        if !matches!(method, Method::Bye | Method::Cancel | Method::Info) {
+            headers.push(("Contact".into(), self.local_contact.clone()));
+        }
         headers.push(("User-Agent".into(), user_agent.to_string()));
         Message {
             start: StartLine::Request { method, uri },

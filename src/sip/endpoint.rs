@@ -4,7 +4,7 @@
 //! unknown dialog, 200 OPTIONS, 405/501, 503 overloaded). Holds no per-call state.
 
 use super::build::{response, response_flow, response_with_reason, stamp_via, stateless_tag};
-use super::msg::{Limits, Message, Method, ParseError, StartLine};
+use super::msg::{Limits, Message, Method, NameAddr, ParseError, StartLine, Uri};
 use super::sdp::{self, LocalMedia, Sdp, SdpError};
 use super::{Flow, SipTransmit, ACCEPT, ALLOW, SUPPORTED};
 use crate::call::identity::{self, Caller};
@@ -227,11 +227,11 @@ impl Endpoint {
                 }
             }
         }
-        if invite.header("Contact").is_none() || invite.from_tag().is_none() {
+        if let Some(bad) = dialog_fault(&invite) {
             let r = response_with_reason(
                 &invite,
                 400,
-                "Bad Request (missing Contact or From tag)",
+                &format!("Bad Request ({bad})"),
                 Some(&tag),
                 ua,
             );
@@ -392,6 +392,27 @@ fn lenient_skeleton(data: &[u8], limits: &Limits) -> Option<Message> {
     Some(m)
 }
 
+/// What keeps an INVITE from creating a dialog (§12.1.1), named for the 400's reason
+/// phrase: a From tag, and exactly one Contact holding a SIP or SIPS URI with a host
+/// (§8.1.1.8). `None` when the dialog can be built.
+pub(crate) fn dialog_fault(invite: &Message) -> Option<&'static str> {
+    if invite.from_tag().is_none() {
+        return Some("missing From tag");
+    }
+    let mut contacts = invite.header_values("Contact");
+    let Some(first) = contacts.next() else {
+        return Some("missing Contact");
+    };
+    if contacts.next().is_some() {
+        return Some("more than one Contact");
+    }
+    let uri = NameAddr::parse(first).and_then(|c| Uri::parse(&c.uri));
+    match uri {
+        Some(u) if (u.scheme == "sip" || u.scheme == "sips") && !u.host.is_empty() => None,
+        _ => Some("malformed Contact"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,6 +480,51 @@ CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\
         assert!(m.header("Allow").unwrap().contains("INVITE"));
         assert_eq!(m.header("Accept"), Some("application/sdp"));
         assert!(m.to_tag().is_some());
+    }
+
+    #[test]
+    fn invite_with_a_contact_no_dialog_can_use_gets_400_naming_it() {
+        let e = ep("");
+        let t = Table(0, "");
+        let good = req("INVITE", "", "");
+        for (contact, why) in [
+            ("Contact: <>", "malformed Contact"),
+            ("Contact: ", "missing Contact"),
+            ("Contact: <sip:a@192.0.2.1", "malformed Contact"),
+            ("Contact: \"x\" <sip:a@192.0.2.1", "malformed Contact"),
+            ("Contact: *", "malformed Contact"),
+            ("Contact: <tel:+15551234567>", "malformed Contact"),
+            ("Contact: <mailto:a@b>", "malformed Contact"),
+            ("Contact: <sip:@>", "malformed Contact"),
+            (
+                "Contact: <sip:a@192.0.2.1>, <sip:b@192.0.2.1>",
+                "more than one Contact",
+            ),
+        ] {
+            let bad = good.replace("Contact: <sip:a@192.0.2.1>", contact);
+            let (c, m) = status(e.handle(flow(), bad.as_bytes(), true, &t));
+            assert_eq!(c, 400, "{contact}");
+            assert!(
+                matches!(&m.start, StartLine::Response { reason, .. } if reason.contains(why)),
+                "{contact}: {:?}",
+                m.start
+            );
+        }
+        let no_tag = good.replace(";tag=a", "");
+        let (c, m) = status(e.handle(flow(), no_tag.as_bytes(), true, &t));
+        assert_eq!(c, 400);
+        assert!(
+            matches!(&m.start, StartLine::Response { reason, .. } if reason.contains("missing From tag"))
+        );
+        // Compact form and a display name are fine.
+        let compact = good.replace(
+            "Contact: <sip:a@192.0.2.1>",
+            "m: \"A\" <sip:a@192.0.2.1:5070;transport=udp>;expires=60",
+        );
+        assert!(matches!(
+            e.handle(flow(), compact.as_bytes(), true, &t),
+            Inbound::NewCall(_)
+        ));
     }
 
     #[test]

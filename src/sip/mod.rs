@@ -39,7 +39,7 @@ pub struct SipTransmit {
 }
 
 /// The methods we implement, for Allow headers (RFC 3261 §20.5).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, NOTIFY";
 /// Option tags we support (§20.37, RFC 4028 `timer`).
 pub const SUPPORTED: &str = "timer";
 /// Bodies we accept (§20.1).

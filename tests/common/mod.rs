@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod http_crm;
+pub mod raw_pbx;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
