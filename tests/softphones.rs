@@ -12,7 +12,8 @@
 //! - our BYE left within 100 ms of the softphone's final NOTIFY (sipfrag >= 200);
 //! - one digit per key (the audit record's `digits`, the `digit received` log lines);
 //! - the announcements (verified, transferring, ...) were never cut by a key;
-//! - the audit record: outcome, attempts, digit source, contact, transfer target/outcome,
+//! - the audit record: outcome, each attempt's result, digit source, contact, transfer
+//!   target/outcome,
 //!   and no PIN in it;
 //! - where the case is about it: the no-input timer runs from the end of the re-prompt.
 //!
@@ -65,8 +66,8 @@ struct Case {
     inter_digit_timeout_secs: u64,
     steps: &'static [Step],
     ext: &'static str,
-    outcome: &'static str,
-    attempts: u64,
+    /// Each attempt's result, in order (audit `attempt_results`); the last is the outcome.
+    results: &'static [&'static str],
     /// Accepted values of the audit's digit_source.
     sources: &'static [&'static str],
     contact: Option<&'static str>,
@@ -487,8 +488,9 @@ fn check_call(
             fail(format!("audit {k} = {}, expected {v}", r[k]));
         }
     };
-    want("outcome", case.outcome.into(), &mut fail);
-    want("attempts", case.attempts.into(), &mut fail);
+    want("outcome", case.results.last().copied().into(), &mut fail);
+    want("attempts", case.results.len().into(), &mut fail);
+    want("attempt_results", case.results.into(), &mut fail);
     want("transfer_target", case.ext.into(), &mut fail);
     want("transfer_outcome", "transferred".into(), &mut fail);
     want("transferred", true.into(), &mut fail);
@@ -663,8 +665,7 @@ fn base_case() -> Case {
         inter_digit_timeout_secs: 3,
         steps: &[],
         ext: "1001",
-        outcome: "verified",
-        attempts: 1,
+        results: &["verified"],
         sources: &["rfc4733"],
         contact: Some("demo-1"),
         prompts_heard: &[],
@@ -697,8 +698,7 @@ fn baresip_rfc4733_wrong_pin_three_times_goes_to_the_failure_ext() {
                 Step::Keys("9999#"),
             ],
             ext: "1002",
-            outcome: "wrong_pin",
-            attempts: 3,
+            results: &["wrong_pin", "wrong_pin", "wrong_pin"],
             prompts_heard: &["incorrect_pin", "try_again"],
             ..base_case()
         },
@@ -777,7 +777,7 @@ fn baresip_hash_alone_during_the_first_prompt_then_the_pin() {
                 Step::Prompt("enter_pin", 2),
                 Step::Keys("1234#"),
             ],
-            attempts: 2,
+            results: &["no_input", "verified"],
             prompts_heard: &["no_input", "try_again"],
             ..base_case()
         },
@@ -792,8 +792,7 @@ fn baresip_hash_alone_during_the_first_prompt_then_nothing() {
             org_extra: "max_attempts = 2",
             steps: &[Step::Prompt("enter_pin", 1), Step::Keys("#")],
             ext: "1002",
-            outcome: "no_input",
-            attempts: 2,
+            results: &["no_input", "no_input"],
             contact: None,
             prompts_heard: &["no_input", "try_again"],
             no_input_after_enter_pin: Some(2),
@@ -811,8 +810,7 @@ fn baresip_no_input_timer_runs_from_the_end_of_the_reprompt() {
             first_digit_timeout_secs: 2,
             steps: &[Step::Prompt("enter_pin", 1), Step::Keys("9999#")],
             ext: "1002",
-            outcome: "no_input",
-            attempts: 2,
+            results: &["wrong_pin", "no_input"],
             prompts_heard: &["incorrect_pin", "try_again"],
             no_input_after_enter_pin: Some(2),
             ..base_case()
