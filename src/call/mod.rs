@@ -62,7 +62,7 @@ pub enum EndReason {
 }
 
 /// What the call reports to its driver.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum CallEvent {
     /// We sent the 200 to the INVITE.
     Answered,
@@ -80,6 +80,9 @@ pub enum CallEvent {
         caller: String,
         pin: verdict::Pin,
     },
+    /// Compare a PIN with the one on file: run `check.run()` off the call's task (argon2
+    /// takes milliseconds) and answer with `handle_check`.
+    CheckPin(verdict::PinCheck),
     /// The call is over (it may linger a little to absorb retransmissions).
     Ended(CallSummary),
 }
@@ -570,13 +573,14 @@ impl Call {
         let Some(branch) = msg.top_via().and_then(|v| v.branch().map(str::to_string)) else {
             return;
         };
-        let Some(i) = self.clients.iter().position(|(c, _)| c.branch() == branch) else {
+        let Some((client, method)) = self.clients.iter_mut().find(|(c, _)| c.branch() == branch)
+        else {
             return;
         };
-        let Some(code) = self.clients[i].0.on_response(now, code) else {
+        let Some(code) = client.on_response(now, code) else {
             return;
         };
-        let method = self.clients[i].1.clone();
+        let method = method.clone();
         let current_refer = self.transfer.as_ref().is_some_and(|(b, _)| *b == branch);
         if method == Method::Refer && code >= 300 && current_refer {
             // §14.1: 491 means the PBX has a request of its own open (Linphone's INFO):
@@ -942,6 +946,7 @@ impl Call {
                     });
                     self.send_refer(now);
                 }
+                FlowAction::Check(c) => self.events.push_back(CallEvent::CheckPin(c)),
                 FlowAction::Verify(pin) => self.events.push_back(CallEvent::CrmVerify {
                     organization: self.org.name.clone(),
                     caller: self.caller.e164().unwrap_or("").to_string(),
@@ -986,6 +991,14 @@ impl Call {
         self.refer = None;
         if let Some(f) = self.pin.as_mut() {
             f.on_transfer(result);
+        }
+        self.run_flow(now);
+    }
+
+    /// The answer to `CallEvent::CheckPin`.
+    pub fn handle_check(&mut self, now: Instant, result: verdict::CheckResult) {
+        if let Some(f) = self.pin.as_mut() {
+            f.on_check(now, result);
         }
         self.run_flow(now);
     }
