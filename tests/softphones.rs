@@ -561,7 +561,7 @@ fn check_call(
         }
     }
     for p in case.prompts_heard {
-        // (Any event of it: the log misses `Started` for the first prompt of some lists.)
+        // (Any event of it: Started, Finished or Interrupted.)
         if !events
             .iter()
             .any(|(_, e)| e.contains(&format!("(\"{p}\")")))
