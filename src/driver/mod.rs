@@ -352,7 +352,9 @@ impl Server {
         );
         let deadline = tokio::time::Instant::now() + drain;
         let mut forced = false;
-        while !shared.calls.is_empty() {
+        // Calls in progress, not tasks: an ended call's task lingers for its transactions'
+        // retransmission timers (up to 32 s on UDP), which a drain need not wait for.
+        while shared.active() > 0 {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => break,
                 s = signals.recv() => {
@@ -362,9 +364,9 @@ impl Server {
                 () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
             }
         }
-        if !shared.calls.is_empty() {
+        if shared.active() > 0 {
             info!(
-                calls = shared.calls.len(),
+                calls = shared.active(),
                 forced, "ending the calls still up with BYE"
             );
             for e in shared.calls.iter() {
@@ -373,9 +375,10 @@ impl Server {
             // Each call writes its record as it ends (at once); give their BYEs a moment
             // to be answered before the sockets close.
             let grace = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-            while !shared.calls.is_empty() && tokio::time::Instant::now() < grace {
+            while shared.active() > 0 && tokio::time::Instant::now() < grace {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         for t in tasks {
             t.abort();
