@@ -1,5 +1,12 @@
 //! RFC 4028 session timer for the UAS side: who refreshes, when to refresh, when the
 //! session expires without a refresh.
+// call/mod.rs allows these until its own sweep (TODO(lint)); this module is already clean.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::time::{Duration, Instant};
 

