@@ -1,6 +1,16 @@
 //! The `pincoderouting` binary: parses the command line, loads the configuration, sets up
 //! logging and runs the driver.
 #![allow(clippy::disallowed_methods)]
+// The panic policy of src/lib.rs: no unwrap, expect, unchecked indexing or panics.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
 
 use clap::Parser;
 use pincoderouting::call::verdict::Pin;

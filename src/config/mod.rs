@@ -417,7 +417,10 @@ impl Config {
         self.organizations
             .iter()
             .find(|o| o.matches(invite, src))
-            .or_else(|| self.default_organization.map(|i| &self.organizations[i]))
+            .or_else(|| {
+                self.default_organization
+                    .and_then(|i| self.organizations.get(i))
+            })
     }
 }
 
@@ -801,9 +804,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 impl Default for Config {
+    // Invariant: the empty document (a constant, not a peer's or user's input) is valid:
+    // every key has a default. Checked by the `empty_config_is_the_default` test.
+    #[allow(clippy::expect_used)]
     fn default() -> Self {
-        // The empty document is valid: every key has a default. Invariant checked by the
-        // `empty_config_is_the_default` test.
         parse("", "<default>").expect("defaults are valid")
     }
 }

@@ -1,8 +1,8 @@
 //! One digit stream per call: RFC 4733 events, in-band tones and SIP INFO, selected by the
 //! DTMF mode and merged so one key press is one digit whichever ways it arrives: a phone
 //! that sends a key both as SIP INFO and as RFC 4733 (Linphone with both on) gives it
-//! once, even when the INFO copies trail by seconds. Media time is the arrival clock since the call's media started, corrected for
-//! in-band detection delay.
+//! once, even when the INFO copies trail by seconds. Media time is the arrival clock since
+//! the call's media started, corrected for in-band detection delay.
 
 use super::inband::{InbandDetector, InbandEvent};
 use super::rfc4733::{Rfc4733Decoder, Rfc4733Event};
