@@ -167,6 +167,20 @@ Max-Forwards: 70\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         self.send(&notify);
     }
 
+    /// Hangs up the call `ok` (our 200 to the INVITE) answered.
+    pub fn bye(&self, ok: &Got) {
+        let p = self.sip_port();
+        let to = ok.header("To").unwrap_or_default();
+        let msg = format!(
+            "BYE sip:pincoderouting@{t} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK-bye-{id};rport\r\n\
+From: <sip:caller@127.0.0.1>;tag=pbx1\r\nTo: {to}\r\nCall-ID: {id}\r\nCSeq: 9 BYE\r\n\
+Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            t = self.target,
+            id = self.call_id,
+        );
+        self.sip.send_to(msg.as_bytes(), self.target).unwrap();
+    }
+
     /// Sends raw bytes to the service.
     pub fn send(&self, text: &str) {
         self.sip.send_to(text.as_bytes(), self.target).unwrap();
