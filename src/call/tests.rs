@@ -19,6 +19,16 @@ const US_SIP: &str = "192.0.2.10:5060";
 const US_RTP: &str = "192.0.2.10:10000";
 const PBX_SIP: &str = "192.0.2.1:5060";
 const PBX_RTP: &str = "192.0.2.1:4000";
+const US_RTCP: &str = "192.0.2.10:10001";
+const PBX_RTCP: &str = "192.0.2.1:4001";
+
+/// The wall clock both sides' RTCP uses (2024-01-01T00:00:00Z at the simulation's start).
+fn wall_clock() -> crate::media::rtcp::WallClock {
+    crate::media::rtcp::WallClock {
+        at: crate::testutil::epoch(),
+        since_unix: Duration::from_secs(1_704_067_200),
+    }
+}
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -34,6 +44,10 @@ enum To {
 enum Kind {
     Sip,
     Rtp,
+    /// RTCP between the RTP ports + 1.
+    Rtcp,
+    /// RTCP on the RTP ports (rtcp-mux).
+    RtcpMux,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -126,6 +140,10 @@ struct Pbx {
     refer_script: Vec<u16>,
     notify: Option<u16>,
     refer_to: Vec<String>,
+    /// The PBX runs RTCP too (reports to us every ~5 s).
+    rtcp: bool,
+    /// RTCP the PBX received from us: when, on which port, the bytes.
+    rtcp_rx: Vec<(Instant, Kind, Vec<u8>)>,
 }
 
 /// One RTP packet the PBX received from us.
@@ -162,6 +180,8 @@ impl Pbx {
             refer_script: vec![],
             notify: Some(200),
             refer_to: vec![],
+            rtcp: false,
+            rtcp_rx: vec![],
         }
     }
 
@@ -265,10 +285,24 @@ m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r
                                         20,
                                     )
                                 }) {
+                                    // The PBX offered mux if our answer has it.
+                                    let mut neg = neg;
+                                    if msg.body.windows(10).any(|w| w == b"a=rtcp-mux") {
+                                        neg.rtcp_mux = true;
+                                        neg.rtcp = neg.remote;
+                                    }
                                     match &mut self.rtp {
                                         Some(r) => r.renegotiate(now, neg),
                                         None => {
-                                            self.rtp = Some(RtpSession::new(now, neg, 99, 0, 0))
+                                            let mut r = RtpSession::new(now, neg, 99, 0, 0);
+                                            if self.rtcp {
+                                                let setup = crate::media::rtcp::RtcpSetup {
+                                                    seed: 11,
+                                                    wall_clock: wall_clock(),
+                                                };
+                                                r = r.with_rtcp(now, setup);
+                                            }
+                                            self.rtp = Some(r)
                                         }
                                     }
                                 }
@@ -344,8 +378,23 @@ Content-Type: message/sipfrag\r\n",
         }
     }
 
+    /// RTCP from us, on the PBX's RTP port + 1 (`Kind::Rtcp`) or its RTP port (mux).
+    fn handle_rtcp(&mut self, now: Instant, kind: Kind, data: &[u8]) {
+        self.rtcp_rx.push((now, kind, data.to_vec()));
+        if let Some(r) = &mut self.rtp {
+            let (src, via) = match kind {
+                Kind::RtcpMux => (addr(US_RTP), crate::media::rtcp::RtcpPort::Rtp),
+                _ => (addr(US_RTCP), crate::media::rtcp::RtcpPort::Rtcp),
+            };
+            r.handle_rtcp(now, src, data, via);
+        }
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         let mut t: Vec<Instant> = vec![];
+        if let Some(r) = &self.rtp {
+            t.extend(r.poll_rtcp_timeout());
+        }
         if let Some((_, at, _)) = &self.invite {
             t.push(*at);
         }
@@ -380,6 +429,16 @@ Content-Type: message/sipfrag\r\n",
                 while let Some((n, _)) = r.poll_transmit(now, &mut buf, &mut self.player) {
                     net.send(now, To::Us, Kind::Rtp, &buf[..n]);
                 }
+            }
+        }
+        if let Some(r) = &mut self.rtp {
+            let mut buf = [0u8; 1500];
+            while let Some((n, _, port)) = r.poll_rtcp(now, &mut buf) {
+                let kind = match port {
+                    crate::media::rtcp::RtcpPort::Rtp => Kind::RtcpMux,
+                    crate::media::rtcp::RtcpPort::Rtcp => Kind::Rtcp,
+                };
+                net.send(now, To::Us, kind, &buf[..n]);
             }
         }
     }
@@ -429,6 +488,20 @@ impl crate::call::run::CallIo for WorldIo<'_> {
     fn rtp(&mut self, data: &[u8], dest: SocketAddr) {
         assert_eq!(dest, addr(PBX_RTP));
         self.net.send(self.now, To::Pbx, Kind::Rtp, data);
+    }
+
+    fn rtcp(&mut self, data: &[u8], dest: SocketAddr, port: crate::media::rtcp::RtcpPort) {
+        let kind = match port {
+            crate::media::rtcp::RtcpPort::Rtp => {
+                assert_eq!(dest, addr(PBX_RTP), "mux: to the RTP port");
+                Kind::RtcpMux
+            }
+            crate::media::rtcp::RtcpPort::Rtcp => {
+                assert_eq!(dest, addr(PBX_RTCP), "RTP port + 1");
+                Kind::Rtcp
+            }
+        };
+        self.net.send(self.now, To::Pbx, kind, data);
     }
 
     fn event(&mut self, call: &mut Call, now: Instant, e: CallEvent) {
@@ -529,6 +602,7 @@ impl World {
                             org: adm.org,
                             caller: adm.caller,
                             lockout: self.lockout.clone(),
+                            wall_clock: wall_clock(),
                         },
                     )
                     .unwrap(),
@@ -587,8 +661,19 @@ impl World {
                         c.handle_rtp(next, addr(PBX_RTP), &p.data)
                     }
                 }
+                (To::Us, Kind::Rtcp) => {
+                    if let Some(c) = self.call.as_mut() {
+                        c.handle_rtcp(next, addr(PBX_RTCP), &p.data)
+                    }
+                }
+                (To::Us, Kind::RtcpMux) => {
+                    if let Some(c) = self.call.as_mut() {
+                        c.handle_rtp(next, addr(PBX_RTP), &p.data)
+                    }
+                }
                 (To::Pbx, Kind::Sip) => self.pbx.handle_sip(next, &p.data),
                 (To::Pbx, Kind::Rtp) => self.pbx.handle_rtp(next, &p.data),
+                (To::Pbx, kind) => self.pbx.handle_rtcp(next, kind, &p.data),
             }
         } else if call_t == Some(next) {
             self.call.as_mut().unwrap().handle_timeout(next);
