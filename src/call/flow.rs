@@ -8,11 +8,29 @@
 
 use super::lockout::{contact_key, number_key, Lockout};
 use super::verdict::{self, Pin, PinVerified};
-use crate::config::org::{AnonymousPolicy, Organization};
+use crate::config::org::{AnonymousPolicy, Organization, ResultCarrier};
 use crate::crm::{CrmReply, VerifyReply};
 use crate::media::dtmf::{DigitEvent, DigitSource};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Percent-encodes a URI header value (RFC 3261 §25.1 `hvalue`: unreserved kept).
+fn uri_escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A header field value with nothing that could break the message (CR, LF, controls).
+fn header_safe(v: &str) -> String {
+    v.chars().filter(|c| !c.is_control()).collect()
+}
 
 /// How long the flow waits for the CRM once the caller has finished typing.
 pub const CRM_DEADLINE: Duration = Duration::from_secs(2);
@@ -43,10 +61,14 @@ pub enum TransferTarget {
 /// What the call must do for the flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FlowAction {
-    /// Play these prompts (by name), replacing whatever plays.
+    /// Play these prompts (by name), replacing whatever plays. The flow is told when this
+    /// list (not an earlier, interrupted one) is done.
     Play(Vec<&'static str>),
-    /// Send REFER to this URI.
-    Refer { uri: String },
+    /// Send REFER to this URI, with these extra header fields on the REFER itself.
+    Refer {
+        uri: String,
+        headers: Vec<(String, String)>,
+    },
     /// Ask the CRM's verify webhook about this PIN; answer with `on_verify`.
     Verify(Pin),
     /// End the call (BYE).
@@ -74,11 +96,7 @@ enum State {
         until: Instant,
         asked: Instant,
     },
-    /// Saying the verdict before the REFER.
-    Announcing {
-        target: TransferTarget,
-    },
-    /// REFER sent; the call reports how it ends.
+    /// REFER sent (the verdict announcement plays meanwhile); the call reports how it ends.
     Transferring,
     /// Saying the transfer failed, then the fallback destination (once) or hanging up.
     Closing {
@@ -93,6 +111,8 @@ pub struct FlowFacts {
     pub outcome: Option<Outcome>,
     pub contact_id: Option<String>,
     pub attempts: u32,
+    /// Each attempt's result, in order (the last is usually `outcome`).
+    pub attempt_results: Vec<Outcome>,
     pub digit_source: Option<DigitSource>,
     pub transfer_target: Option<String>,
     pub transfer_outcome: Option<String>,
@@ -203,42 +223,13 @@ impl PinFlow {
                 };
                 *deadline = Some(now + wait);
             }
-            State::Announcing { target } => {
-                let target = target.clone();
-                let ext = match &target {
-                    TransferTarget::Success(_) => self.org.pin_success_ext.clone(),
-                    TransferTarget::Failure(_) => self.org.pin_failed_ext.clone(),
-                };
-                let mut uri = self.org.refer_uri(&ext);
-                if self.org.refer_to_result_header {
-                    let r = if matches!(target, TransferTarget::Success(_)) {
-                        "verified"
-                    } else {
-                        "failed"
-                    };
-                    uri.push_str(if uri.contains('?') { "&" } else { "?" });
-                    uri.push_str("X-PIN-Result=");
-                    uri.push_str(r);
-                    if let TransferTarget::Success(v) = &target {
-                        // The agent's screen can open the contact the caller proved to be.
-                        uri.push_str("&X-PIN-Contact=");
-                        for b in v.contact_id().bytes() {
-                            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                                uri.push(b as char);
-                            } else {
-                                uri.push_str(&format!("%{b:02X}"));
-                            }
-                        }
-                    }
-                }
-                self.facts.transfer_target = Some(ext);
-                self.actions.push(FlowAction::Refer { uri });
-                self.state = State::Transferring;
-            }
             State::Closing { fallback } => match fallback.take() {
                 Some(uri) => {
                     self.fallback_tried = true;
-                    self.actions.push(FlowAction::Refer { uri });
+                    self.actions.push(FlowAction::Refer {
+                        uri,
+                        headers: Vec::new(),
+                    });
                     self.state = State::Transferring;
                 }
                 None => {
@@ -401,6 +392,7 @@ impl PinFlow {
 
     fn failed_attempt(&mut self, now: Instant, attempt: u32, outcome: Outcome) {
         self.facts.attempts = attempt;
+        self.facts.attempt_results.push(outcome);
         if attempt >= self.org.max_attempts {
             return self.verdict(now, TransferTarget::Failure(outcome));
         }
@@ -418,17 +410,74 @@ impl PinFlow {
             TransferTarget::Failure(o) => *o,
         };
         self.facts.outcome = Some(outcome);
+        if self.facts.attempt_results.len() < self.facts.attempts as usize {
+            self.facts.attempt_results.push(outcome);
+        }
         self.facts.answer_to_verdict_ms =
             Some(now.saturating_duration_since(self.started).as_millis() as u64);
-        let say: Vec<&'static str> = match &target {
-            TransferTarget::Success(_) => vec!["verified", "transferring"],
-            TransferTarget::Failure(Outcome::LockedOut) => vec!["locked_out", "transferring"],
-            // Said only if the operator provided it (an optional prompt).
-            TransferTarget::Failure(Outcome::CrmError) => vec!["crm_error", "transferring"],
-            TransferTarget::Failure(_) => vec!["transferring"],
+        // The REFER leaves now; the caller hears the announcements while the PBX carries
+        // out the transfer (they stop when it ends: final NOTIFY or BYE).
+        let refer = self.refer_for(&target);
+        self.actions.push(refer);
+        let mut say: Vec<&'static str> = Vec::new();
+        if self.org.announce_verdict {
+            match &target {
+                TransferTarget::Success(_) => say.push("verified"),
+                TransferTarget::Failure(Outcome::LockedOut) => say.push("locked_out"),
+                // Said only if the operator provided it (an optional prompt).
+                TransferTarget::Failure(Outcome::CrmError) => say.push("crm_error"),
+                TransferTarget::Failure(_) => {}
+            }
+        }
+        if self.org.announce_transfer {
+            say.push("transferring");
+        }
+        if !say.is_empty() {
+            self.actions.push(FlowAction::Play(say));
+        }
+        self.state = State::Transferring;
+    }
+
+    /// The REFER for a verdict: the success extension only with a `PinVerified`, and the
+    /// result where the organization wants it (Refer-To URI headers, REFER headers).
+    fn refer_for(&mut self, target: &TransferTarget) -> FlowAction {
+        let ext = match target {
+            TransferTarget::Success(_) => self.org.pin_success_ext.clone(),
+            TransferTarget::Failure(_) => self.org.pin_failed_ext.clone(),
         };
-        self.actions.push(FlowAction::Play(say));
-        self.state = State::Announcing { target };
+        let mut uri = self.org.refer_uri(&ext);
+        let mut headers = Vec::new();
+        if self.org.refer_to_result_header {
+            let mut result = vec![(
+                "X-PIN-Result",
+                match target {
+                    TransferTarget::Success(_) => "verified".to_string(),
+                    TransferTarget::Failure(_) => "failed".to_string(),
+                },
+            )];
+            if let TransferTarget::Success(v) = target {
+                // The agent's screen can open the contact the caller proved to be.
+                result.push(("X-PIN-Contact", v.contact_id().to_string()));
+            }
+            if self.org.pin_result_in.contains(&ResultCarrier::ReferTo) {
+                for (i, (name, value)) in result.iter().enumerate() {
+                    let sep = if i == 0 && !uri.contains('?') {
+                        '?'
+                    } else {
+                        '&'
+                    };
+                    uri.push(sep);
+                    uri.push_str(name);
+                    uri.push('=');
+                    uri.push_str(&uri_escape(value));
+                }
+            }
+            if self.org.pin_result_in.contains(&ResultCarrier::ReferHeader) {
+                headers.extend(result.iter().map(|(n, v)| (n.to_string(), header_safe(v))));
+            }
+        }
+        self.facts.transfer_target = Some(ext);
+        FlowAction::Refer { uri, headers }
     }
 
     /// The verify webhook's answer.

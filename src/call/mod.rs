@@ -125,6 +125,19 @@ pub enum Wake {
     Rtcp,
 }
 
+/// How often a REFER answered 491 Request Pending is sent again (RFC 3261 §14.1).
+const MAX_REFER_RETRIES: u32 = 3;
+
+/// A REFER that may be sent again after 491.
+#[derive(Debug)]
+struct ReferAttempt {
+    uri: String,
+    headers: Vec<(String, String)>,
+    retries: u32,
+    /// When to send it again (after a 491).
+    retry_at: Option<Instant>,
+}
+
 /// Why a call could not be set up from an admitted INVITE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SetupError {
@@ -204,6 +217,10 @@ pub struct Call {
     lockout: Option<Arc<std::sync::Mutex<lockout::Lockout>>>,
     /// REFER sent: the NICT branch and when the transfer is given up.
     transfer: Option<(String, Instant)>,
+    /// The REFER in progress (to resend after 491) and its retries so far.
+    refer: Option<ReferAttempt>,
+    /// The play list the flow waits on (its `ListDone` is the flow's "prompts done").
+    awaited_list: Option<u64>,
     record: Option<CallRecord>,
     started: Instant,
     answered_at: Option<Instant>,
@@ -271,6 +288,8 @@ impl Call {
             pin: None,
             lockout: setup.lockout.clone(),
             transfer: None,
+            refer: None,
+            awaited_list: None,
             record: None,
             started: now,
             answered_at: None,
@@ -504,6 +523,7 @@ impl Call {
             flow: facts,
         });
         self.transfer = None;
+        self.refer = None;
         self.events.push_back(CallEvent::Ended(summary));
     }
 
@@ -571,8 +591,18 @@ impl Call {
             return;
         };
         let method = self.clients[i].1.clone();
-        if method == Method::Refer && code >= 300 {
-            self.transfer_done(now, Err(format!("REFER answered {code}")));
+        let current_refer = self.transfer.as_ref().is_some_and(|(b, _)| *b == branch);
+        if method == Method::Refer && code >= 300 && current_refer {
+            // §14.1: 491 means the PBX has a request of its own open (Linphone's INFO):
+            // try again after 0–2 s (we did not make the Call-ID), a few times.
+            let delay = Duration::from_millis(self.rng.gen_range(0..=2000));
+            match self.refer.as_mut() {
+                Some(r) if code == 491 && r.retries < MAX_REFER_RETRIES => {
+                    r.retries += 1;
+                    r.retry_at = Some(now + delay);
+                }
+                _ => self.transfer_done(now, Err(format!("REFER answered {code}"))),
+            }
         }
         if method == Method::Update && !(200..300).contains(&code) {
             // RFC 4028 §10: a failed refresh (408/481) ends the session.
@@ -891,24 +921,41 @@ impl Call {
             match action {
                 FlowAction::Play(names) => {
                     let own = self.config.org_prompts.get(&self.org.name);
+                    let interruptible = &self.config.prompts.interruptible;
                     let items: Vec<PlayItem> = names
                         .iter()
-                        .filter_map(|n| match own {
-                            Some(o) => o.get_or(n, &self.config.prompt_set),
-                            None => self.config.prompt_set.get(n),
+                        .filter_map(|n| {
+                            let p = match own {
+                                Some(o) => o.get_or(n, &self.config.prompt_set),
+                                None => self.config.prompt_set.get(n),
+                            }?;
+                            Some(PlayItem {
+                                interruptible: interruptible.iter().any(|i| i == n),
+                                ..PlayItem::new(p)
+                            })
                         })
-                        .map(PlayItem::new)
                         .collect();
                     let empty = items.is_empty();
-                    self.player.play(items);
+                    let id = self.player.play(items);
                     if empty {
                         // Nothing to play (no prompts loaded): the list is done at once.
+                        self.awaited_list = None;
                         if let Some(f) = self.pin.as_mut() {
                             f.on_prompts_done(now);
                         }
+                    } else {
+                        self.awaited_list = Some(id);
                     }
                 }
-                FlowAction::Refer { uri } => self.send_refer(now, &uri),
+                FlowAction::Refer { uri, headers } => {
+                    self.refer = Some(ReferAttempt {
+                        uri,
+                        headers,
+                        retries: 0,
+                        retry_at: None,
+                    });
+                    self.send_refer(now);
+                }
                 FlowAction::Verify(pin) => self.events.push_back(CallEvent::CrmVerify {
                     organization: self.org.name.clone(),
                     caller: self.caller.e164().unwrap_or("").to_string(),
@@ -927,23 +974,30 @@ impl Call {
         }
     }
 
-    fn send_refer(&mut self, now: Instant, uri: &str) {
+    /// Sends (or sends again) the REFER in `self.refer`.
+    fn send_refer(&mut self, now: Instant) {
+        let Some(r) = self.refer.as_mut() else { return };
+        r.retry_at = None;
         let referred_by = format!("<sip:pincoderouting@{}>", self.local_sip);
-        let branch = self.send_request_with(
-            now,
-            Method::Refer,
-            vec![
-                ("Refer-To".into(), format!("<{uri}>")),
-                ("Referred-By".into(), referred_by),
-            ],
-        );
-        self.transfer = Some((branch, now + self.org.transfer_timeout));
+        let mut extra = vec![
+            ("Refer-To".to_string(), format!("<{}>", r.uri)),
+            ("Referred-By".to_string(), referred_by),
+        ];
+        extra.extend(r.headers.iter().cloned());
+        let branch = self.send_request_with(now, Method::Refer, extra);
+        // The transfer's deadline runs from the first REFER, not from each retry.
+        let deadline = match &self.transfer {
+            Some((_, d)) => *d,
+            None => now + self.org.transfer_timeout,
+        };
+        self.transfer = Some((branch, deadline));
     }
 
     fn transfer_done(&mut self, now: Instant, result: Result<(), String>) {
         if self.transfer.take().is_none() {
             return;
         }
+        self.refer = None;
         if let Some(f) = self.pin.as_mut() {
             f.on_transfer(result);
         }
@@ -974,6 +1028,9 @@ impl Call {
             if let Some(f) = self.pin.as_mut() {
                 f.on_digit(now, &d);
             }
+            // The flow's answer to the key (a re-prompt, say) is the list it now waits on,
+            // before the cut list's end is read below.
+            self.run_flow(now);
             self.events.push_back(CallEvent::Digit(d));
         }
         // Runs the flow's actions too.
@@ -982,9 +1039,14 @@ impl Call {
 
     fn drain_player(&mut self, now: Instant) {
         while let Some(e) = self.player.poll_event() {
-            if e == PlayerEvent::ListDone {
-                if let Some(f) = self.pin.as_mut() {
-                    f.on_prompts_done(now);
+            if let PlayerEvent::ListDone(id) = e {
+                // Only the end of the list the flow is waiting on; a list that was cut
+                // by a key and replaced reports an end that is not the new list's.
+                if self.awaited_list == Some(id) {
+                    self.awaited_list = None;
+                    if let Some(f) = self.pin.as_mut() {
+                        f.on_prompts_done(now);
+                    }
                 }
             }
             self.events.push_back(CallEvent::Prompt(e));
@@ -1114,6 +1176,14 @@ impl Call {
                 f.handle_timeout(now);
             }
         }
+        if self
+            .refer
+            .as_ref()
+            .and_then(|r| r.retry_at)
+            .is_some_and(|t| now >= t)
+        {
+            self.send_refer(now);
+        }
         if self.transfer.as_ref().is_some_and(|(_, t)| now >= *t) {
             self.transfer_done(now, Err("no final NOTIFY in time".into()));
         }
@@ -1228,6 +1298,12 @@ impl Call {
                 .map(|t| (t, Wake::Flow)),
         );
         consider(self.transfer.as_ref().map(|(_, t)| (*t, Wake::Flow)));
+        consider(
+            self.refer
+                .as_ref()
+                .and_then(|r| r.retry_at)
+                .map(|t| (t, Wake::Flow)),
+        );
         if let Some(rtp) = &self.rtp {
             consider(rtp.poll_timeout().map(|t| (t, Wake::MediaFrame)));
             consider(rtp.poll_rtcp_timeout().map(|t| (t, Wake::Rtcp)));

@@ -139,7 +139,14 @@ struct Pbx {
     /// Answers for the first REFERs, in order, before `refer_reply` applies.
     refer_script: Vec<u16>,
     notify: Option<u16>,
+    /// Send the NOTIFY this long after the 202 (zero: at once).
+    notify_delay: Duration,
+    delayed: Vec<(Instant, Vec<u8>)>,
     refer_to: Vec<String>,
+    /// Each REFER as received (for headers on the request itself).
+    refers: Vec<Message>,
+    /// Every request with when it arrived.
+    requests_at: Vec<(Method, Instant)>,
     /// The PBX runs RTCP too (reports to us every ~5 s).
     rtcp: bool,
     /// RTCP the PBX received from us: when, on which port, the bytes.
@@ -179,7 +186,11 @@ impl Pbx {
             refer_reply: 202,
             refer_script: vec![],
             notify: Some(200),
+            notify_delay: Duration::ZERO,
+            delayed: vec![],
             refer_to: vec![],
+            refers: vec![],
+            requests_at: vec![],
             rtcp: false,
             rtcp_rx: vec![],
         }
@@ -331,7 +342,9 @@ m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r
             }
             StartLine::Request { method, .. } => {
                 self.requests.push(method.clone());
+                self.requests_at.push((method.clone(), now));
                 if method == Method::Refer {
+                    self.refers.push(msg.clone());
                     self.refer_to
                         .push(msg.header("Refer-To").unwrap_or("").to_string());
                     let code = if self.refer_script.is_empty() {
@@ -351,6 +364,11 @@ m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r
 Content-Type: message/sipfrag\r\n",
                                 &body,
                             );
+                            if !self.notify_delay.is_zero() {
+                                if let Some(n) = self.out.pop_back() {
+                                    self.delayed.push((now + self.notify_delay, n));
+                                }
+                            }
                         }
                     }
                 } else if method != Method::Ack {
@@ -391,7 +409,7 @@ Content-Type: message/sipfrag\r\n",
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let mut t: Vec<Instant> = vec![];
+        let mut t: Vec<Instant> = self.delayed.iter().map(|d| d.0).collect();
         if let Some(r) = &self.rtp {
             t.extend(r.poll_rtcp_timeout());
         }
@@ -410,6 +428,9 @@ Content-Type: message/sipfrag\r\n",
     }
 
     fn handle_timeout(&mut self, now: Instant, net: &mut Net) {
+        let (due, later): (Vec<_>, Vec<_>) = self.delayed.drain(..).partition(|d| d.0 <= now);
+        self.delayed = later;
+        self.out.extend(due.into_iter().map(|d| d.1));
         if let Some((m, at, iv)) = &mut self.invite {
             if now >= *at {
                 // Timer A: INVITE retransmission over UDP (§17.1.1.2).
@@ -464,6 +485,8 @@ struct World {
     admissions: usize,
     stateless: Vec<u16>,
     events: Vec<CallEvent>,
+    /// The same events with the virtual time they came out.
+    timed: Vec<(Instant, CallEvent)>,
     net: Net,
     pbx: Pbx,
     crm: CrmSim,
@@ -477,6 +500,7 @@ struct WorldIo<'a> {
     net: &'a mut Net,
     crm: &'a CrmSim,
     events: &'a mut Vec<CallEvent>,
+    timed: &'a mut Vec<(Instant, CallEvent)>,
 }
 
 impl crate::call::run::CallIo for WorldIo<'_> {
@@ -515,6 +539,7 @@ impl crate::call::run::CallIo for WorldIo<'_> {
                 call.handle_crm(now, r);
             }
         }
+        self.timed.push((now, e.clone()));
         self.events.push(e);
     }
 }
@@ -558,6 +583,7 @@ impl World {
             admissions: 0,
             stateless: vec![],
             events: vec![],
+            timed: vec![],
             net: Net::new(seed, loss, dup),
             pbx: Pbx::new("sim-call-1"),
             crm: CrmSim::Directory(Default::default()),
@@ -629,6 +655,7 @@ impl World {
                 net: &mut self.net,
                 crm: &self.crm,
                 events: &mut self.events,
+                timed: &mut self.timed,
             };
             let mut buf = [0u8; 1500];
             let _ = crate::call::run::drain(c, self.now, &mut io, &mut buf);
@@ -1241,7 +1268,7 @@ fn enter_pin_prompt_plays_on_answer_frame_by_frame() {
             vec![
                 Started("enter_pin".into()),
                 Finished("enter_pin".into()),
-                ListDone
+                ListDone(1)
             ]
         );
     }
@@ -1688,6 +1715,302 @@ fn failed_transfer_tries_the_fallback_once() {
         assert_eq!(r.flow.transfer_outcome.as_deref(), Some(outcome));
         assert_eq!(r.summary.reason, reason);
         assert_eq!(r.flow.outcome, Some(flow::Outcome::Verified));
+    }
+}
+
+// ---- Defects found by real peers (softphones, Asterisk), each a behaviour --------------
+
+use crate::media::player::PlayerEvent;
+
+/// When each prompt event happened, as (seconds since the start, event).
+fn prompt_log(w: &World) -> Vec<(f64, PlayerEvent)> {
+    w.timed
+        .iter()
+        .filter_map(|(t, e)| match e {
+            CallEvent::Prompt(p) => Some(((*t - w.t0).as_secs_f64(), p.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn started_at(w: &World, name: &str) -> Vec<f64> {
+    prompt_log(w)
+        .into_iter()
+        .filter_map(|(t, e)| matches!(&e, PlayerEvent::Started(n) if n == name).then_some(t))
+        .collect()
+}
+
+fn request_times(w: &World, m: Method) -> Vec<f64> {
+    w.pbx
+        .requests_at
+        .iter()
+        .filter(|(x, _)| *x == m)
+        .map(|(_, t)| (*t - w.t0).as_secs_f64())
+        .collect()
+}
+
+/// The PBX sends one key as SIP INFO (application/dtmf-relay).
+fn info_key(w: &mut World, k: char) {
+    let now = w.now;
+    let body = format!("Signal={k}\r\nDuration=160\r\n");
+    w.pbx.request(
+        now,
+        "INFO",
+        "Content-Type: application/dtmf-relay\r\n",
+        &body,
+    );
+}
+
+/// Each key as SIP INFO *and* RFC 4733, as Linphone sends with both enabled.
+fn type_keys_info_and_rfc4733(w: &mut World, keys: &str, ts: &mut u32) {
+    for k in keys.chars() {
+        info_key(w, k);
+        type_keys(w, &k.to_string(), ts);
+    }
+}
+
+#[test]
+fn key_sent_as_info_and_rfc4733_counts_once() {
+    let mut w = flow_world(600, "1134");
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    // Repeated keys too: "11" is two presses, each sent both ways.
+    type_keys_info_and_rfc4733(&mut w, "1134#", &mut ts);
+    w.run_for(3.0);
+    let r = record(&w);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::Verified));
+    assert_eq!(r.summary.digits, 5, "one digit per key");
+    assert_eq!(r.flow.attempts, 1);
+    // The call's source is the first that delivered.
+    assert_eq!(
+        r.flow.digit_source,
+        Some(crate::media::dtmf::DigitSource::Info)
+    );
+    assert!(w.pbx.refer_to[0].contains("sip:2001@"));
+}
+
+/// `#` alone while "enter PIN" still plays: the re-prompt plays whole, and the caller gets
+/// the full first-digit timeout counted from the end of the re-prompt (the interrupted
+/// list's end used to be taken for the re-prompt's, starting the timer at once).
+#[test]
+fn no_input_timer_starts_when_the_reprompt_ends_not_at_the_barge_in() {
+    let mut w = flow_world(601, "1234");
+    start(&mut w);
+    w.run_for(0.1);
+    let mut ts = 1000;
+    type_keys(&mut w, "#", &mut ts);
+    w.run_for(20.0);
+    // Prompts are 300 ms each: no_input + try_again + enter_pin = 0.9 s of re-prompt.
+    let reprompts = started_at(&w, "no_input");
+    assert!(reprompts.len() >= 2, "{:?}", prompt_log(&w));
+    let finished_enter: Vec<f64> = prompt_log(&w)
+        .into_iter()
+        .filter_map(|(t, e)| {
+            matches!(&e, PlayerEvent::Finished(n) if n == "enter_pin").then_some(t)
+        })
+        .collect();
+    let reprompt_end = finished_enter[0];
+    assert!(reprompt_end > reprompts[0] + 0.85, "{:?}", prompt_log(&w));
+    let waited = reprompts[1] - reprompt_end;
+    assert!(
+        (4.95..5.2).contains(&waited),
+        "first-digit timeout (5 s) from the end of the re-prompt; waited {waited:.3} s"
+    );
+}
+
+/// "Verified", "transferring" and "transfer failed" are announcements: a key does not cut
+/// them. Only prompts that ask for input are interruptible by default.
+#[test]
+fn announcements_are_not_cut_by_keys() {
+    let mut w = flow_world(602, "1234");
+    w.pbx.notify_delay = Duration::from_secs(2);
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(0.05);
+    type_keys(&mut w, "##", &mut ts);
+    w.run_for(3.0);
+    let cut: Vec<_> = prompt_log(&w)
+        .into_iter()
+        .filter(|(_, e)| matches!(e, PlayerEvent::Interrupted(n) if n == "verified"))
+        .collect();
+    assert!(cut.is_empty(), "{:?}", prompt_log(&w));
+    assert!(prompt_log(&w)
+        .iter()
+        .any(|(_, e)| matches!(e, PlayerEvent::Finished(n) if n == "verified")));
+
+    // A key during "transfer failed" does not hang up at once: the prompt plays out.
+    let mut w = flow_world(603, "1234");
+    w.pbx.refer_reply = 403;
+    start(&mut w);
+    w.run_for(0.5);
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(0.1);
+    type_keys(&mut w, "5", &mut ts);
+    w.run_for(5.0);
+    let log = prompt_log(&w);
+    let failed_done = log
+        .iter()
+        .find(|(_, e)| matches!(e, PlayerEvent::Finished(n) if n == "transfer_failed"))
+        .map(|x| x.0);
+    let bye = request_times(&w, Method::Bye);
+    assert!(failed_done.is_some(), "{log:?}");
+    assert!(
+        bye[0] >= failed_done.unwrap() - 0.001,
+        "BYE {bye:?} after {log:?}"
+    );
+}
+
+/// The REFER leaves as soon as the verdict is known; "verified" plays while the PBX carries
+/// out the transfer, and stops when the final NOTIFY comes (we hang up then).
+#[test]
+fn verified_caller_is_referred_at_once_and_hears_verified_during_the_transfer() {
+    let mut w = flow_world(604, "1234");
+    w.pbx.notify_delay = Duration::from_millis(2500);
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "1234", &mut ts);
+    type_keys(&mut w, "#", &mut ts);
+    let pound = (w.now - w.t0).as_secs_f64();
+    w.run_for(5.0);
+    let refer = request_times(&w, Method::Refer);
+    assert_eq!(refer.len(), 1);
+    // type_keys ends 160 ms after the key went down (its last packet plus 100 ms idle).
+    assert!(
+        refer[0] - (pound - 0.16) < 0.1,
+        "REFER {:.3} s after the key",
+        refer[0] - (pound - 0.16)
+    );
+    let verified = started_at(&w, "verified");
+    assert_eq!(verified.len(), 1, "{:?}", prompt_log(&w));
+    assert!(
+        verified[0] >= refer[0] - 0.05,
+        "announcement after the REFER"
+    );
+    let bye = request_times(&w, Method::Bye);
+    assert_eq!(bye.len(), 1);
+    assert!(bye[0] > refer[0] + 2.4, "BYE after the NOTIFY");
+    assert_eq!(record(&w).summary.reason, EndReason::Transferred);
+}
+
+#[test]
+fn announcements_can_be_switched_off_per_organization() {
+    let cfg = format!("{FLOW_ORG}announce_verdict = false\nannounce_transfer = false\n");
+    let mut w = World::with_prompts(
+        &cfg,
+        605,
+        0.0,
+        0.0,
+        crate::media::prompt::NAMES
+            .iter()
+            .map(|n| test_prompt(n, 300))
+            .collect(),
+    );
+    w.crm = CrmSim::Directory(directory("1234"));
+    w.pbx.send_rtp = false;
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(3.0);
+    assert!(started_at(&w, "verified").is_empty());
+    assert!(started_at(&w, "transferring").is_empty());
+    assert_eq!(record(&w).flow.outcome, Some(flow::Outcome::Verified));
+}
+
+/// 491 Request Pending (the PBX has its own request open) is retried after a short random
+/// delay (RFC 3261 §14.1), a bounded number of times, before the transfer counts as failed.
+#[test]
+fn refer_answered_491_is_retried() {
+    let mut w = flow_world(606, "1234");
+    w.pbx.refer_script = vec![491, 491];
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(10.0);
+    let refers = request_times(&w, Method::Refer);
+    assert_eq!(refers.len(), 3, "{refers:?}");
+    for pair in refers.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap <= 2.1, "retry within 0–2 s: {gap}");
+    }
+    let r = record(&w);
+    assert_eq!(r.summary.reason, EndReason::Transferred);
+    assert!(w.pbx.refer_to.iter().all(|t| t.contains("sip:2001@")));
+
+    let mut w = flow_world(607, "1234");
+    w.pbx.refer_reply = 491;
+    start(&mut w);
+    w.run_for(0.5);
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(30.0);
+    let refers = request_times(&w, Method::Refer);
+    assert_eq!(refers.len(), 4, "first try and three retries: {refers:?}");
+    let r = record(&w);
+    assert_eq!(r.summary.reason, EndReason::FlowEnded);
+    assert!(r.flow.transfer_outcome.unwrap().contains("491"));
+}
+
+/// The audit record keeps each attempt's result, not only the last.
+#[test]
+fn audit_record_lists_each_attempts_result() {
+    let mut w = flow_world(608, "1234");
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "9999#", &mut ts);
+    w.run_for(1.5);
+    type_keys(&mut w, "9999#", &mut ts);
+    w.run_for(1.5);
+    type_keys(&mut w, "#", &mut ts);
+    w.run_for(5.0);
+    let r = record(&w);
+    use flow::Outcome::*;
+    assert_eq!(r.flow.attempt_results, vec![WrongPin, WrongPin, NoInput]);
+    assert_eq!(r.flow.outcome, Some(NoInput));
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(
+        json.contains(r#""attempt_results":["wrong_pin","wrong_pin","no_input"]"#),
+        "{json}"
+    );
+}
+
+/// Where the verdict goes for the PBX: URI headers in Refer-To (baresip copies them into
+/// its INVITE), a header on the REFER itself (for PBXs that drop Refer-To's headers), or
+/// both.
+#[test]
+fn pin_result_rides_in_refer_to_or_on_the_refer_or_both() {
+    for (setting, in_uri, on_refer) in [
+        ("", true, true),
+        ("pin_result_in = [\"refer_to\"]\n", true, false),
+        ("pin_result_in = [\"refer_header\"]\n", false, true),
+    ] {
+        let cfg = format!("{FLOW_ORG}{setting}");
+        let mut w = World::with_prompts(&cfg, 609, 0.0, 0.0, vec![]);
+        w.crm = CrmSim::Directory(directory("1234"));
+        w.pbx.send_rtp = false;
+        start(&mut w);
+        w.run_for(0.5);
+        let mut ts = 1000;
+        type_keys(&mut w, "1234#", &mut ts);
+        w.run_for(3.0);
+        let refer = &w.pbx.refers[0];
+        let to = refer.header("Refer-To").unwrap();
+        assert_eq!(
+            to.contains("X-PIN-Result=verified"),
+            in_uri,
+            "{setting}: {to}"
+        );
+        assert_eq!(
+            refer.header("X-PIN-Result") == Some("verified")
+                && refer.header("X-PIN-Contact") == Some("c-42"),
+            on_refer,
+            "{setting}"
+        );
     }
 }
 

@@ -171,6 +171,7 @@ struct RawPrompts {
     dir: String,
     idle: IdleMode,
     files: BTreeMap<String, String>,
+    interruptible: Vec<String>,
 }
 
 impl Default for RawPrompts {
@@ -179,6 +180,7 @@ impl Default for RawPrompts {
             dir: "prompts".into(),
             idle: IdleMode::Silence,
             files: BTreeMap::new(),
+            interruptible: INPUT_PROMPTS.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -285,7 +287,12 @@ pub struct PromptConfig {
     pub idle: IdleMode,
     /// Per-prompt file overrides, by prompt name.
     pub files: BTreeMap<String, PathBuf>,
+    /// The prompts a key stops (barge-in). Announcements are not in it by default.
+    pub interruptible: Vec<String>,
 }
+
+/// The prompts that ask for input: the only ones a key interrupts by default.
+pub const INPUT_PROMPTS: &[&str] = &["enter_pin", "incorrect_pin", "try_again", "no_input"];
 
 /// Where caller records come from.
 #[derive(Debug, Clone)]
@@ -568,6 +575,7 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
                 .into_iter()
                 .map(|(k, v)| (k, PathBuf::from(v)))
                 .collect(),
+            interruptible: pr.interruptible,
         },
         prompt_set: Arc::new(Prompts::default()),
         org_prompts: Default::default(),

@@ -116,6 +116,12 @@ pub(super) struct RawOrganization {
     refer_to: String,
     #[serde(default = "d_true")]
     refer_to_result_header: bool,
+    #[serde(default = "d_result_in")]
+    pin_result_in: Vec<ResultCarrier>,
+    #[serde(default = "d_true")]
+    announce_verdict: bool,
+    #[serde(default = "d_true")]
+    announce_transfer: bool,
     #[serde(default = "d_min")]
     min_digits: usize,
     #[serde(default = "d_max")]
@@ -156,6 +162,9 @@ fn d_refer_to() -> String {
 fn d_true() -> bool {
     true
 }
+fn d_result_in() -> Vec<ResultCarrier> {
+    vec![ResultCarrier::ReferTo, ResultCarrier::ReferHeader]
+}
 fn d_min() -> usize {
     4
 }
@@ -191,6 +200,16 @@ fn d_transfer() -> u64 {
     30
 }
 
+/// Where the PIN result is put for the PBX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultCarrier {
+    /// `?X-PIN-Result=...` URI headers in the Refer-To.
+    ReferTo,
+    /// `X-PIN-Result:` header fields on the REFER request.
+    ReferHeader,
+}
+
 /// One organization's validated settings.
 #[derive(Debug, Clone)]
 pub struct Organization {
@@ -206,8 +225,18 @@ pub struct Organization {
     pub pin_failed_ext: String,
     /// Refer-To template with `{ext}` and `{pbx_host}`.
     pub refer_to: String,
-    /// Add `X-PIN-Result` to the Refer-To URI's headers.
+    /// Tell the PBX the result (`X-PIN-Result`, and `X-PIN-Contact` when verified);
+    /// false: say nothing.
     pub refer_to_result_header: bool,
+    /// Where the result goes: URI headers of the Refer-To (a PBX that copies them into
+    /// the transferred call's INVITE, e.g. baresip, FreeSWITCH), headers on the REFER
+    /// itself (a PBX that drops Refer-To's headers, e.g. Asterisk, reads them there), or
+    /// both.
+    pub pin_result_in: Vec<ResultCarrier>,
+    /// Say the verdict ("verified", "locked out", the CRM error prompt) during the transfer.
+    pub announce_verdict: bool,
+    /// Say "transferring" during the transfer.
+    pub announce_transfer: bool,
     pub min_digits: usize,
     pub max_digits: usize,
     pub terminator: Option<char>,
@@ -318,6 +347,9 @@ impl Organization {
             pin_failed_ext: r.pin_failed_ext,
             refer_to: r.refer_to,
             refer_to_result_header: r.refer_to_result_header,
+            pin_result_in: r.pin_result_in,
+            announce_verdict: r.announce_verdict,
+            announce_transfer: r.announce_transfer,
             min_digits: r.min_digits,
             max_digits: r.max_digits,
             terminator,

@@ -229,7 +229,7 @@ impl CallIo for DriverIo<'_> {
     fn rtp(&mut self, data: &[u8], dest: SocketAddr) {
         let Some(s) = self.sock else { return };
         // RTP is lossy by nature: a full socket buffer drops this frame, never blocks.
-        if let Err(e) = s.rtp.try_send_to(data, dest) {
+        if let Err(e) = super::send_datagram(&s.rtp, data, dest) {
             debug!(error = %e, "rtp send failed");
         }
     }
@@ -240,7 +240,7 @@ impl CallIo for DriverIo<'_> {
             RtcpPort::Rtp => &s.rtp,
             RtcpPort::Rtcp => &s.rtcp,
         };
-        if let Err(e) = sock.try_send_to(data, dest) {
+        if let Err(e) = super::send_datagram(sock, data, dest) {
             debug!(error = %e, "rtcp send failed");
         }
     }

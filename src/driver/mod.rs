@@ -362,7 +362,7 @@ pub(crate) fn send_sip_now(shared: &Shared, t: SipTransmit) {
             let Some((sock, _)) = shared.udp.get(t.flow.conn as usize) else {
                 return;
             };
-            match sock.try_send_to(&t.data, t.flow.remote) {
+            match send_datagram(sock, &t.data, t.flow.remote) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     let sock = sock.clone();
@@ -390,6 +390,17 @@ pub(crate) fn send_sip_now(shared: &Shared, t: SipTransmit) {
             }
         }
     }
+}
+
+/// Sends one datagram now, on the socket's non-blocking fd. Not tokio's `try_send_to`:
+/// that reports WouldBlock until the reactor has seen the socket writable, which dropped
+/// the first RTP frames of every call (a fresh socket) — the prompt's marked first packet.
+pub(crate) fn send_datagram(
+    sock: &UdpSocket,
+    data: &[u8],
+    dest: SocketAddr,
+) -> std::io::Result<usize> {
+    socket2::SockRef::from(sock).send_to(data, &dest.into())
 }
 
 /// The local address the OS would use to reach `peer` (no packet is sent).

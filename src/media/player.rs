@@ -47,8 +47,8 @@ pub enum PlayerEvent {
     Started(String),
     Finished(String),
     Interrupted(String),
-    /// The whole list has been played (or interrupted).
-    ListDone,
+    /// The whole list has been played (or interrupted); which list (`Player::play`'s id).
+    ListDone(u64),
 }
 
 /// What went into a frame.
@@ -77,6 +77,8 @@ pub struct Player {
     current: Option<Current>,
     /// Silence samples still owed after the last prompt.
     gap: usize,
+    /// The id of the list now playing (each `play` takes the next).
+    list: u64,
     events: VecDeque<PlayerEvent>,
 }
 
@@ -88,12 +90,16 @@ impl Player {
         }
     }
 
-    /// Replaces whatever is playing with `items` (an interrupted item is reported).
-    pub fn play(&mut self, items: Vec<PlayItem>) {
+    /// Replaces whatever is playing with `items` (an interrupted item is reported) and
+    /// returns the list's id: its `ListDone` carries it, so the end of a list that was cut
+    /// or replaced is never taken for the end of the next.
+    pub fn play(&mut self, items: Vec<PlayItem>) -> u64 {
         self.stop_current(true);
         self.queue = items.into();
         self.gap = 0;
+        self.list += 1;
         self.advance();
+        self.list
     }
 
     fn stop_current(&mut self, interrupted: bool) {
@@ -135,7 +141,7 @@ impl Player {
         self.stop_current(true);
         self.queue.clear();
         self.gap = 0;
-        self.events.push_back(PlayerEvent::ListDone);
+        self.events.push_back(PlayerEvent::ListDone(self.list));
         true
     }
 
@@ -189,7 +195,7 @@ impl Player {
 
     fn maybe_done(&mut self) {
         if !self.is_playing() {
-            self.events.push_back(PlayerEvent::ListDone);
+            self.events.push_back(PlayerEvent::ListDone(self.list));
         }
     }
 
@@ -286,7 +292,7 @@ mod tests {
                 PlayerEvent::Finished("a".into()),
                 PlayerEvent::Started("b".into()),
                 PlayerEvent::Finished("b".into()),
-                PlayerEvent::ListDone
+                PlayerEvent::ListDone(1)
             ]
         );
     }
@@ -298,7 +304,7 @@ mod tests {
             interruptible: false,
             ..PlayItem::new(prompt("notice", 320))
         };
-        p.play(vec![notice, PlayItem::new(prompt("enter_pin", 8000))]);
+        let id = p.play(vec![notice, PlayItem::new(prompt("enter_pin", 8000))]);
         let mut buf = [0u8; 160];
         p.fill(Codec::Pcma, &mut buf);
         assert!(!p.barge_in(), "legal notice plays on");
@@ -315,8 +321,13 @@ mod tests {
             ev.contains(&PlayerEvent::Interrupted("enter_pin".into())),
             "{ev:?}"
         );
-        assert_eq!(ev.last(), Some(&PlayerEvent::ListDone));
+        assert_eq!(ev.last(), Some(&PlayerEvent::ListDone(id)));
         assert!(!p.is_playing());
+        // A new list gets a new id: the cut list's end is not the new one's.
+        let next = p.play(vec![PlayItem::new(prompt("try_again", 160))]);
+        assert_ne!(next, id);
+        p.fill(Codec::Pcma, &mut buf);
+        assert_eq!(events(&mut p).last(), Some(&PlayerEvent::ListDone(next)));
     }
 
     #[test]

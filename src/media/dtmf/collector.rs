@@ -1,6 +1,8 @@
 //! One digit stream per call: RFC 4733 events, in-band tones and SIP INFO, selected by the
-//! DTMF mode so a phone that sends two kinds never gives doubles. Media time is the
-//! arrival clock since the call's media started, corrected for in-band detection delay.
+//! DTMF mode and merged so one key press is one digit whichever ways it arrives: a phone
+//! that sends a key both as SIP INFO and as RFC 4733 (Linphone with both on) gives it
+//! once. Media time is the arrival clock since the call's media started, corrected for
+//! in-band detection delay.
 
 use super::inband::{InbandDetector, InbandEvent};
 use super::rfc4733::{Rfc4733Decoder, Rfc4733Event};
@@ -36,6 +38,33 @@ pub struct DigitCollector {
     /// Boxed and created only while in-band detection is on for this call.
     inband: Option<Box<InbandDetector>>,
     events: VecDeque<DigitEvent>,
+    /// Digits accepted lately, to recognise the same press arriving another way.
+    recent: [Option<Recent>; RECENT],
+}
+
+/// A copy of a key from another source within this long of the accepted one is the same
+/// press. Phones send both ways at once; in-band detection lags ~40–60 ms; SIP INFO may
+/// trail RTP by a retransmission or two.
+const SAME_PRESS_MS: u64 = 1000;
+/// How many accepted digits are remembered for matching (keys arrive ≥ ~100 ms apart).
+const RECENT: usize = 8;
+
+/// An accepted digit and the other sources whose copy of it has been seen.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    digit: Digit,
+    source: DigitSource,
+    at_ms: u64,
+    /// Bit per `DigitSource` already matched to this press.
+    matched: u8,
+}
+
+fn bit(s: DigitSource) -> u8 {
+    match s {
+        DigitSource::Rfc4733 => 1,
+        DigitSource::Inband => 2,
+        DigitSource::Info => 4,
+    }
 }
 
 impl DigitCollector {
@@ -48,6 +77,7 @@ impl DigitCollector {
             rfc: Rfc4733Decoder::new(),
             inband: None,
             events: VecDeque::new(),
+            recent: [None; RECENT],
         }
     }
 
@@ -82,7 +112,38 @@ impl DigitCollector {
         now.saturating_duration_since(self.media_start).as_millis() as u64
     }
 
+    /// Accepts a digit unless it is another source's copy of a press already accepted:
+    /// the same key, from a different source, within `SAME_PRESS_MS`, matched to the
+    /// oldest such press not yet matched for this source. "11" sent both ways is two
+    /// presses, each with its copy.
     fn push(&mut self, digit: Digit, source: DigitSource, at_ms: u64) {
+        let copy_of = self
+            .recent
+            .iter_mut()
+            .flatten()
+            .filter(|r| {
+                r.digit == digit
+                    && r.source != source
+                    && r.matched & bit(source) == 0
+                    && r.at_ms.abs_diff(at_ms) <= SAME_PRESS_MS
+            })
+            .min_by_key(|r| r.at_ms);
+        if let Some(r) = copy_of {
+            r.matched |= bit(source);
+            return;
+        }
+        let slot = self
+            .recent
+            .iter_mut()
+            .min_by_key(|r| r.map_or(0, |r| r.at_ms.saturating_add(1)));
+        if let Some(slot) = slot {
+            *slot = Some(Recent {
+                digit,
+                source,
+                at_ms,
+                matched: 0,
+            });
+        }
         self.events.push_back(DigitEvent {
             digit,
             source,
@@ -221,5 +282,39 @@ mod tests {
             feed_audio(&mut c, t0, &tone5());
             assert_eq!(drain(&mut c), want, "{mode:?}");
         }
+    }
+
+    #[test]
+    fn a_key_sent_as_info_and_rfc4733_is_one_digit_and_repeats_stay_repeats() {
+        let t0 = crate::testutil::epoch();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let d = |c| Digit::from_char(c).unwrap();
+        let mut c = DigitCollector::new(t0, DtmfMode::Auto);
+        c.negotiated(true, Codec::Pcmu);
+        // "1", "1", "2": INFO first for the first press, RTP first for the others, and the
+        // second press's INFO trailing behind the third's RTP.
+        c.on_info(ms(0), d('1'));
+        c.on_event(ms(5), 1000, true, &ev(1, false));
+        c.on_event(ms(60), 1000, false, &ev(1, true));
+        c.on_event(ms(300), 2000, true, &ev(1, false));
+        c.on_event(ms(360), 2000, false, &ev(1, true));
+        c.on_event(ms(600), 3000, true, &ev(2, false));
+        c.on_info(ms(610), d('1'));
+        c.on_info(ms(620), d('2'));
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                ('1', DigitSource::Info),
+                ('1', DigitSource::Rfc4733),
+                ('2', DigitSource::Rfc4733)
+            ]
+        );
+        // Long after, the same key again by INFO alone is a new press.
+        c.on_info(ms(3000), d('2'));
+        assert_eq!(drain(&mut c), vec![('2', DigitSource::Info)]);
+        // The same source twice quickly is two presses, never merged.
+        c.on_info(ms(3100), d('7'));
+        c.on_info(ms(3200), d('7'));
+        assert_eq!(drain(&mut c).len(), 2);
     }
 }
