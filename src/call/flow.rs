@@ -7,7 +7,7 @@
 //! feeds back digits, prompt completion, the CRM reply, the transfer outcome and timeouts.
 
 use super::lockout::{contact_key, number_key, Lockout};
-use super::verdict::{self, Pin, PinVerified};
+use super::verdict::{self, CheckResult, Pin, PinCheck, PinVerified};
 use crate::config::org::{AnonymousPolicy, Organization, ResultCarrier};
 use crate::crm::{CrmReply, VerifyReply};
 use crate::media::dtmf::{DigitEvent, DigitSource};
@@ -59,7 +59,7 @@ pub enum TransferTarget {
 }
 
 /// What the call must do for the flow.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum FlowAction {
     /// Play these prompts (by name), replacing whatever plays. The flow is told when this
     /// list (not an earlier, interrupted one) is done.
@@ -71,6 +71,8 @@ pub enum FlowAction {
     },
     /// Ask the CRM's verify webhook about this PIN; answer with `on_verify`.
     Verify(Pin),
+    /// Compare the PIN with the one on file, off the call's task; answer with `on_check`.
+    Check(PinCheck),
     /// End the call (BYE).
     Hangup,
 }
@@ -88,6 +90,11 @@ enum State {
     AwaitingCrm {
         attempt: u32,
         entry: Pin,
+        until: Instant,
+    },
+    /// The PIN is being compared with the one on file (argon2, on a blocking pool).
+    AwaitingCheck {
+        attempt: u32,
         until: Instant,
     },
     /// The verify webhook has the PIN; waiting for its verdict.
@@ -376,10 +383,12 @@ impl PinFlow {
                 if self.locked(now, &contact_key(&self.org.name, &contact.id)) {
                     return self.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
                 }
-                match verdict::verify(&contact, &entry) {
-                    Some(v) => self.accepted(now, &contact.id, v),
-                    None => self.rejected(now, attempt, Some(&contact.id)),
-                }
+                self.actions
+                    .push(FlowAction::Check(PinCheck::new(contact, entry)));
+                self.state = State::AwaitingCheck {
+                    attempt,
+                    until: now + CRM_DEADLINE,
+                };
             }
             // Unknown or ambiguous callers cannot be verified; say nothing that tells an
             // attacker whether the number is known, and do not make them retry.
@@ -480,6 +489,17 @@ impl PinFlow {
         FlowAction::Refer { uri, headers }
     }
 
+    /// The comparison asked for by `FlowAction::Check` is done.
+    pub fn on_check(&mut self, now: Instant, result: CheckResult) {
+        let State::AwaitingCheck { attempt, .. } = self.state else {
+            return;
+        };
+        match result.verified {
+            Some(v) => self.accepted(now, &result.contact_id, v),
+            None => self.rejected(now, attempt, Some(&result.contact_id)),
+        }
+    }
+
     /// The verify webhook's answer.
     pub fn on_verify(&mut self, now: Instant, reply: VerifyReply) {
         let State::AwaitingVerify { attempt, asked, .. } = self.state else {
@@ -548,7 +568,9 @@ impl PinFlow {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
             State::Collecting { deadline, .. } => *deadline,
-            State::AwaitingCrm { until, .. } | State::AwaitingVerify { until, .. } => Some(*until),
+            State::AwaitingCrm { until, .. }
+            | State::AwaitingVerify { until, .. }
+            | State::AwaitingCheck { until, .. } => Some(*until),
             _ => None,
         }
     }
@@ -563,6 +585,10 @@ impl PinFlow {
             } if now >= d => {
                 // Inter-digit timeout with enough digits counts as a complete entry.
                 self.entry_done(now, attempt, entry);
+            }
+            // A comparison that never came back (a driver fault): never a verified caller.
+            State::AwaitingCheck { until, .. } if now >= until => {
+                self.verdict(now, TransferTarget::Failure(Outcome::CrmError));
             }
             State::AwaitingVerify { until, .. } if now >= until => {
                 self.facts.crm_latency_ms = Some(CRM_DEADLINE.as_millis() as u64);

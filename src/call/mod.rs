@@ -63,7 +63,7 @@ pub enum EndReason {
 }
 
 /// What the call reports to its driver.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum CallEvent {
     /// We sent the 200 to the INVITE.
     Answered,
@@ -81,6 +81,9 @@ pub enum CallEvent {
         caller: String,
         pin: verdict::Pin,
     },
+    /// Compare a PIN with the one on file: run `check.run()` off the call's task (argon2
+    /// takes milliseconds) and answer with `handle_check`.
+    CheckPin(verdict::PinCheck),
     /// The call is over (it may linger a little to absorb retransmissions).
     Ended(CallSummary),
 }
@@ -956,6 +959,7 @@ impl Call {
                     });
                     self.send_refer(now);
                 }
+                FlowAction::Check(c) => self.events.push_back(CallEvent::CheckPin(c)),
                 FlowAction::Verify(pin) => self.events.push_back(CallEvent::CrmVerify {
                     organization: self.org.name.clone(),
                     caller: self.caller.e164().unwrap_or("").to_string(),
@@ -1000,6 +1004,14 @@ impl Call {
         self.refer = None;
         if let Some(f) = self.pin.as_mut() {
             f.on_transfer(result);
+        }
+        self.run_flow(now);
+    }
+
+    /// The answer to `CallEvent::CheckPin`.
+    pub fn handle_check(&mut self, now: Instant, result: verdict::CheckResult) {
+        if let Some(f) = self.pin.as_mut() {
+            f.on_check(now, result);
         }
         self.run_flow(now);
     }

@@ -490,6 +490,8 @@ struct World {
     net: Net,
     pbx: Pbx,
     crm: CrmSim,
+    /// The blocking pool answers PIN checks (false: a check never comes back).
+    answer_checks: bool,
     lockout: Option<Arc<std::sync::Mutex<crate::call::lockout::Lockout>>>,
 }
 
@@ -499,6 +501,7 @@ struct WorldIo<'a> {
     now: Instant,
     net: &'a mut Net,
     crm: &'a CrmSim,
+    answer_checks: bool,
     events: &'a mut Vec<CallEvent>,
     timed: &'a mut Vec<(Instant, CallEvent)>,
 }
@@ -529,6 +532,10 @@ impl crate::call::run::CallIo for WorldIo<'_> {
     }
 
     fn event(&mut self, call: &mut Call, now: Instant, e: CallEvent) {
+        if let (CallEvent::CheckPin(check), true) = (&e, self.answer_checks) {
+            // The driver runs this on a blocking pool; here it is answered at once.
+            call.handle_check(now, check.clone().run());
+        }
         if let CallEvent::CrmLookup { organization, e164 } = &e {
             let reply = match self.crm {
                 CrmSim::Directory(d) => Some(d.lookup(organization, e164)),
@@ -587,6 +594,7 @@ impl World {
             net: Net::new(seed, loss, dup),
             pbx: Pbx::new("sim-call-1"),
             crm: CrmSim::Directory(Default::default()),
+            answer_checks: true,
             lockout: None,
         }
     }
@@ -654,6 +662,7 @@ impl World {
                 now: self.now,
                 net: &mut self.net,
                 crm: &self.crm,
+                answer_checks: self.answer_checks,
                 events: &mut self.events,
                 timed: &mut self.timed,
             };
@@ -799,7 +808,7 @@ fn invite_retransmission_absorbed_and_answer_replayed() {
     assert_eq!(
         w.events
             .iter()
-            .filter(|e| **e == CallEvent::Answered)
+            .filter(|e| matches!(e, CallEvent::Answered))
             .count(),
         1
     );
@@ -1306,10 +1315,8 @@ fn first_digit_stops_the_prompt_within_one_frame() {
         before.payload.iter().any(|b| *b != 0xFF),
         "prompt was playing"
     );
-    assert!(w.events.iter().any(|e| *e
-        == CallEvent::Prompt(crate::media::player::PlayerEvent::Interrupted(
-            "enter_pin".into()
-        ))));
+    assert!(w.events.iter().any(|e| matches!(e,
+        CallEvent::Prompt(crate::media::player::PlayerEvent::Interrupted(n)) if n == "enter_pin")));
 }
 
 #[test]
@@ -2012,6 +2019,23 @@ fn pin_result_rides_in_refer_to_or_on_the_refer_or_both() {
             "{setting}"
         );
     }
+}
+
+/// The argon2 comparison runs off the call's task; if it never comes back (a driver fault)
+/// the caller is not stuck and never verified: the failure extension, as crm_error.
+#[test]
+fn pin_check_that_never_returns_fails_closed() {
+    let mut w = flow_world(610, "1234");
+    w.answer_checks = false;
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(5.0);
+    let r = record(&w);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::CrmError));
+    assert!(w.pbx.refer_to[0].contains("sip:2002@"));
+    assert!(w.events.iter().any(|e| matches!(e, CallEvent::CheckPin(_))));
 }
 
 /// Our RTCP as the PBX received it: (arrival, port kind, packet types in order, the report

@@ -81,7 +81,7 @@ impl std::fmt::Debug for StoredPin {
 }
 
 fn argon2() -> Argon2<'static> {
-    // 8 MiB, 2 passes: a few ms per verification on the call's task. A 4–8 digit PIN has
+    // 8 MiB, 2 passes: a few ms per verification, on the blocking pool (PinCheck). A 4–8 digit PIN has
     // little entropy anyway; the hash keeps it out of the file, not out of reach forever.
     let params = Params::new(8 * 1024, 2, 1, None).expect("static argon2 parameters are valid");
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
@@ -142,6 +142,37 @@ impl PinVerified {
 /// the comparison. Only the flow calls this, on that answer.
 pub(crate) fn webhook_verified(contact_id: String) -> PinVerified {
     PinVerified { contact_id }
+}
+
+/// A comparison of an entered PIN with the one on file, to be run off the call's task:
+/// an argon2 check takes milliseconds of CPU. Only the flow makes one; `run` is the only
+/// thing to do with it. Debug shows neither PIN.
+#[derive(Debug, Clone)]
+pub struct PinCheck {
+    contact: Contact,
+    entered: Pin,
+}
+
+/// What a `PinCheck` found.
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    pub contact_id: String,
+    /// The proof, when the PIN matched.
+    pub verified: Option<PinVerified>,
+}
+
+impl PinCheck {
+    pub(crate) fn new(contact: Contact, entered: Pin) -> PinCheck {
+        PinCheck { contact, entered }
+    }
+
+    /// Runs the comparison (blocking: argon2).
+    pub fn run(self) -> CheckResult {
+        CheckResult {
+            verified: verify(&self.contact, &self.entered),
+            contact_id: self.contact.id,
+        }
+    }
 }
 
 /// The one way to a `PinVerified` from a PIN on file.

@@ -275,6 +275,13 @@ impl CallIo for DriverIo<'_> {
                     ),
                 }
             }
+            CallEvent::CheckPin(check) => {
+                // argon2 takes milliseconds of CPU: never on the call's (async) task.
+                let inbox = self.inbox.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _ = inbox.blocking_send(CallInput::Checked(check.run()));
+                });
+            }
             CallEvent::CrmLookup { organization, e164 } => {
                 let config = self.g.shared.config.load();
                 match crm_of(&config, &organization) {
@@ -449,6 +456,7 @@ async fn run(
                 }
                 Some(CallInput::Crm(reply)) => call.handle_crm(Instant::now(), reply),
                 Some(CallInput::Verify(reply)) => call.handle_verify(Instant::now(), reply),
+                Some(CallInput::Checked(r)) => call.handle_check(Instant::now(), r),
                 Some(CallInput::Shutdown) | None => call.shutdown(Instant::now()),
             },
             r = recv_media(sock.as_ref().map(|s| &s.rtp), &mut rx_buf) => {

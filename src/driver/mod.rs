@@ -34,6 +34,8 @@ pub(crate) enum CallInput {
     Crm(crate::crm::CrmReply),
     /// The verify webhook's answer.
     Verify(crate::crm::VerifyReply),
+    /// A PIN comparison done on the blocking pool.
+    Checked(crate::call::verdict::CheckResult),
     Shutdown,
 }
 
