@@ -3,6 +3,7 @@
 # "cmu_us_slt_arctic_hts" (Debian: festival festvox-us-slt-hts), then sox to 8 kHz mono
 # 16-bit PCM WAV at about -16 dBFS RMS with a little head and tail silence.
 # Operators replace any of them per organization; see README.
+# Usage: scripts/make-prompts.sh [NAME...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=sip-config/prompts
@@ -12,14 +13,18 @@ declare -A text=(
   [incorrect_pin]="That PIN is not correct."
   [try_again]="Please try again."
   [no_input]="Sorry, I did not hear any input."
-  [verified]="Thank you. Your PIN has been verified."
-  [transferring]="Please hold while I transfer your call."
-  [transfer_failed]="Sorry, we could not transfer your call. Goodbye."
+  [verified]="Thank you, verified."
+  [transferring]="Transferring you now."
+  [transfer_failed]="Sorry, the transfer failed. Goodbye."
   [locked_out]="For your security, PIN entry is temporarily locked. Please try again later."
 )
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for name in "${!text[@]}"; do
+# Announcements play while the PBX carries out the transfer: keep them short.
+# Arguments: the prompts to make (default: all).
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=("${!text[@]}")
+for name in "${names[@]}"; do
   echo "${text[$name]}" > "$tmp/$name.txt"
   text2wave -eval "(voice_cmu_us_slt_arctic_hts)" -o "$tmp/$name.raw.wav" "$tmp/$name.txt"
   # 8 kHz mono, telephone band, 150 ms of silence around the speech.

@@ -587,13 +587,14 @@ impl Call {
         let Some(branch) = msg.top_via().and_then(|v| v.branch().map(str::to_string)) else {
             return;
         };
-        let Some(i) = self.clients.iter().position(|(c, _)| c.branch() == branch) else {
+        let Some((client, method)) = self.clients.iter_mut().find(|(c, _)| c.branch() == branch)
+        else {
             return;
         };
-        let Some(code) = self.clients[i].0.on_response(now, code) else {
+        let Some(code) = client.on_response(now, code) else {
             return;
         };
-        let method = self.clients[i].1.clone();
+        let method = method.clone();
         let current_refer = self.transfer.as_ref().is_some_and(|(b, _)| *b == branch);
         if method == Method::Refer && code >= 300 && current_refer {
             // §14.1: 491 means the PBX has a request of its own open (Linphone's INFO):

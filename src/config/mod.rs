@@ -541,6 +541,19 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
     if m.media_timeout_secs == 0 {
         return Err(invalid("media_timeout_secs", "must be at least 1".into()));
     }
+    if let Some(bad) = pr
+        .interruptible
+        .iter()
+        .find(|n| !crate::media::prompt::NAMES.contains(&n.as_str()) && *n != "crm_error")
+    {
+        return Err(invalid(
+            "interruptible",
+            format!(
+                "unknown prompt '{bad}'; names are {}",
+                crate::media::prompt::NAMES.join(", ")
+            ),
+        ));
+    }
     Ok(Config {
         sip: SipConfig {
             listen,
@@ -759,6 +772,28 @@ mod tests {
         assert_eq!(c.sip.listen.len(), 2);
         assert_eq!(c.media.media_timeout, Duration::from_secs(30));
         assert_eq!(c.media.codecs, vec![Codec::Pcmu, Codec::Pcma]);
+    }
+
+    #[test]
+    fn interruptible_prompts_default_to_those_asking_for_input_and_names_are_checked() {
+        let c = parse("", "x").unwrap();
+        assert_eq!(c.prompts.interruptible, INPUT_PROMPTS);
+        let e = parse(
+            "[prompts]\ninterruptible = [\"enter_pin\", \"verifyed\"]\n",
+            "x.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("x.toml:2") && e.contains("verifyed"), "{e}");
+        let org = "[[organization]]\nname = \"a\"\npbx_host = \"p\"\npin_success_ext = \"1\"\n\
+                   pin_failed_ext = \"2\"\n";
+        let c = parse(org, "x").unwrap();
+        let o = &c.organizations[0];
+        assert!(o.announce_verdict && o.announce_transfer);
+        assert_eq!(o.pin_result_in.len(), 2);
+        let bad = format!("{org}pin_result_in = [\"uri\"]\n");
+        let e = parse(&bad, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml:6"), "{e}");
     }
 
     #[test]

@@ -155,10 +155,11 @@ impl Player {
                 self.events
                     .push_back(PlayerEvent::Started(c.item.prompt.name().to_string()));
             }
-            let src = &c.item.prompt.bytes(codec)[c.pos..];
+            let src = c.item.prompt.bytes(codec).get(c.pos..).unwrap_or_default();
             let k = src.len().min(n);
-            buf[..k].copy_from_slice(&src[..k]);
-            buf[k..].fill(silence_byte(codec));
+            let (audio, pad) = buf.split_at_mut(k);
+            audio.copy_from_slice(src.get(..k).unwrap_or_default());
+            pad.fill(silence_byte(codec));
             c.pos += k;
             if c.pos >= c.item.prompt.len() {
                 self.finish_current();

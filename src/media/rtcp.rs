@@ -148,7 +148,12 @@ impl RtcpSession {
         let mut cname = [0u8; 16];
         let id: u64 = rng.gen();
         for (i, c) in cname.iter_mut().enumerate() {
-            *c = b"0123456789abcdef"[((id >> (60 - 4 * i)) & 0xF) as usize];
+            let nibble = ((id >> (60 - 4 * i)) & 0xF) as u8;
+            *c = if nibble < 10 {
+                b'0' + nibble
+            } else {
+                b'a' + nibble - 10
+            };
         }
         let mut s = RtcpSession {
             rng,

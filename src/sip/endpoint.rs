@@ -336,7 +336,7 @@ impl Endpoint {
 /// parse, so a 400 can still be addressed. Values are echoed as they came (even a bad
 /// CSeq); only a Via we can route on is required. `None` for responses and hopeless input.
 fn lenient_skeleton(data: &[u8], limits: &Limits) -> Option<Message> {
-    let head = &data[..data.len().min(limits.max_message)];
+    let head = data.get(..limits.max_message).unwrap_or(data);
     let text = String::from_utf8_lossy(head);
     let mut lines = text.split('\n').map(|l| l.trim_end_matches('\r'));
     let first = lines.find(|l| !l.is_empty())?;
