@@ -188,7 +188,7 @@ impl RtpSession {
                 let timed = !matches!(payload, RtpPayload::Event { .. });
                 // Arrival on the 8 kHz sampling clock (G.711 and telephone-event alike).
                 let arrival =
-                    (now.saturating_duration_since(self.started).as_micros() / 125) as u32;
+                    (now.saturating_duration_since(self.started).as_micros() as u64 / 125) as u32;
                 self.rx
                     .on_packet(seen.ssrc, seen.seq, seen.ts, arrival, timed);
                 self.stats.rx_packets += 1;
