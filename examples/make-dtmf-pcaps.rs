@@ -9,21 +9,21 @@ fn main() -> std::io::Result<()> {
     let files = [
         (
             "inband_pin.pcap",
-            rtp_pcap(&inband_packets("1234#", 400, 100, 100)),
+            rtp_pcap(&inband_packets("1234#", 400, 100, 100))?,
         ),
         (
             "rfc4733_pin.pcap",
-            rtp_pcap(&rfc4733_packets("1234#", 101, 400, 100, 100)),
+            rtp_pcap(&rfc4733_packets("1234#", 101, 400, 100, 100))?,
         ),
         // Three wrong PINs in a row (the flow takes keys while its retry prompts play).
         (
             "rfc4733_wrong3.pcap",
-            rtp_pcap(&rfc4733_packets("9999#9999#9999#", 101, 400, 100, 100)),
+            rtp_pcap(&rfc4733_packets("9999#9999#9999#", 101, 400, 100, 100))?,
         ),
         // Silence only: no input.
         (
             "rfc4733_none.pcap",
-            rtp_pcap(&rfc4733_packets("", 101, 1000, 100, 100)),
+            rtp_pcap(&rfc4733_packets("", 101, 1000, 100, 100))?,
         ),
     ];
     for (name, bytes) in files {

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 /// pincoderouting: verify a caller's security PIN and route the call.
 #[derive(Debug, Parser)]
-#[command(name = "pincoderouting", version, about)]
+#[command(
+    name = "pincoderouting",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("PINCODEROUTING_GIT_REVISION"), ")"),
+    about
+)]
 pub struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]

@@ -83,6 +83,25 @@
 //! - [`driver`]: tokio sockets, one task per call, the RTP port pool;
 //! - [`cli`]: the command line.
 
+// Panic policy: a peer's bytes (SIP, SDP, RTP, INFO bodies, WAV/pcap files, config) must never
+// be able to panic the process. Non-test code may not unwrap, expect, index or slice unchecked,
+// or panic; use `get`, iterators, `split_at_checked`, `?`, `let ... else`. Where an invariant
+// truly holds (a fixed-size array indexed by a constant or a const-bounded loop), put a narrow
+// `#[allow(clippy::indexing_slicing)]` on the smallest item with a `// Invariant:` comment.
+// Tests are exempt through clippy.toml (`allow-*-in-tests`) and the `cfg_attr(test, ...)` below.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
+// No clippy.toml switch exists for these three; tests may use them (e.g. `unreachable!()` in
+// a match over a test fixture). Non-test code is still checked by the plain library build.
+#![cfg_attr(test, allow(clippy::unreachable, clippy::todo, clippy::unimplemented))]
+
 pub mod call;
 pub mod cli;
 pub mod config;

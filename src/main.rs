@@ -1,6 +1,16 @@
 //! The `pincoderouting` binary: parses the command line, loads the configuration, sets up
 //! logging and runs the driver.
 #![allow(clippy::disallowed_methods)]
+// The panic policy of src/lib.rs: no unwrap, expect, unchecked indexing or panics.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::todo,
+    clippy::unimplemented
+)]
 
 use clap::Parser;
 use pincoderouting::call::verdict::Pin;
@@ -10,7 +20,6 @@ use pincoderouting::driver::Server;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 fn init_logging(cli: &Cli) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
@@ -31,19 +40,34 @@ fn load(path: Option<PathBuf>) -> Result<Config, config::ConfigError> {
     config::load(Path::new(&path))
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+/// Forwards each SIGTERM or SIGINT to `tx`: the first starts a graceful drain, the second
+/// ends at once.
+fn forward_stop_signals(tx: tokio::sync::mpsc::Sender<()>) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            if let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    if tx.send(()).await.is_err() {
+                        return;
+                    }
+                }
             }
-            return;
         }
-    }
-    let _ = tokio::signal::ctrl_c().await;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if tx.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 fn main() -> ExitCode {
@@ -153,25 +177,39 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                // SIGHUP: reload the configuration file; a broken one is refused and the
-                // running configuration stays.
+                // SIGHUP and POST /reload: reload the configuration file; a broken one is
+                // refused and the running configuration stays.
+                let reloader = server.reloader();
+                let reload: pincoderouting::driver::ReloadHook =
+                    Arc::new(move || match config::load(&path) {
+                        Ok(c) => {
+                            reloader.reload(Arc::new(c));
+                            Ok(format!("reloaded {}", path.display()))
+                        }
+                        Err(e) => {
+                            let why = e.to_string();
+                            reloader.refused(&why);
+                            Err(why)
+                        }
+                    });
                 #[cfg(unix)]
                 {
-                    let reloader = server.reloader();
+                    let reload = reload.clone();
                     tokio::spawn(async move {
                         use tokio::signal::unix::{signal, SignalKind};
                         let Ok(mut hup) = signal(SignalKind::hangup()) else {
                             return;
                         };
                         while hup.recv().await.is_some() {
-                            match config::load(&path) {
-                                Ok(c) => reloader.reload(Arc::new(c)),
-                                Err(e) => tracing::error!(error = %e, "reload refused"),
-                            }
+                            // Reading and checking the file blocks: not on a runtime thread.
+                            let reload = reload.clone();
+                            let _ = tokio::task::spawn_blocking(move || reload()).await;
                         }
                     });
                 }
-                server.run(shutdown_signal(), Duration::from_secs(5)).await;
+                let (stop_tx, stop_rx) = tokio::sync::mpsc::channel(4);
+                forward_stop_signals(stop_tx);
+                server.run(stop_rx, Some(reload)).await;
                 ExitCode::SUCCESS
             })
         }

@@ -51,6 +51,23 @@ pub enum Outcome {
     Abandoned,
 }
 
+impl Outcome {
+    /// The name in the audit record and the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Verified => "verified",
+            Outcome::WrongPin => "wrong_pin",
+            Outcome::NoInput => "no_input",
+            Outcome::UnknownCaller => "unknown_caller",
+            Outcome::Anonymous => "anonymous",
+            Outcome::CrmError => "crm_error",
+            Outcome::LockedOut => "locked_out",
+            Outcome::NotActivated => "not_activated",
+            Outcome::Abandoned => "abandoned",
+        }
+    }
+}
+
 /// Where the caller goes. `Success` can only be built from a `PinVerified`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransferTarget {
@@ -207,6 +224,19 @@ impl PinFlow {
 
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
+    }
+
+    /// Where the flow is, as an index into `call::PROGRESS`.
+    pub fn progress(&self) -> u8 {
+        match self.state {
+            State::Collecting { .. } => 2,
+            State::AwaitingCrm { .. }
+            | State::AwaitingCheck { .. }
+            | State::AwaitingVerify { .. } => 3,
+            State::Transferring => 4,
+            State::Closing { .. } => 5,
+            State::Done => 6,
+        }
     }
 
     /// The caller hung up (or the call ended otherwise) before the flow finished.

@@ -122,6 +122,14 @@ impl Lockout {
         self.entries.len()
     }
 
+    /// How many keys (numbers and contacts) are locked out at `now`.
+    pub fn locked_count(&self, now: Instant) -> usize {
+        self.entries
+            .values()
+            .filter(|e| e.locked_until.is_some_and(|t| now < t))
+            .count()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -128,6 +128,18 @@ pub enum Wake {
     Rtcp,
 }
 
+/// The names of `Call::progress`'s values (for the operator's list of calls).
+pub const PROGRESS: [&str; 8] = [
+    "ringing",
+    "answered",
+    "collecting",
+    "verifying",
+    "transferring",
+    "closing",
+    "ending",
+    "ended",
+];
+
 /// How often a REFER answered 491 Request Pending is sent again (RFC 3261 §14.1).
 const MAX_REFER_RETRIES: u32 = 3;
 
@@ -1231,6 +1243,21 @@ impl Call {
             return Some((b.len(), bye.dest, bye.port));
         }
         self.rtp.as_mut()?.poll_rtcp(now, buf)
+    }
+
+    /// Where the call is, as an index into `PROGRESS`.
+    pub fn progress(&self) -> u8 {
+        match (&self.phase, &self.pin) {
+            (Phase::Ringing { .. }, _) => 0,
+            (Phase::Ended, _) => 7,
+            (Phase::Answered, Some(f)) => f.progress(),
+            (Phase::Answered, None) => 1,
+        }
+    }
+
+    /// How many digits the caller has entered (never which).
+    pub fn digit_count(&self) -> u32 {
+        self.digit_count
     }
 
     /// Is SIP, an event or the RTCP BYE waiting to be polled?

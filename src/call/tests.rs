@@ -642,12 +642,12 @@ impl World {
                     .unwrap(),
                 );
             }
-            Inbound::Reply(t) | Inbound::Refused(t, _) => {
+            Inbound::Reply(t) | Inbound::Refused(t, _) | Inbound::Malformed(Some(t)) => {
                 let m = Message::parse(&t.data, &Limits::default(), true).unwrap();
                 self.stateless.push(m.status().unwrap());
                 self.net.send(self.now, To::Pbx, Kind::Sip, &t.data);
             }
-            Inbound::Drop(_) => {}
+            Inbound::Drop(_) | Inbound::Malformed(None) => {}
         }
     }
 
@@ -1346,7 +1346,7 @@ max_attempts = 3\ntransfer_timeout_secs = 10\n";
 /// The caller of `Pbx` is +15551234567; give them a PIN in "acme".
 fn directory(pin: &str) -> crate::crm::file::ContactDirectory {
     use crate::call::verdict::{hash_pin, Pin};
-    let h = hash_pin(&Pin::from_digits(pin).unwrap());
+    let h = hash_pin(&Pin::from_digits(pin).unwrap()).unwrap();
     crate::crm::file::ContactDirectory::parse(&format!(
         "[[contact]]\nid = \"c-42\"\norganization = \"acme\"\nphones = [\"+15551234567\"]\npin_hash = \"{h}\"\n"
     ))

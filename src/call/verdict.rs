@@ -80,20 +80,25 @@ impl std::fmt::Debug for StoredPin {
     }
 }
 
+// 8 MiB, 2 passes: a few ms per verification, on the blocking pool (PinCheck). A 4–8 digit PIN has
+// little entropy anyway; the hash keeps it out of the file, not out of reach forever.
+// Checked at compile time: invalid parameters fail the build, never a call.
+const ARGON2_PARAMS: Params = match Params::new(8 * 1024, 2, 1, None) {
+    Ok(p) => p,
+    Err(_) => panic!("invalid argon2 parameters"),
+};
+
 fn argon2() -> Argon2<'static> {
-    // 8 MiB, 2 passes: a few ms per verification, on the blocking pool (PinCheck). A 4–8 digit PIN has
-    // little entropy anyway; the hash keeps it out of the file, not out of reach forever.
-    let params = Params::new(8 * 1024, 2, 1, None).expect("static argon2 parameters are valid");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, ARGON2_PARAMS)
 }
 
 /// Hashes a PIN for storage (argon2id, random salt).
-pub fn hash_pin(pin: &Pin) -> String {
+pub fn hash_pin(pin: &Pin) -> Result<String, String> {
     let salt = SaltString::generate(&mut OsRng);
     argon2()
         .hash_password(pin.bytes(), &salt)
-        .expect("argon2 hashing of a short PIN cannot fail")
-        .to_string()
+        .map(|h| h.to_string())
+        .map_err(|e| format!("argon2 hashing failed: {e}"))
 }
 
 impl StoredPin {
@@ -114,10 +119,12 @@ impl StoredPin {
                 .unwrap_or(false),
             StoredPin::Plain(p) => {
                 // Compare fixed-width buffers so neither content nor length leaks by timing.
+                // A Pin never holds more than MAX_PIN bytes (from_digits, push), so the zips
+                // copy every byte.
                 let mut a = [0u8; MAX_PIN];
                 let mut b = [0u8; MAX_PIN];
-                a[..p.len()].copy_from_slice(p.bytes());
-                b[..entered.len()].copy_from_slice(entered.bytes());
+                a.iter_mut().zip(p.bytes()).for_each(|(d, s)| *d = *s);
+                b.iter_mut().zip(entered.bytes()).for_each(|(d, s)| *d = *s);
                 let same_len = (p.len() as u8).ct_eq(&(entered.len() as u8));
                 bool::from(a.ct_eq(&b) & same_len)
             }
@@ -200,7 +207,9 @@ mod tests {
         let right = Pin::from_digits("4321").unwrap();
         let wrong = Pin::from_digits("4320").unwrap();
         let longer = Pin::from_digits("43210").unwrap();
-        let hashed = contact(Some(StoredPin::from_hash(&hash_pin(&right)).unwrap()));
+        let hashed = contact(Some(
+            StoredPin::from_hash(&hash_pin(&right).unwrap()).unwrap(),
+        ));
         assert_eq!(verify(&hashed, &right).unwrap().contact_id(), "c1");
         assert!(verify(&hashed, &wrong).is_none());
         let plain = contact(Some(StoredPin::Plain(right.clone())));

@@ -121,6 +121,33 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     security: RawSecurity,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    listen: String,
+    token_env: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: "127.0.0.1:9090".into(),
+            token_env: "PINCODEROUTING_ADMIN_TOKEN".into(),
+        }
+    }
+}
+
+/// The operator's HTTP endpoint (metrics, health, calls, reload).
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Where it listens; `None` = off.
+    pub listen: Option<SocketAddr>,
+    /// The environment variable holding the bearer token; requests need it when it is set.
+    pub token_env: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +221,7 @@ struct RawSip {
     max_message_bytes: usize,
     max_calls: usize,
     retry_after_secs: u32,
+    drain_timeout_secs: u64,
     t1_ms: u64,
     t2_ms: u64,
     t4_ms: u64,
@@ -210,6 +238,7 @@ impl Default for RawSip {
             max_message_bytes: 16 * 1024,
             max_calls: 5000,
             retry_after_secs: 5,
+            drain_timeout_secs: 120,
             t1_ms: 500,
             t2_ms: 4000,
             t4_ms: 5000,
@@ -257,6 +286,8 @@ pub struct SipConfig {
     pub max_message_bytes: usize,
     pub max_calls: usize,
     pub retry_after_secs: u32,
+    /// On SIGTERM/SIGINT, how long calls in progress may run on before they get BYE.
+    pub drain_timeout: Duration,
     pub timers: TimerValues,
     /// Ringing time before answering (0 = answer at once).
     pub ring: Duration,
@@ -368,6 +399,7 @@ pub struct Config {
     pub adapters: std::collections::HashMap<String, crate::crm::CrmAdapter>,
     /// Lockout across calls; `None` when `lockout_failures = 0`.
     pub lockout: Option<crate::call::lockout::LockoutPolicy>,
+    pub admin: AdminConfig,
 }
 
 impl Config {
@@ -385,7 +417,10 @@ impl Config {
         self.organizations
             .iter()
             .find(|o| o.matches(invite, src))
-            .or_else(|| self.default_organization.map(|i| &self.organizations[i]))
+            .or_else(|| {
+                self.default_organization
+                    .and_then(|i| self.organizations.get(i))
+            })
     }
 }
 
@@ -554,6 +589,18 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             ),
         ));
     }
+    let admin = AdminConfig {
+        listen: match raw.admin.listen.trim() {
+            "" => None,
+            a => Some(a.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "listen",
+                    format!("[admin] listen '{a}' is not an address:port (\"\" turns it off)"),
+                )
+            })?),
+        },
+        token_env: raw.admin.token_env,
+    };
     Ok(Config {
         sip: SipConfig {
             listen,
@@ -562,6 +609,7 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             max_message_bytes: s.max_message_bytes,
             max_calls: s.max_calls,
             retry_after_secs: s.retry_after_secs,
+            drain_timeout: Duration::from_secs(s.drain_timeout_secs),
             timers: TimerValues {
                 t1: Duration::from_millis(s.t1_ms),
                 t2: Duration::from_millis(s.t2_ms),
@@ -604,6 +652,7 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             window: Duration::from_secs(raw.security.lockout_window_secs.max(1)),
             cooldown: Duration::from_secs(raw.security.lockout_secs.max(1)),
         }),
+        admin,
     })
 }
 
@@ -755,9 +804,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 impl Default for Config {
+    // Invariant: the empty document (a constant, not a peer's or user's input) is valid:
+    // every key has a default. Checked by the `empty_config_is_the_default` test.
+    #[allow(clippy::expect_used)]
     fn default() -> Self {
-        // The empty document is valid: every key has a default. Invariant checked by the
-        // `empty_config_is_the_default` test.
         parse("", "<default>").expect("defaults are valid")
     }
 }

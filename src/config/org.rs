@@ -181,7 +181,9 @@ fn d_first() -> u64 {
     10
 }
 fn d_inter() -> u64 {
-    5
+    // Not 5: Linphone over UDP sends SIP INFO keys ~5 s apart (each INFO waits for the
+    // previous transaction's Timer K), so a 5 s gap would cut every PIN it sends.
+    8
 }
 fn d_attempts() -> u32 {
     3

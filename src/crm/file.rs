@@ -140,7 +140,7 @@ pub fn set_pin(
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
     let mut raw = parse_file(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let hash = hash_pin(pin);
+    let hash = hash_pin(pin)?;
     let id = match raw
         .contact
         .iter_mut()
@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn lookup_found_unknown_ambiguous_and_bad_files() {
         let pin = Pin::from_digits("1234").unwrap();
-        let h = hash_pin(&pin);
+        let h = hash_pin(&pin).unwrap();
         let text = format!(
             "[[contact]]\nid = \"a\"\norganization = \"acme\"\nphones = [\"+15551234567\"]\npin_hash = \"{h}\"\n\
 [[contact]]\nid = \"b\"\norganization = \"acme\"\nphones = [\"+15550000001\"]\n\

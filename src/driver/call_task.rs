@@ -9,7 +9,10 @@
 //! Call-ID, answers an unanswered INVITE 500 (or sends the BYE an answered call had ready),
 //! writes its audit record, and gives back its port, table entry and active count.
 
-use super::{advertised, send_sip_now, CallInput, Shared, CALL_INBOX};
+use super::metrics::{
+    AdapterLabels, CallLabels, CrmLabels, DirectionLabels, ResultLabels, SourceLabels,
+};
+use super::{advertised, send_sip_now, CallEntry, CallInput, CallStatus, Shared, CALL_INBOX};
 use crate::call::run::{drain, CallIo};
 use crate::call::{Call, CallEvent, CallSetup};
 use crate::config::{Config, Transport};
@@ -83,6 +86,10 @@ struct CallGuard {
     audited: bool,
     organization: String,
     caller: String,
+    /// What `/calls` shows.
+    status: Arc<CallStatus>,
+    /// RTP counters already added to the metrics.
+    rtp_flushed: crate::media::rtp::RtpStats,
 }
 
 impl CallGuard {
@@ -103,7 +110,7 @@ impl CallGuard {
 impl Drop for CallGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let n = self.shared.calls_panicked.fetch_add(1, Ordering::Relaxed) + 1;
+            let n = self.shared.metrics.calls_panicked.inc() + 1;
             error!(
                 call_id = %self.call_id,
                 rtp_port = self.port,
@@ -125,6 +132,14 @@ impl Drop for CallGuard {
                 send_sip_now(&self.shared, bye);
             }
             if !self.audited {
+                self.shared
+                    .metrics
+                    .calls
+                    .get_or_create(&CallLabels {
+                        organization: self.organization.clone(),
+                        outcome: "abandoned".into(),
+                    })
+                    .inc();
                 self.shared.audit.write(
                     "call",
                     &serde_json::json!({
@@ -148,14 +163,23 @@ impl Drop for CallGuard {
 pub(crate) fn admit(shared: &Arc<Shared>, config: Arc<Config>, adm: Admission, flow: Flow) {
     let call_id = adm.invite.call_id().to_string();
     let (tx, rx) = mpsc::channel(CALL_INBOX);
+    let status = Arc::new(CallStatus {
+        organization: adm.org.name.clone(),
+        started: Instant::now(),
+        state: Default::default(),
+        digits: Default::default(),
+    });
     match shared.calls.entry(call_id.clone()) {
         Entry::Occupied(e) => {
             // Another task created this call first (same INVITE on two transports).
-            let _ = e.get().try_send(CallInput::Sip(adm.invite, flow));
+            let _ = e.get().tx.try_send(CallInput::Sip(adm.invite, flow));
             return;
         }
         Entry::Vacant(v) => {
-            v.insert(tx.clone());
+            v.insert(CallEntry {
+                tx: tx.clone(),
+                status: status.clone(),
+            });
         }
     }
     shared.active.fetch_add(1, Ordering::Relaxed);
@@ -170,6 +194,8 @@ pub(crate) fn admit(shared: &Arc<Shared>, config: Arc<Config>, adm: Admission, f
         audited: false,
         organization: adm.org.name.clone(),
         caller: adm.caller.raw().to_string(),
+        status,
+        rtp_flushed: Default::default(),
     };
     let span = info_span!("call", call_id = %call_id);
     tokio::spawn(
@@ -252,7 +278,17 @@ impl CallIo for DriverIo<'_> {
                 self.g.bye = call.recovery_bye();
             }
             // Never the digit: only that one arrived, and from where.
-            CallEvent::Digit(d) => debug!(source = d.source.as_str(), "digit received"),
+            CallEvent::Digit(d) => {
+                debug!(source = d.source.as_str(), "digit received");
+                self.g
+                    .shared
+                    .metrics
+                    .digits
+                    .get_or_create(&SourceLabels {
+                        source: d.source.as_str(),
+                    })
+                    .inc();
+            }
             CallEvent::Prompt(p) => debug!(event = ?p, "prompt"),
             CallEvent::CrmVerify {
                 organization,
@@ -264,8 +300,16 @@ impl CallIo for DriverIo<'_> {
                     Some(CrmAdapter::Verify(v)) => {
                         let (v, inbox) = (v.clone(), self.inbox.clone());
                         let call_id = call.call_id().to_string();
+                        let shared = self.g.shared.clone();
                         tokio::spawn(async move {
+                            let asked = Instant::now();
                             let reply = v.verify(&organization, &caller, &pin, &call_id).await;
+                            let outcome = match &reply {
+                                crate::crm::VerifyReply::Verified { .. } => "verified",
+                                crate::crm::VerifyReply::Rejected { .. } => "rejected",
+                                crate::crm::VerifyReply::Error(_) => "error",
+                            };
+                            crm_done(&shared, "http_verify", outcome, asked);
                             let _ = inbox.send(CallInput::Verify(reply)).await;
                         });
                     }
@@ -288,14 +332,19 @@ impl CallIo for DriverIo<'_> {
                     // HTTP adapters answer through the call's inbox, while the prompt plays.
                     Some(CrmAdapter::Lookup(http)) => {
                         let (http, inbox) = (http.clone(), self.inbox.clone());
+                        let shared = self.g.shared.clone();
                         tokio::spawn(async move {
+                            let asked = Instant::now();
                             let reply = http.lookup(&organization, &e164).await;
+                            crm_done(&shared, "http_lookup", crm_outcome(&reply), asked);
                             let _ = inbox.send(CallInput::Crm(reply)).await;
                         });
                     }
                     // The embedded file CRM answers at once.
                     Some(CrmAdapter::File(dir)) => {
+                        let asked = Instant::now();
                         let reply = dir.lookup(&organization, &e164);
+                        crm_done(&self.g.shared, "file", crm_outcome(&reply), asked);
                         call.handle_crm(now, reply);
                     }
                     Some(CrmAdapter::Verify(_)) | None => call.handle_crm(
@@ -323,7 +372,24 @@ impl CallIo for DriverIo<'_> {
                 if let Some(r) = call.record() {
                     self.g.shared.audit.write("call", r);
                     self.g.audited = true;
+                    let m = &self.g.shared.metrics;
+                    let outcome = r.flow.outcome.map(|o| o.as_str()).unwrap_or("abandoned");
+                    m.calls
+                        .get_or_create(&CallLabels {
+                            organization: r.organization.clone(),
+                            outcome: outcome.to_string(),
+                        })
+                        .inc();
+                    if r.flow.transfer_target.is_some() {
+                        let result = if r.flow.transferred {
+                            "transferred"
+                        } else {
+                            "failed"
+                        };
+                        m.refers.get_or_create(&ResultLabels { result }).inc();
+                    }
                 }
+                self.g.flush_rtp(&s.rtp);
             }
         }
     }
@@ -422,7 +488,8 @@ async fn run(
     let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     let sleep = tokio::time::sleep_until(far);
     tokio::pin!(sleep);
-    let mut armed: Option<Instant> = None;
+    let mut armed: Option<(Instant, crate::call::Wake)> = None;
+    let mut last_flush = Instant::now();
     loop {
         // Drain everything the last input produced: the same code as the simulations.
         let mut io = DriverIo {
@@ -431,7 +498,8 @@ async fn run(
             inbox: &inbox,
             ended: false,
         };
-        let next = drain(&mut call, Instant::now(), &mut io, &mut tx_buf).map(|(t, _)| t);
+        let now = Instant::now();
+        let next = drain(&mut call, now, &mut io, &mut tx_buf);
         if io.ended {
             sock = None;
             g.release_port();
@@ -440,12 +508,22 @@ async fn run(
         if g.unanswered.is_some() && !call.invite_pending() {
             g.unanswered = None;
         }
+        g.status.state.store(call.progress(), Ordering::Relaxed);
+        g.status.digits.store(call.digit_count(), Ordering::Relaxed);
+        if now.duration_since(last_flush) >= Duration::from_secs(1) {
+            last_flush = now;
+            if let Some(stats) = call.rtp_stats() {
+                g.flush_rtp(&stats);
+            }
+        }
         if call.is_done() {
             break;
         }
-        if next != armed {
+        if next.map(|n| n.0) != armed.map(|a| a.0) {
             armed = next;
-            let at = next.map(tokio::time::Instant::from_std).unwrap_or(far);
+            let at = next
+                .map(|n| tokio::time::Instant::from_std(n.0))
+                .unwrap_or(far);
             sleep.as_mut().reset(at);
         }
         tokio::select! {
@@ -470,8 +548,15 @@ async fn run(
                 }
             }
             () = &mut sleep, if armed.is_some() => {
+                let now = Instant::now();
+                if let Some((at, crate::call::Wake::MediaFrame)) = armed {
+                    g.shared
+                        .metrics
+                        .frame_lateness
+                        .observe(now.saturating_duration_since(at).as_secs_f64());
+                }
                 armed = None;
-                call.handle_timeout(Instant::now());
+                call.handle_timeout(now);
             }
         }
     }
@@ -484,4 +569,47 @@ fn crm_of<'a>(config: &'a Config, organization: &str) -> Option<&'a CrmAdapter> 
         .iter()
         .find(|o| o.name == organization)?;
     config.crm_for(org)
+}
+
+fn crm_outcome(reply: &crate::crm::CrmReply) -> &'static str {
+    match reply {
+        crate::crm::CrmReply::Found(_) => "found",
+        crate::crm::CrmReply::NotFound => "not_found",
+        crate::crm::CrmReply::Ambiguous => "ambiguous",
+        crate::crm::CrmReply::Error(_) => "error",
+    }
+}
+
+/// Counts a CRM request and its latency.
+fn crm_done(shared: &Shared, adapter: &'static str, outcome: &'static str, asked: Instant) {
+    let m = &shared.metrics;
+    m.crm_requests
+        .get_or_create(&CrmLabels { adapter, outcome })
+        .inc();
+    m.crm_latency
+        .get_or_create(&AdapterLabels { adapter })
+        .observe(asked.elapsed().as_secs_f64());
+}
+
+impl CallGuard {
+    /// Adds what the RTP counters moved since the last flush to the metrics (a call flushes
+    /// about once a second and at its end: no shared counter is touched per packet).
+    fn flush_rtp(&mut self, now: &crate::media::rtp::RtpStats) {
+        let m = &self.shared.metrics;
+        let before = self.rtp_flushed;
+        let inc = |dir: &'static str, a: u64, b: u64| {
+            if a > b {
+                m.rtp_packets
+                    .get_or_create(&DirectionLabels { direction: dir })
+                    .inc_by(a - b);
+            }
+        };
+        inc("in", now.rx_packets, before.rx_packets);
+        inc("out", now.tx_packets, before.tx_packets);
+        if now.tx_late_skipped > before.tx_late_skipped {
+            m.rtp_late_skipped
+                .inc_by(now.tx_late_skipped - before.tx_late_skipped);
+        }
+        self.rtp_flushed = *now;
+    }
 }

@@ -3,11 +3,14 @@
 //! its RTP socket and a single timer. `dashmap` maps Call-ID to the call task's inbox.
 #![allow(clippy::disallowed_methods)]
 
+mod admin;
 mod audit;
 mod call_task;
+pub mod metrics;
 mod ports;
 mod tcp;
 
+pub use admin::ReloadHook;
 pub use audit::AuditSink;
 
 pub use ports::PortPool;
@@ -20,7 +23,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
@@ -43,10 +46,26 @@ pub(crate) enum CallInput {
 /// retransmits) rather than growing memory.
 const CALL_INBOX: usize = 64;
 
+/// A call in the table: its inbox, and what `/calls` shows of it.
+pub(crate) struct CallEntry {
+    pub tx: mpsc::Sender<CallInput>,
+    pub status: Arc<CallStatus>,
+}
+
+/// What the call task publishes about its call (plain atomics, written after each drain).
+pub(crate) struct CallStatus {
+    pub organization: String,
+    pub started: std::time::Instant,
+    /// An index into `call::PROGRESS`.
+    pub state: AtomicU8,
+    /// How many digits (never which).
+    pub digits: AtomicU32,
+}
+
 /// State shared by every task of one running server.
 pub(crate) struct Shared {
     pub config: ArcSwap<Config>,
-    pub calls: DashMap<String, mpsc::Sender<CallInput>>,
+    pub calls: DashMap<String, CallEntry>,
     pub active: AtomicUsize,
     pub udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
     pub tcp_conns: DashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>,
@@ -56,12 +75,13 @@ pub(crate) struct Shared {
     pub audit: AuditSink,
     /// Call-IDs of INVITEs refused lately, so a retransmitted one is audited once.
     pub refused: DashMap<String, std::time::Instant>,
-    /// Calls whose code panicked (each ended alone; see `call_task::CallGuard`).
-    pub calls_panicked: AtomicU64,
-    /// Receive loops restarted after a panic.
-    pub loop_restarts: AtomicU64,
     /// Failed-PIN counters across calls.
     pub lockout: Option<Arc<std::sync::Mutex<crate::call::lockout::Lockout>>>,
+    pub metrics: metrics::Metrics,
+    /// SIGTERM/SIGINT came: readiness 503, new calls and OPTIONS 503, calls go on.
+    pub draining: AtomicBool,
+    /// When the running configuration was loaded (Unix seconds).
+    pub config_loaded: std::sync::Mutex<std::time::SystemTime>,
 }
 
 impl CallTable for Shared {
@@ -70,6 +90,55 @@ impl CallTable for Shared {
     }
     fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+    fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+impl Shared {
+    /// Sets the gauges that are read, not counted: calls up, lockouts, config age.
+    pub fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        m.calls_in_progress.set(self.active() as i64);
+        if let Some(l) = &self.lockout {
+            if let Ok(l) = l.lock() {
+                m.lockouts_active
+                    .set(l.locked_count(std::time::Instant::now()) as i64);
+            }
+        }
+        if let Ok(at) = self.config_loaded.lock() {
+            let unix = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            m.config_loaded.set(unix);
+            m.config_age
+                .set(at.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0));
+        }
+    }
+
+    /// Calls in progress as a JSON array: Call-ID, organization, state, age, digit count.
+    pub fn calls_json(&self) -> String {
+        let now = std::time::Instant::now();
+        let calls: Vec<serde_json::Value> = self
+            .calls
+            .iter()
+            .map(|e| {
+                let s = &e.value().status;
+                serde_json::json!({
+                    "call_id": e.key(),
+                    "organization": s.organization,
+                    "state": crate::call::PROGRESS
+                        .get(usize::from(s.state.load(Ordering::Relaxed)))
+                        .copied()
+                        .unwrap_or("unknown"),
+                    "age_ms": now.duration_since(s.started).as_millis() as u64,
+                    "digit_count": s.digits.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        serde_json::Value::Array(calls).to_string()
     }
 }
 
@@ -83,6 +152,12 @@ pub enum DriverError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The admin endpoint's address could not be bound.
+    #[error("cannot listen on the admin address {addr}: {source}")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     /// The audit file cannot be opened.
     #[error("cannot open the audit file {path}: {source}")]
     Audit {
@@ -92,8 +167,8 @@ pub enum DriverError {
 }
 
 /// Swaps the configuration of a running server (live reload). Calls in progress keep the
-/// `Arc<Config>` they started with; listen addresses, the RTP port range, the audit file
-/// and the lockout table stay as they were at start.
+/// `Arc<Config>` they started with; listen addresses, the RTP port range, the audit file,
+/// the admin endpoint and the lockout table stay as they were at start.
 #[derive(Clone)]
 pub struct Reloader {
     shared: Arc<Shared>,
@@ -109,7 +184,26 @@ impl Reloader {
             warn!("listen addresses and the RTP port range change only on restart");
         }
         self.shared.config.store(config);
+        if let Ok(mut at) = self.shared.config_loaded.lock() {
+            *at = std::time::SystemTime::now();
+        }
+        self.count(true);
         info!("configuration reloaded");
+    }
+
+    /// Counts a reload that was refused (the file did not load).
+    pub fn refused(&self, why: &str) {
+        self.count(false);
+        tracing::error!(error = why, "reload refused");
+    }
+
+    fn count(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.shared
+            .metrics
+            .config_reloads
+            .get_or_create(&metrics::ResultLabels { result })
+            .inc();
     }
 }
 
@@ -117,6 +211,8 @@ impl Reloader {
 pub struct Server {
     shared: Arc<Shared>,
     tcp: Vec<(TcpListener, SocketAddr)>,
+    admin: Option<(TcpListener, SocketAddr)>,
+    admin_token: Option<String>,
 }
 
 impl Server {
@@ -143,6 +239,18 @@ impl Server {
                 }
             }
         }
+        let admin = match config.admin.listen {
+            Some(addr) => {
+                let err = |source| DriverError::Admin { addr, source };
+                let l = TcpListener::bind(addr).await.map_err(err)?;
+                let local = l.local_addr().map_err(err)?;
+                Some((l, local))
+            }
+            None => None,
+        };
+        let admin_token = std::env::var(&config.admin.token_env)
+            .ok()
+            .filter(|t| !t.is_empty());
         let ports = PortPool::new(config.media.rtp_port_min, config.media.rtp_port_max);
         let audit =
             AuditSink::open(config.audit_file.as_deref()).map_err(|source| DriverError::Audit {
@@ -165,13 +273,16 @@ impl Server {
                 calls_total: AtomicU64::new(0),
                 audit,
                 refused: DashMap::new(),
-                calls_panicked: AtomicU64::new(0),
-                loop_restarts: AtomicU64::new(0),
+                metrics: metrics::Metrics::default(),
+                draining: AtomicBool::new(false),
+                config_loaded: std::sync::Mutex::new(std::time::SystemTime::now()),
                 lockout: config.lockout.map(|p| {
                     Arc::new(std::sync::Mutex::new(crate::call::lockout::Lockout::new(p)))
                 }),
             }),
             tcp,
+            admin,
+            admin_token,
         })
     }
 
@@ -180,6 +291,11 @@ impl Server {
         Reloader {
             shared: self.shared.clone(),
         }
+    }
+
+    /// The admin endpoint's bound address, if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, a)| *a)
     }
 
     /// The addresses actually bound.
@@ -194,13 +310,12 @@ impl Server {
         v
     }
 
-    /// Runs until `shutdown` resolves, then ends every call (BYE) and waits for them to
-    /// finish, for at most `drain`.
-    pub async fn run(
-        self,
-        shutdown: impl std::future::Future<Output = ()>,
-        drain: std::time::Duration,
-    ) {
+    /// Serves until told to stop. The first message on `signals` (SIGTERM/SIGINT) starts a
+    /// graceful drain: readiness goes 503, new INVITEs and out-of-dialog OPTIONS get 503,
+    /// calls in progress run to their end for up to `[sip] drain_timeout_secs`, then what
+    /// is left gets BYE. A second message ends at once (BYE to all). Either way every call
+    /// writes its audit record before this returns. `reload` serves `POST /reload`.
+    pub async fn run(self, mut signals: mpsc::Receiver<()>, reload: Option<ReloadHook>) {
         for (t, a) in self.local_addrs() {
             info!(transport = t.as_str(), addr = %a, "listening");
         }
@@ -217,25 +332,64 @@ impl Server {
                 tcp::accept_loop(shared.clone(), listener.clone())
             }));
         }
-        shutdown.await;
-        info!(calls = self.shared.calls.len(), "shutting down");
-        for e in self.shared.calls.iter() {
-            let _ = e.value().try_send(CallInput::Shutdown);
-        }
+        let admin = self.admin.map(|(listener, addr)| {
+            info!(addr = %addr, auth = self.admin_token.is_some(), "admin endpoint");
+            tokio::spawn(admin::serve(
+                self.shared.clone(),
+                listener,
+                self.admin_token.clone(),
+                reload,
+            ))
+        });
+        let shared = &self.shared;
+        let _ = signals.recv().await;
+        shared.draining.store(true, Ordering::Relaxed);
+        let drain = shared.config.load().sip.drain_timeout;
+        info!(
+            calls = shared.calls.len(),
+            drain_timeout_secs = drain.as_secs(),
+            "draining: no new calls; calls in progress run to their end"
+        );
         let deadline = tokio::time::Instant::now() + drain;
-        while !self.shared.calls.is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep_until(
-                tokio::time::Instant::now() + std::time::Duration::from_millis(50),
-            )
-            .await;
+        let mut forced = false;
+        // Calls in progress, not tasks: an ended call's task lingers for its transactions'
+        // retransmission timers (up to 32 s on UDP), which a drain need not wait for.
+        while shared.active() > 0 {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => break,
+                s = signals.recv() => {
+                    forced = s.is_some();
+                    break;
+                }
+                () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+            }
+        }
+        if shared.active() > 0 {
+            info!(
+                calls = shared.active(),
+                forced, "ending the calls still up with BYE"
+            );
+            for e in shared.calls.iter() {
+                let _ = e.value().tx.try_send(CallInput::Shutdown);
+            }
+            // Each call writes its record as it ends (at once); give their BYEs a moment
+            // to be answered before the sockets close.
+            let grace = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+            while shared.active() > 0 && tokio::time::Instant::now() < grace {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         for t in tasks {
             t.abort();
         }
+        if let Some(a) = admin {
+            a.abort();
+        }
         info!(
-            calls_total = self.shared.calls_total.load(Ordering::Relaxed),
-            calls_panicked = self.shared.calls_panicked.load(Ordering::Relaxed),
-            loop_restarts = self.shared.loop_restarts.load(Ordering::Relaxed),
+            calls_total = shared.calls_total.load(Ordering::Relaxed),
+            calls_panicked = shared.metrics.calls_panicked.get(),
+            loop_restarts = shared.metrics.loop_restarts.get(),
             "stopped"
         );
     }
@@ -259,7 +413,7 @@ where
             }
             match task.await {
                 Err(e) if e.is_panic() => {
-                    let n = shared.loop_restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                    let n = shared.metrics.loop_restarts.inc() + 1;
                     tracing::error!(
                         loop_name = what,
                         loop_restarts = n,
@@ -314,12 +468,25 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, flow: Flow, data: &[u8], datagram: 
     if data.windows(21).any(|w| w == b"fault-panic-dispatch-") {
         call_task::fault_point("fault-panic-dispatch-", "dispatch");
     }
+    shared.metrics.sip("in", data);
     let config = shared.config.load_full();
     let endpoint = Endpoint::new(config.clone());
     match endpoint.handle(flow, data, datagram, shared.as_ref()) {
         Inbound::ToCall(msg) => deliver(shared, msg, flow),
+        Inbound::Malformed(reply) => {
+            shared.metrics.parse_errors.inc();
+            debug!(from = %flow.remote, "malformed SIP");
+            if let Some(t) = reply {
+                send_sip_now(shared, t);
+            }
+        }
         Inbound::NewCall(adm) => call_task::admit(shared, config, adm, flow),
-        Inbound::Reply(t) => send_sip_now(shared, t),
+        Inbound::Reply(t) => {
+            if shared.draining() && t.data.starts_with(b"SIP/2.0 503") {
+                shared.metrics.draining_rejections.inc();
+            }
+            send_sip_now(shared, t)
+        }
         Inbound::Refused(t, refusal) => {
             let now = std::time::Instant::now();
             if shared.refused.len() > 10_000 {
@@ -338,6 +505,23 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, flow: Flow, data: &[u8], datagram: 
                 .is_none()
             {
                 shared.audit.write("refused", &refusal);
+                let m = &shared.metrics;
+                if refusal.sip_status == 503 {
+                    if shared.draining() {
+                        m.draining_rejections.inc();
+                    } else {
+                        m.overload_rejections.inc();
+                    }
+                }
+                m.calls
+                    .get_or_create(&metrics::CallLabels {
+                        organization: refusal
+                            .organization
+                            .clone()
+                            .unwrap_or_else(|| "unknown".into()),
+                        outcome: refusal.result.to_string(),
+                    })
+                    .inc();
             }
             send_sip_now(shared, t)
         }
@@ -347,7 +531,10 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, flow: Flow, data: &[u8], datagram: 
 
 fn deliver(shared: &Shared, msg: Message, flow: Flow) {
     // Clone the sender out so no map guard is held while sending.
-    let tx = shared.calls.get(msg.call_id()).map(|e| e.value().clone());
+    let tx = shared
+        .calls
+        .get(msg.call_id())
+        .map(|e| e.value().tx.clone());
     if let Some(tx) = tx {
         if tx.try_send(CallInput::Sip(msg, flow)).is_err() {
             debug!("call inbox full or closed; message dropped (peer will retransmit)");
@@ -359,6 +546,7 @@ fn deliver(shared: &Shared, msg: Message, flow: Flow) {
 /// socket buffer is full, from a task that waits for room); a TCP message joins its
 /// connection's write queue.
 pub(crate) fn send_sip_now(shared: &Shared, t: SipTransmit) {
+    shared.metrics.sip("out", &t.data);
     match t.flow.transport {
         Transport::Udp => {
             let Some((sock, _)) = shared.udp.get(t.flow.conn as usize) else {

@@ -35,20 +35,24 @@ struct Tables {
 fn tables() -> &'static Tables {
     static T: OnceLock<Tables> = OnceLock::new();
     T.get_or_init(|| {
-        let mut t = Tables {
-            ulaw: [0; 256],
-            alaw: [0; 256],
-            ulaw_f32: [0.0; 256],
-            alaw_f32: [0.0; 256],
-        };
-        for i in 0..256 {
-            t.ulaw[i] = ulaw_to_linear(i as u8);
-            t.alaw[i] = alaw_to_linear(i as u8);
-            t.ulaw_f32[i] = t.ulaw[i] as f32;
-            t.alaw_f32[i] = t.alaw[i] as f32;
+        let ulaw: [i16; 256] = std::array::from_fn(|i| ulaw_to_linear(i as u8));
+        let alaw: [i16; 256] = std::array::from_fn(|i| alaw_to_linear(i as u8));
+        Tables {
+            ulaw,
+            alaw,
+            ulaw_f32: ulaw.map(f32::from),
+            alaw_f32: alaw.map(f32::from),
         }
-        t
     })
+}
+
+/// One decode-table load: the entry for code byte `code`.
+// Invariant: a u8 is at most 255 and the table has 256 entries, so this cannot panic (and
+// the compiler emits no bounds check).
+#[allow(clippy::indexing_slicing)]
+#[inline(always)]
+pub fn lookup<T: Copy>(table: &[T; 256], code: u8) -> T {
+    table[usize::from(code)]
 }
 
 /// The decode table of a codec: index with the code byte.

@@ -122,7 +122,7 @@ impl Prompt {
 
 fn decode_raw(bytes: &[u8], codec: Codec) -> Vec<i16> {
     let t = g711::decode_table(codec);
-    bytes.iter().map(|b| t[*b as usize]).collect()
+    bytes.iter().map(|b| g711::lookup(t, *b)).collect()
 }
 
 /// Low-pass (cut-off 3.6 kHz, Blackman-windowed sinc) and decimate 16/48 kHz to 8 kHz.
@@ -157,11 +157,11 @@ pub fn resample_to_8k(pcm: &[i16], rate: u32) -> Vec<i16> {
                 .enumerate()
                 .map(|(k, hk)| {
                     let idx = c as isize + k as isize - mid as isize;
-                    if idx < 0 || idx as usize >= pcm.len() {
-                        0.0
-                    } else {
-                        hk * pcm[idx as usize] as f64
-                    }
+                    // Taps before the first or past the last sample see silence.
+                    usize::try_from(idx)
+                        .ok()
+                        .and_then(|i| pcm.get(i))
+                        .map_or(0.0, |s| hk * *s as f64)
                 })
                 .sum();
             acc.round().clamp(-32768.0, 32767.0) as i16

@@ -211,7 +211,8 @@ impl RtpSession {
         if !self.neg.direction.we_receive() {
             return Err(RtpReject::NotReceiving);
         }
-        if data.len() > MAX_RTP_PACKET || data.len() < 12 || data[0] >> 6 != 2 {
+        if data.len() > MAX_RTP_PACKET || data.len() < 12 || data.first().map(|b| b >> 6) != Some(2)
+        {
             return Err(RtpReject::Malformed);
         }
         if let Some(l) = self.latched {
@@ -227,7 +228,9 @@ impl RtpSession {
             if pad == 0 || pad > payload.len() {
                 return Err(RtpReject::Malformed);
             }
-            payload = &payload[..payload.len() - pad];
+            payload = payload
+                .get(..payload.len() - pad)
+                .ok_or(RtpReject::Malformed)?;
         }
         let p = if h.payload_type == self.neg.pt {
             RtpPayload::Audio(payload)
@@ -330,10 +333,8 @@ impl RtpSession {
                 self.stats.tx_late_skipped += behind;
                 player.skip(behind as usize * samples);
             }
-            if buf.len() < HEADER + samples {
-                return None;
-            }
-            let fill = player.fill(self.neg.codec, &mut buf[HEADER..HEADER + samples]);
+            let frame = buf.get_mut(HEADER..HEADER + samples)?;
+            let fill = player.fill(self.neg.codec, frame);
             let timestamp = self
                 .ts
                 .wrapping_add(self.samples_per_frame().wrapping_mul(self.frames as u32));
@@ -356,7 +357,7 @@ impl RtpSession {
                 ..Default::default()
             };
             debug_assert_eq!(header.marshal_size(), HEADER);
-            header.marshal_to(&mut buf[..HEADER]).ok()?;
+            header.marshal_to(buf.get_mut(..HEADER)?).ok()?;
             self.marker = false;
             self.seq = self.seq.wrapping_add(1);
             self.stats.tx_packets += 1;

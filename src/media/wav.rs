@@ -61,21 +61,23 @@ pub fn read_any_rate(bytes: &[u8]) -> Result<(u32, Vec<i16>), WavError> {
     if bytes.len() > MAX_WAV_BYTES {
         return Err(WavError::TooLarge(bytes.len()));
     }
-    if bytes.len() < 12 || &bytes[..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+    if !bytes.starts_with(b"RIFF") || bytes.get(8..12) != Some(b"WAVE".as_slice()) {
         return Err(WavError::NotWav);
     }
     let mut at = 12;
     let mut fmt: Option<(u16, u16, u32, u16)> = None;
     let mut data: Option<&[u8]> = None;
     while at + 8 <= bytes.len() {
-        let id = &bytes[at..at + 4];
+        let id = bytes
+            .get(at..at + 4)
+            .ok_or(WavError::Corrupt("chunk header"))?;
         let len = u32le(bytes, at + 4).ok_or(WavError::Corrupt("chunk header"))? as usize;
         let body_start = at + 8;
-        let body_end = body_start
+        let body = body_start
             .checked_add(len)
-            .filter(|e| *e <= bytes.len())
+            .and_then(|end| bytes.get(body_start..end))
             .ok_or(WavError::Corrupt("chunk longer than file"))?;
-        let body = &bytes[body_start..body_end];
+        let body_end = body_start + body.len();
         match id {
             b"fmt " => {
                 if body.len() < 16 {
@@ -109,17 +111,20 @@ pub fn read_any_rate(bytes: &[u8]) -> Result<(u32, Vec<i16>), WavError> {
         return Err(WavError::Rate(rate));
     }
     let samples: Vec<i16> = match (format, bits) {
+        // An odd trailing byte is ignored.
         (1, 16) => data
-            .chunks_exact(2)
-            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .as_chunks::<2>()
+            .0
+            .iter()
+            .map(|c| i16::from_le_bytes(*c))
             .collect(),
         (6, 8) => {
             let t = g711::decode_table(Codec::Pcma);
-            data.iter().map(|b| t[*b as usize]).collect()
+            data.iter().map(|b| g711::lookup(t, *b)).collect()
         }
         (7, 8) => {
             let t = g711::decode_table(Codec::Pcmu);
-            data.iter().map(|b| t[*b as usize]).collect()
+            data.iter().map(|b| g711::lookup(t, *b)).collect()
         }
         (format, bits) => return Err(WavError::Encoding { format, bits }),
     };

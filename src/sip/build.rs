@@ -53,10 +53,14 @@ pub fn response_with_reason(
 /// Adds `received` and fills `rport` in the top Via of a request that arrived from `src`
 /// (RFC 3261 §18.2.1, RFC 3581 §4).
 pub fn stamp_via(msg: &mut Message, src: SocketAddr) {
-    let Some(idx) = msg.headers.iter().position(|(n, _)| n == "Via") else {
+    let Some(slot) = msg
+        .headers
+        .iter_mut()
+        .find_map(|(n, v)| (n == "Via").then_some(v))
+    else {
         return;
     };
-    let value = msg.headers[idx].1.clone();
+    let value = slot.clone();
     let mut parts: Vec<&str> = split_list(&value).collect();
     let Some(first) = parts.first().copied() else {
         return;
@@ -83,8 +87,10 @@ pub fn stamp_via(msg: &mut Message, src: SocketAddr) {
     if !have_received && (host != src_ip || via.has_param("rport")) {
         top.push_str(&format!(";received={src_ip}"));
     }
-    parts[0] = &top;
-    msg.headers[idx].1 = parts.join(", ");
+    if let Some(p) = parts.first_mut() {
+        *p = &top;
+    }
+    *slot = parts.join(", ");
 }
 
 /// Where a response to a request received on `flow` goes (§18.2.2 + RFC 3581): back on

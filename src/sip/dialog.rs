@@ -117,18 +117,21 @@ impl Dialog {
             .and_then(|r| NameAddr::parse(r))
             .and_then(|n| Uri::parse(&n.uri))
             .is_some_and(|u| !u.has_param("lr"));
-        let uri = if strict {
-            let first = NameAddr::parse(&self.route_set[0]).map(|n| n.uri);
-            for r in &self.route_set[1..] {
-                headers.push(("Route".into(), r.clone()));
+        let uri = match self.route_set.split_first() {
+            Some((first, rest)) if strict => {
+                let first = NameAddr::parse(first).map(|n| n.uri);
+                for r in rest {
+                    headers.push(("Route".into(), r.clone()));
+                }
+                headers.push(("Route".into(), format!("<{}>", self.remote_target)));
+                first.unwrap_or_else(|| self.remote_target.clone())
             }
-            headers.push(("Route".into(), format!("<{}>", self.remote_target)));
-            first.unwrap_or_else(|| self.remote_target.clone())
-        } else {
-            for r in &self.route_set {
-                headers.push(("Route".into(), r.clone()));
+            _ => {
+                for r in &self.route_set {
+                    headers.push(("Route".into(), r.clone()));
+                }
+                self.remote_target.clone()
             }
-            self.remote_target.clone()
         };
         // Contact only where it means something: target refreshes and requests that set up
         // a subscription (REFER); never on BYE, CANCEL or INFO (§20.10, table 3).

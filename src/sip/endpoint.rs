@@ -23,7 +23,9 @@ pub enum Inbound {
     Reply(SipTransmit),
     /// An INVITE refused: send the reply and write the audit record.
     Refused(SipTransmit, Refusal),
-    /// Nothing to do (stray ACK, response to nobody, unanswerable garbage).
+    /// Bytes that did not parse: the 400/413 to send when one can be addressed.
+    Malformed(Option<SipTransmit>),
+    /// Nothing to do (stray ACK, response to nobody).
     Drop(&'static str),
 }
 
@@ -54,6 +56,11 @@ pub struct Refusal {
 pub trait CallTable {
     fn contains(&self, call_id: &str) -> bool;
     fn active(&self) -> usize;
+    /// The service is draining: new calls and out-of-dialog OPTIONS get 503 (so a SIP load
+    /// balancer probing with OPTIONS takes this instance out), calls in progress go on.
+    fn draining(&self) -> bool {
+        false
+    }
 }
 
 /// The stateless SIP endpoint.
@@ -163,8 +170,27 @@ impl Endpoint {
             return Inbound::ToCall(msg);
         }
         match method {
+            Method::Invite if msg.to_tag().is_none() && calls.draining() => {
+                let tag = stateless_tag(&msg);
+                let mut r = response_with_reason(
+                    &msg,
+                    503,
+                    "Service Unavailable (draining)",
+                    Some(&tag),
+                    &self.config.sip.user_agent,
+                );
+                r.push_header("Retry-After", self.config.sip.retry_after_secs.to_string());
+                let org = self
+                    .config
+                    .organization_for(&msg, flow.remote.ip())
+                    .map(|o| o.name.clone());
+                self.refuse(&msg, flow, org.as_deref(), r)
+            }
             Method::Invite if msg.to_tag().is_none() => self.admit(msg, flow, calls.active()),
             Method::Ack => Inbound::Drop("ACK outside any call"),
+            Method::Options if msg.to_tag().is_none() && calls.draining() => {
+                self.simple(&msg, flow, 503)
+            }
             Method::Options if msg.to_tag().is_none() => self.simple(&msg, flow, 200),
             Method::Register | Method::Subscribe | Method::Message | Method::Publish
                 if msg.to_tag().is_none() =>
@@ -313,7 +339,7 @@ impl Endpoint {
     fn malformed(&self, flow: Flow, data: &[u8], err: ParseError) -> Inbound {
         // ACKs are never answered (§17.2.1), malformed or not.
         let Some(mut skeleton) = lenient_skeleton(data, &self.limits) else {
-            return Inbound::Drop("unanswerable malformed message");
+            return Inbound::Malformed(None);
         };
         stamp_via(&mut skeleton, flow.remote);
         let (code, reason) = match err {
@@ -328,7 +354,10 @@ impl Endpoint {
             Some(&tag),
             &self.config.sip.user_agent,
         );
-        self.reply(&skeleton, flow, r)
+        match self.reply(&skeleton, flow, r) {
+            Inbound::Reply(t) => Inbound::Malformed(Some(t)),
+            other => other,
+        }
     }
 }
 
@@ -460,7 +489,7 @@ CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\
 
     fn status(i: Inbound) -> (u16, Message) {
         match i {
-            Inbound::Reply(t) | Inbound::Refused(t, _) => {
+            Inbound::Reply(t) | Inbound::Refused(t, _) | Inbound::Malformed(Some(t)) => {
                 let m = Message::parse(&t.data, &Limits::default(), false).unwrap();
                 (m.status().unwrap(), m)
             }
@@ -629,6 +658,35 @@ CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\
         ));
     }
 
+    struct Draining;
+    impl CallTable for Draining {
+        fn contains(&self, id: &str) -> bool {
+            id == "in-progress"
+        }
+        fn active(&self) -> usize {
+            1
+        }
+        fn draining(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn draining_refuses_new_calls_and_options_but_not_calls_in_progress() {
+        let e = ep("");
+        let inv = req("INVITE", "Content-Type: application/sdp\r\n", SDP);
+        let (c, m) = status(e.handle(flow(), inv.as_bytes(), true, &Draining));
+        assert_eq!(c, 503);
+        assert_eq!(m.header("Retry-After"), Some("5"));
+        let (c, _) = status(e.handle(flow(), req("OPTIONS", "", "").as_bytes(), true, &Draining));
+        assert_eq!(c, 503);
+        let bye = req("BYE", "", "").replace("new-call", "in-progress");
+        assert!(matches!(
+            e.handle(flow(), bye.as_bytes(), true, &Draining),
+            Inbound::ToCall(_)
+        ));
+    }
+
     #[test]
     fn malformed_requests_get_400_or_are_dropped() {
         let e = ep("");
@@ -639,11 +697,11 @@ CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\
         assert_eq!(m.call_id(), "new-call");
         assert!(matches!(
             e.handle(flow(), b"\x00\x01garbage", true, &t),
-            Inbound::Drop(_)
+            Inbound::Malformed(None)
         ));
         assert!(matches!(
             e.handle(flow(), b"SIP/2.0 200 OK\r\n\r\n", true, &t),
-            Inbound::Drop(_)
+            Inbound::Malformed(None) | Inbound::Drop(_)
         ));
         let huge = req("OPTIONS", &format!("X-Pad: {}\r\n", "a".repeat(3000)), "").repeat(6);
         let (c, _) = status(e.handle(flow(), huge.as_bytes(), true, &t));

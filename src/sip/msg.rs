@@ -247,7 +247,8 @@ pub fn frame_stream(buf: &[u8], limits: &Limits) -> Result<Frame, ParseError> {
         }
         return Ok(Frame::Incomplete);
     };
-    let head = std::str::from_utf8(&buf[..end]).map_err(|_| ParseError::NotUtf8)?;
+    let head = buf.get(..end).unwrap_or_default(); // header_end is never past the end
+    let head = std::str::from_utf8(head).map_err(|_| ParseError::NotUtf8)?;
     let mut len = None;
     for line in head.split('\n') {
         if let Some((n, v)) = line.split_once(':') {
@@ -282,13 +283,14 @@ impl Message {
             return Err(ParseError::TooLarge(buf.len()));
         }
         // Tolerate leading CRLF before the start line (§7.5).
-        let lead = buf
-            .iter()
-            .take_while(|b| **b == b'\r' || **b == b'\n')
-            .count();
-        let buf = &buf[lead..];
-        let end = header_end(buf).ok_or(ParseError::NoHeaderEnd)?;
-        let head = std::str::from_utf8(&buf[..end]).map_err(|_| ParseError::NotUtf8)?;
+        let mut buf = buf;
+        while let [b'\r' | b'\n', after @ ..] = buf {
+            buf = after;
+        }
+        let (head, rest) = header_end(buf)
+            .and_then(|end| buf.split_at_checked(end))
+            .ok_or(ParseError::NoHeaderEnd)?;
+        let head = std::str::from_utf8(head).map_err(|_| ParseError::NotUtf8)?;
         let mut lines = head
             .split('\n')
             .map(|l| l.strip_suffix('\r').unwrap_or(l))
@@ -324,16 +326,14 @@ impl Message {
             headers.push((canonical_name(name), value.trim().to_string()));
         }
 
-        let rest = &buf[end..];
         let cl = headers
             .iter()
             .find(|(n, _)| n == "Content-Length")
             .map(|(_, v)| v.parse::<usize>().map_err(|_| ParseError::BadContentLength))
             .transpose()?;
         let body = match cl {
-            Some(n) if n > rest.len() => return Err(ParseError::Truncated),
             // §18.3: bytes past Content-Length in a datagram are discarded.
-            Some(n) => Bytes::copy_from_slice(&rest[..n]),
+            Some(n) => Bytes::copy_from_slice(rest.get(..n).ok_or(ParseError::Truncated)?),
             None if datagram => Bytes::copy_from_slice(rest),
             None => return Err(ParseError::Mandatory("Content-Length")),
         };
@@ -523,8 +523,8 @@ pub fn split_list(v: &str) -> impl Iterator<Item = &str> {
     let (mut quote, mut angle, mut start) = (false, false, 0);
     let bytes = v.as_bytes();
     let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
+    while let Some(&b) = bytes.get(i) {
+        match b {
             b'\\' if quote => i += 1,
             b'"' => quote = !quote,
             b'<' if !quote => angle = true,
@@ -560,8 +560,8 @@ fn parse_params(s: &str) -> Vec<(String, Option<String>)> {
             None => out.push((seg.to_ascii_lowercase(), None)),
         }
     };
-    for i in 0..b.len() {
-        match b[i] {
+    for (i, c) in b.iter().enumerate() {
+        match c {
             b'"' => quote = !quote,
             b';' if !quote => {
                 push(&s[start..i]);

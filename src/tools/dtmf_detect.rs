@@ -122,8 +122,10 @@ impl Stream {
                 let mut left = gap as usize;
                 while left > 0 {
                     let n = left.min(160);
-                    self.inband
-                        .process_g711(&silence[..n], g711::decode_table_f32(codec));
+                    self.inband.process_g711(
+                        silence.get(..n).unwrap_or(&silence),
+                        g711::decode_table_f32(codec),
+                    );
                     left -= n;
                 }
             }
@@ -205,9 +207,10 @@ fn udp_of(link: DataLink, frame: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8]
         DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => frame,
         _ => return None,
     };
-    let (src_ip, dst_ip, udp): (IpAddr, IpAddr, &[u8]) = match ip.first()? >> 4 {
+    let version_ihl = *ip.first()?;
+    let (src_ip, dst_ip, udp): (IpAddr, IpAddr, &[u8]) = match version_ihl >> 4 {
         4 => {
-            let ihl = ((ip[0] & 0x0F) as usize) * 4;
+            let ihl = ((version_ihl & 0x0F) as usize) * 4;
             let frag = u16::from_be_bytes(ip.get(6..8)?.try_into().ok()?);
             if *ip.get(9)? != 17 || frag & 0x3FFF != 0 || ihl < 20 {
                 return None;
@@ -294,10 +297,9 @@ fn for_each_packet(
 /// Is this a telephone-event payload (4-byte blocks, event code a key or tone)?
 fn looks_like_event(pt: u8, payload: &[u8]) -> bool {
     (96..=127).contains(&pt)
-        && !payload.is_empty()
         && payload.len().is_multiple_of(4)
         && payload.len() <= 64
-        && payload[0] <= 16
+        && payload.first().is_some_and(|event| *event <= 16)
 }
 
 /// Splits a capture into RTP streams and decodes each one's digits. `epoch` anchors the
@@ -309,7 +311,10 @@ pub fn detect_pcap(bytes: &[u8], epoch: Instant) -> Result<Vec<StreamReport>, De
         let Some((src, dst, udp)) = udp_of(link, frame) else {
             return;
         };
-        if udp.len() < 12 || udp[0] >> 6 != 2 || (72..=76).contains(&(udp[1] & 0x7F)) {
+        let [b0, b1, ..] = *udp else {
+            return;
+        };
+        if udp.len() < 12 || b0 >> 6 != 2 || (72..=76).contains(&(b1 & 0x7F)) {
             return; // not RTP (or RTCP)
         }
         let mut buf = udp;
@@ -484,7 +489,7 @@ mod tests {
     }
 
     fn pcap(packets: &[(u8, u32, bool, Vec<u8>)]) -> Vec<u8> {
-        crate::tools::pcapgen::rtp_pcap(packets)
+        crate::tools::pcapgen::rtp_pcap(packets).unwrap()
     }
 
     #[test]
@@ -536,7 +541,8 @@ mod tests {
         use pcap_file::pcapng::PcapNgWriter;
         let pcap = crate::tools::pcapgen::rtp_pcap(&crate::tools::pcapgen::rfc4733_packets(
             "*7", 101, 100, 100, 100,
-        ));
+        ))
+        .unwrap();
         let mut ng = PcapNgWriter::new(Vec::new()).unwrap();
         ng.write_block(&Block::InterfaceDescription(
             InterfaceDescriptionBlock::new(DataLink::ETHERNET, 65535),

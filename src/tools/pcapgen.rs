@@ -12,15 +12,15 @@ use std::time::Duration;
 /// 20 ms apart in capture time; sequence numbers count from 0.
 pub type RtpSpec = (u8, u32, bool, Vec<u8>);
 
-/// A pcap of one RTP stream 192.0.2.1:4000 -> 192.0.2.10:10000, SSRC 0xCAFE.
-pub fn rtp_pcap(packets: &[RtpSpec]) -> Vec<u8> {
+/// A pcap of one RTP stream 192.0.2.1:4000 -> 192.0.2.10:10000, SSRC 0xCAFE. Fails only
+/// for a packet the format cannot hold (longer than the 65535-byte snap length).
+pub fn rtp_pcap(packets: &[RtpSpec]) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let header = PcapHeader {
         datalink: DataLink::ETHERNET,
         ..Default::default()
     };
-    // Writing to a Vec cannot fail.
-    let mut w = PcapWriter::with_header(&mut out, header).expect("write to Vec");
+    let mut w = PcapWriter::with_header(&mut out, header).map_err(std::io::Error::other)?;
     for (i, (pt, ts, m, payload)) in packets.iter().enumerate() {
         let mut rtp = vec![0x80, *pt | if *m { 0x80 } else { 0 }];
         rtp.extend_from_slice(&(i as u16).to_be_bytes());
@@ -53,10 +53,10 @@ pub fn rtp_pcap(packets: &[RtpSpec]) -> Vec<u8> {
         f.extend_from_slice(&rtp);
         let t = Duration::from_millis(20 * i as u64);
         w.write_packet(&PcapPacket::new(t, f.len() as u32, &f))
-            .expect("write to Vec");
+            .map_err(std::io::Error::other)?;
     }
     let _ = w.into_writer();
-    out
+    Ok(out)
 }
 
 /// PCMU packets (20 ms) for `keys` as in-band tones: `tone_ms` of each key at −10 dBm0 per
@@ -68,14 +68,15 @@ pub fn inband_packets(keys: &str, lead_ms: u32, tone_ms: u32, gap_ms: u32) -> Ve
     let amp = 32768.0 * 10f32.powf((-10.0 - crate::media::dtmf::inband::FULL_SCALE_DBM0) / 20.0);
     let mut pcm: Vec<i16> = vec![0; (lead_ms * 8) as usize];
     for key in keys.chars() {
-        let (r, c) = PAD
+        // An unknown key plays as '1'.
+        let (low, high) = PAD
             .iter()
-            .enumerate()
-            .find_map(|(r, row)| row.find(key).map(|c| (r, c)))
-            .unwrap_or((0, 0));
+            .zip(LOW)
+            .find_map(|(row, low)| Some((low, *HIGH.get(row.find(key)?)?)))
+            .unwrap_or((LOW[0], HIGH[0]));
         pcm.extend(crate::media::dtmf::dual_tone(
-            LOW[r],
-            HIGH[c],
+            low,
+            high,
             tone_ms as usize,
             amp,
         ));
@@ -140,14 +141,14 @@ mod tests {
     fn generated_captures_decode_to_their_keys() {
         let epoch = crate::testutil::epoch();
         let r = crate::tools::dtmf_detect::detect_pcap(
-            &rtp_pcap(&inband_packets("147*", 200, 100, 100)),
+            &rtp_pcap(&inband_packets("147*", 200, 100, 100)).unwrap(),
             epoch,
         )
         .unwrap();
         let keys: String = r[0].inband.iter().map(|d| d.digit.as_char()).collect();
         assert_eq!(keys, "147*");
         let r = crate::tools::dtmf_detect::detect_pcap(
-            &rtp_pcap(&rfc4733_packets("2580#", 101, 200, 100, 100)),
+            &rtp_pcap(&rfc4733_packets("2580#", 101, 200, 100, 100)).unwrap(),
             epoch,
         )
         .unwrap();

@@ -100,6 +100,12 @@ impl Service {
                 repo().join("sip-config/contacts.toml").display()
             )
         };
+        // Each service's admin endpoint on a port of its own (logged as "admin endpoint").
+        let admin = if tail.contains("[admin]") {
+            ""
+        } else {
+            "[admin]\nlisten = \"127.0.0.1:0\"\n"
+        };
         // 400 ports hold 200 even ports: the 100-call test fits, with room.
         let max_calls = if sip_extra.contains("max_calls") {
             ""
@@ -113,7 +119,7 @@ impl Service {
 [sip]\nlisten = [\"udp:{host}:0\", \"tcp:{host}:0\"]\n{max_calls}\n{sip_extra}\n\
 [media]\nrtp_bind = \"{ip}\"\nrtp_port_min = {base}\nrtp_port_max = {}\n{media_extra}\n\
 [prompts]\ndir = \"{}\"\n\
-{crm}\
+{crm}{admin}\
 [[organization]]\nname = \"default\"\nenabled = true\nmatch_user = [\"pincoderouting\"]\n\
 pbx_host = \"127.0.0.1\"\npin_success_ext = \"1001\"\npin_failed_ext = \"1002\"\n{org_extra}\n\
 {tail}\n",
@@ -206,6 +212,37 @@ pbx_host = \"127.0.0.1\"\npin_success_ext = \"1001\"\npin_failed_ext = \"1002\"\
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The admin endpoint's address (from its "admin endpoint" log line).
+    pub fn admin(&self) -> SocketAddr {
+        let log = self.wait_for(Duration::from_secs(10), |l| {
+            l.iter().any(|e| msg(e) == "admin endpoint")
+        });
+        let e = log.iter().find(|e| msg(e) == "admin endpoint").unwrap();
+        field(e, "addr").parse().unwrap()
+    }
+
+    /// Sends a signal (e.g. "TERM", "HUP") to the service.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status, or None if still up.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -303,4 +340,37 @@ pub fn sipp_available() -> bool {
 
 pub fn exists(p: &str) -> bool {
     Path::new(p).exists()
+}
+
+/// One HTTP/1.1 request on a fresh connection; (status, body).
+pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        c,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    // Chunked bodies: good enough to search in.
+    (status, body.to_string())
+}
+
+/// The value of one Prometheus sample (`name{labels}`), 0 when absent.
+pub fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }

@@ -131,6 +131,46 @@ Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         self.sip.send_to(msg.as_bytes(), self.target).unwrap();
     }
 
+    /// A request of ours in the dialog that `ours` (a request from the service) belongs
+    /// to: To/From swapped from it, sent to its Contact's host.
+    pub fn in_dialog(
+        &self,
+        method: &str,
+        ours: &Got,
+        cseq: u32,
+        extra: &str,
+        body: &str,
+    ) -> String {
+        let p = self.sip_port();
+        let target = ours
+            .header("Contact")
+            .map(|c| c.trim_matches(|ch| ch == '<' || ch == '>').to_string())
+            .unwrap_or_else(|| format!("sip:pincoderouting@{}", self.target));
+        format!(
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK-{method}-{cseq}-{id};rport\r\n\
+From: {from}\r\nTo: {to}\r\nCall-ID: {id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:pbx@127.0.0.1:{p}>\r\n\
+Max-Forwards: 70\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len(),
+            from = ours.header("To").unwrap_or_default(),
+            to = ours.header("From").unwrap_or_default(),
+            id = self.call_id,
+        )
+    }
+
+    /// Accepts a REFER of ours: 202, then the final NOTIFY with a `code` sipfrag.
+    pub fn accept_refer(&self, refer: &Got, code: u16) {
+        self.send(&refer.reply(202, "Accepted"));
+        let body = format!("SIP/2.0 {code} Whatever\r\n");
+        let notify = self.in_dialog(
+            "NOTIFY",
+            refer,
+            2,
+            "Event: refer\r\nSubscription-State: terminated;reason=noresource\r\nContent-Type: message/sipfrag\r\n",
+            &body,
+        );
+        self.send(&notify);
+    }
+
     /// Sends raw bytes to the service.
     pub fn send(&self, text: &str) {
         self.sip.send_to(text.as_bytes(), self.target).unwrap();

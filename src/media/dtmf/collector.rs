@@ -1,8 +1,8 @@
 //! One digit stream per call: RFC 4733 events, in-band tones and SIP INFO, selected by the
 //! DTMF mode and merged so one key press is one digit whichever ways it arrives: a phone
 //! that sends a key both as SIP INFO and as RFC 4733 (Linphone with both on) gives it
-//! once. Media time is the arrival clock since the call's media started, corrected for
-//! in-band detection delay.
+//! once, even when the INFO copies trail by seconds. Media time is the arrival clock since
+//! the call's media started, corrected for in-band detection delay.
 
 use super::inband::{InbandDetector, InbandEvent};
 use super::rfc4733::{Rfc4733Decoder, Rfc4733Event};
@@ -44,10 +44,12 @@ pub struct DigitCollector {
 
 /// A copy of a key from another source within this long of the accepted one is the same
 /// press. Phones send both ways at once; in-band detection lags ~40–60 ms; SIP INFO may
-/// trail RTP by a retransmission or two.
-const SAME_PRESS_MS: u64 = 1000;
-/// How many accepted digits are remembered for matching (keys arrive ≥ ~100 ms apart).
-const RECENT: usize = 8;
+/// trail RTP by seconds (Linphone over UDP holds each INFO until the previous INFO
+/// transaction has ended: Timer K, 5 s). Each press absorbs at most one copy per source,
+/// so a wide window never merges two real presses sent both ways.
+const SAME_PRESS_MS: u64 = 15_000;
+/// How many accepted digits are remembered for matching: a whole PIN and its retries.
+const RECENT: usize = 32;
 
 /// An accepted digit and the other sources whose copy of it has been seen.
 #[derive(Debug, Clone, Copy)]
@@ -316,5 +318,32 @@ mod tests {
         c.on_info(ms(3100), d('7'));
         c.on_info(ms(3200), d('7'));
         assert_eq!(drain(&mut c).len(), 2);
+    }
+
+    /// Linphone over UDP holds each SIP INFO until the previous INFO transaction has ended
+    /// (Timer K, 5 s): key 1's INFO comes at once, the INFO copies of the later keys come
+    /// 4–5 s after their RFC 4733 events, in a burst. Still one digit per key.
+    #[test]
+    fn info_copies_arriving_seconds_late_in_a_burst_still_count_once() {
+        let t0 = crate::testutil::epoch();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let d = |c| Digit::from_char(c).unwrap();
+        let mut c = DigitCollector::new(t0, DtmfMode::Auto);
+        c.negotiated(true, Codec::Pcmu);
+        let keys = "12341234#";
+        for (i, k) in keys.chars().enumerate() {
+            let at = 1000 * i as u64;
+            if i == 0 {
+                c.on_info(ms(at), d(k));
+            }
+            let code = d(k).event_code();
+            c.on_event(ms(at + 5), 1000 * (i as u32 + 1), true, &ev(code, false));
+            c.on_event(ms(at + 65), 1000 * (i as u32 + 1), false, &ev(code, true));
+        }
+        for (i, k) in keys.chars().enumerate().skip(1) {
+            c.on_info(ms(5000 + 3 * i as u64), d(k));
+        }
+        let got: String = drain(&mut c).iter().map(|x| x.0).collect();
+        assert_eq!(got, keys);
     }
 }

@@ -18,6 +18,7 @@
 //! Everything else runs once per 32 samples.
 
 use super::Digit;
+use crate::media::g711;
 use std::collections::VecDeque;
 use std::f32::consts::PI;
 use std::sync::OnceLock;
@@ -83,30 +84,33 @@ struct Consts {
 fn consts() -> &'static Consts {
     static C: OnceLock<Consts> = OnceLock::new();
     C.get_or_init(|| {
-        let mut hann = [0f64; WIN];
-        for (n, w) in hann.iter_mut().enumerate() {
+        let hann = |n: usize| {
             let s = (std::f64::consts::PI * (n as f64 + 0.5) / WIN as f64).sin();
-            *w = s * s;
-        }
-        let sum_w = hann.iter().sum::<f64>() as f32;
+            s * s
+        };
+        let sum_w = (0..WIN).map(hann).sum::<f64>() as f32;
         let mut mat = [[0f32; OUTS]; HOP];
         for (i, row) in mat.iter_mut().enumerate() {
-            for (half, base) in [(0, 0), (1, HOP)] {
-                let n = base + i;
-                for k in 0..8 {
-                    let ph = 2.0 * std::f64::consts::PI * FREQS[k] as f64 / RATE as f64 * n as f64;
-                    row[half * 16 + k] = (hann[n] * ph.cos()) as f32;
-                    row[half * 16 + 8 + k] = (-hann[n] * ph.sin()) as f32;
+            // The row's outputs in blocks of 8 bins: re and im of the first half-window
+            // (sample i), then re and im of the second (sample HOP + i).
+            for (block, out) in row.chunks_exact_mut(8).enumerate() {
+                let n = (block / 2) * HOP + i;
+                let w = hann(n);
+                for (o, f) in out.iter_mut().zip(FREQS) {
+                    let ph = 2.0 * std::f64::consts::PI * f as f64 / RATE as f64 * n as f64;
+                    *o = if block % 2 == 0 {
+                        (w * ph.cos()) as f32
+                    } else {
+                        (-w * ph.sin()) as f32
+                    };
                 }
             }
         }
         let own = |lag: f64| {
-            let mut o = [0f32; 8];
-            for k in 0..8 {
-                let a = 2.0 * std::f64::consts::PI * FREQS[k] as f64 * lag / RATE as f64;
-                o[k] = (a.sin().atan2(a.cos())) as f32;
-            }
-            o
+            FREQS.map(|f| {
+                let a = 2.0 * std::f64::consts::PI * f as f64 * lag / RATE as f64;
+                (a.sin().atan2(a.cos())) as f32
+            })
         };
         let min_amp = 32768.0 * 10f32.powf((MIN_LEVEL_DBM0 - FULL_SCALE_DBM0) / 20.0);
         Consts {
@@ -142,6 +146,31 @@ struct Window {
     class: Option<(usize, usize)>,
     /// Phases of those two bins (only when `class` is set).
     phase: [f32; 2],
+}
+
+impl Window {
+    /// Completes the 8 bins: the first half-window's partial sums (re 0..8, im 8..16,
+    /// carried from the previous chunk) plus this chunk's second-half outputs (re 16..24,
+    /// im 24..32), and their powers.
+    // Invariant: k < 8 indexes [f32; 8]; k and 8 + k index [f32; 16]; 16 + k and 24 + k
+    // index [f32; OUTS = 32]. All constant-bounded, so no check survives in the hot loop.
+    #[allow(clippy::indexing_slicing)]
+    #[inline]
+    fn sum_halves(&mut self, first: &[f32; 16], out: &[f32; OUTS]) {
+        for k in 0..8 {
+            self.re[k] = first[k] + out[16 + k];
+            self.im[k] = first[8 + k] + out[24 + k];
+            self.power[k] = self.re[k] * self.re[k] + self.im[k] * self.im[k];
+        }
+    }
+
+    /// The phase of bin `k` (classify's bins are always < 8).
+    fn phase_of(&self, k: usize) -> f32 {
+        match (self.im.get(k), self.re.get(k)) {
+            (Some(&im), Some(&re)) => atan2(im, re),
+            _ => 0.0,
+        }
+    }
 }
 
 /// What the detector reports, with sample positions (divide by 8 for ms).
@@ -196,8 +225,10 @@ impl std::fmt::Debug for InbandDetector {
     }
 }
 
-fn key(r: usize, c: usize) -> Digit {
-    Digit::from_char(KEYPAD[r][c - 4] as char).expect("keypad holds only DTMF keys")
+/// The key of a (row, column) bin pair; `None` only for bins outside the keypad.
+fn key(r: usize, c: usize) -> Option<Digit> {
+    let k = KEYPAD.get(r)?.get(c.checked_sub(4)?)?;
+    Digit::from_char(char::from(*k))
 }
 
 /// Hann window magnitude response at `x` bins off centre (1 at 0).
@@ -255,13 +286,10 @@ fn wrap(a: f32) -> f32 {
     }
 }
 
-/// Phase advance of tone `i` (0 = row, 1 = column; bin `k`) from window `a` to window `b`,
-/// minus the bin's own advance over `lag` samples: the frequency offset as a phase, in
-/// (-π, π].
-fn offset_phase(a: &Window, b: &Window, i: usize, k: usize, lag: usize) -> f32 {
-    let c = consts();
-    let own = if lag == HOP { c.own32[k] } else { c.own64[k] };
-    wrap(wrap(b.phase[i] - a.phase[i]) - own)
+/// Phase advance of a tone from phase `a` (earlier window) to phase `b` (later window),
+/// minus its bin's `own` advance over the lag: the frequency offset as a phase, in (-π, π].
+fn offset_phase(a: f32, b: f32, own: f32) -> f32 {
+    wrap(wrap(b - a) - own)
 }
 
 /// The chunk's energy and, unless it is too quiet to matter, the product
@@ -304,17 +332,17 @@ fn product_body<const FMA: bool>(c: &Consts, x: &[f32; HOP]) -> [f32; OUTS] {
     // Four accumulator sets (rows mod 4) keep enough independent FMAs in flight to hide
     // their latency, whatever the vector width.
     let mut acc = [[0f32; OUTS]; 4];
-    for i in (0..HOP).step_by(4) {
-        for (r, a) in acc.iter_mut().enumerate() {
-            let (row, xi) = (&c.mat[i + r], x[i + r]);
+    for (rows, xs) in c.mat.chunks_exact(4).zip(x.chunks_exact(4)) {
+        for ((a, row), &xi) in acc.iter_mut().zip(rows).zip(xs) {
             for (ao, m) in a.iter_mut().zip(row) {
                 *ao = mac(*ao, *m, xi);
             }
         }
     }
+    let [a0, a1, a2, a3] = &acc;
     let mut out = [0f32; OUTS];
-    for o in 0..OUTS {
-        out[o] = (acc[0][o] + acc[1][o]) + (acc[2][o] + acc[3][o]);
+    for ((((o, v0), v1), v2), v3) in out.iter_mut().zip(a0).zip(a1).zip(a2).zip(a3) {
+        *o = (v0 + v1) + (v2 + v3);
     }
     out
 }
@@ -324,11 +352,12 @@ fn product_body<const FMA: bool>(c: &Consts, x: &[f32; HOP]) -> [f32; OUTS] {
 fn energy(x: &[f32; HOP]) -> f32 {
     let mut acc = [0f32; 8];
     for xs in x.chunks_exact(8) {
-        for l in 0..8 {
-            acc[l] += xs[l] * xs[l];
+        for (a, v) in acc.iter_mut().zip(xs) {
+            *a += v * v;
         }
     }
-    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
+    ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -341,6 +370,16 @@ unsafe fn product_avx512(c: &Consts, x: &[f32; HOP]) -> [f32; OUTS] {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn product_avx2(c: &Consts, x: &[f32; HOP]) -> [f32; OUTS] {
     product_body::<true>(c, x)
+}
+
+/// Slot `head` of the window ring (`head` is always 0, 1 or 2).
+fn ring_slot(history: &mut [Window; 3], head: usize) -> &mut Window {
+    let [a, b, c] = history;
+    match head {
+        0 => a,
+        1 => b,
+        _ => c,
+    }
 }
 
 fn hz(phase: f32, lag: usize) -> f32 {
@@ -377,29 +416,31 @@ impl InbandDetector {
     }
 
     /// Feeds G.711 bytes through a decode table (see `g711::decode_table_f32`).
-    pub fn process_g711(&mut self, mut payload: &[u8], table: &[f32; 256]) {
-        while !payload.is_empty() {
-            let n = (HOP - self.fill).min(payload.len());
-            for (dst, b) in self.chunk[self.fill..self.fill + n]
-                .iter_mut()
-                .zip(&payload[..n])
-            {
-                *dst = table[*b as usize];
+    pub fn process_g711(&mut self, payload: &[u8], table: &[f32; 256]) {
+        let mut bytes = payload.iter();
+        loop {
+            // Fill the rest of the chunk from the payload (zip stops at whichever ends first
+            // and never takes a byte the chunk has no room for).
+            let before = bytes.len();
+            for (dst, b) in self.chunk.iter_mut().skip(self.fill).zip(&mut bytes) {
+                *dst = g711::lookup(table, *b);
             }
-            self.fill += n;
-            payload = &payload[n..];
-            if self.fill == HOP {
-                self.fill = 0;
-                self.run_chunk();
+            self.fill += before - bytes.len();
+            if self.fill < HOP {
+                return; // the payload is used up
             }
+            self.fill = 0;
+            self.run_chunk();
         }
     }
 
     #[inline]
     fn push(&mut self, x: f32) {
-        self.chunk[self.fill] = x;
+        if let Some(dst) = self.chunk.get_mut(self.fill) {
+            *dst = x;
+        }
         self.fill += 1;
-        if self.fill == HOP {
+        if self.fill >= HOP {
             self.fill = 0;
             self.run_chunk();
         }
@@ -420,18 +461,14 @@ impl InbandDetector {
             // The window that began last chunk ends with this one; built in its ring slot.
             self.head = (self.head + 1) % 3;
             let prev_e = self.prev_chunk_energy;
-            let w = &mut self.history[self.head];
+            let w = ring_slot(&mut self.history, self.head);
             w.energy = prev_e + e;
             w.halves = [prev_e, e];
             w.start = (chunk_index - 1) * HOP as u64;
-            for k in 0..8 {
-                w.re[k] = self.first[k] + out[16 + k];
-                w.im[k] = self.first[8 + k] + out[24 + k];
-                w.power[k] = w.re[k] * w.re[k] + w.im[k] * w.im[k];
-            }
+            w.sum_halves(&self.first, &out);
             w.class = if quiet { None } else { Self::classify(w) };
             if let Some((r, col)) = w.class {
-                w.phase = [atan2(w.im[r], w.re[r]), atan2(w.im[col], w.re[col])];
+                w.phase = [w.phase_of(r), w.phase_of(col)];
             }
             self.windows += 1;
             let hit = if self.windows >= 3 {
@@ -441,18 +478,20 @@ impl InbandDetector {
             };
             self.step(hit);
         }
-        self.first.copy_from_slice(&out[..16]);
+        if let Some(first) = out.first_chunk() {
+            self.first = *first;
+        }
         self.prev_chunk_energy = e;
     }
 
     /// (oldest, middle, newest) of the window ring.
     fn last_three(&self) -> (&Window, &Window, &Window) {
-        let h = &self.history;
-        (
-            &h[(self.head + 1) % 3],
-            &h[(self.head + 2) % 3],
-            &h[self.head],
-        )
+        let [a, b, c] = &self.history;
+        match self.head {
+            0 => (b, c, a),
+            1 => (c, a, b),
+            _ => (a, b, c),
+        }
     }
 
     /// Is this window a clean tone pair? Returns (row, column) bins.
@@ -462,12 +501,15 @@ impl InbandDetector {
         if w.energy < c.min_window_energy {
             return None;
         }
-        let r = (0..4).max_by(|a, b| w.power[*a].total_cmp(&w.power[*b]))?;
-        let col = (4..8).max_by(|a, b| w.power[*a].total_cmp(&w.power[*b]))?;
-        if w.power[r] < c.min_power || w.power[col] < c.min_power {
+        // The strongest row bin (0..4) and column bin (4..8); the last one on a tie.
+        let strongest = |(_, a): &(usize, f32), (_, b): &(usize, f32)| a.total_cmp(b);
+        let bins = w.power.into_iter().enumerate();
+        let (r, pr) = bins.clone().take(4).max_by(strongest)?;
+        let (col, pc) = bins.skip(4).max_by(strongest)?;
+        if pr < c.min_power || pc < c.min_power {
             return None;
         }
-        if (w.power[r] + w.power[col]) < MIN_TONE_FRACTION * c.gain * w.energy {
+        if (pr + pc) < MIN_TONE_FRACTION * c.gain * w.energy {
             return None;
         }
         let [h1, h2] = w.halves;
@@ -489,36 +531,47 @@ impl InbandDetector {
             digit, misses: 0, ..
         } = self.state
         {
-            if key(pair.0, pair.1) == digit {
+            if key(pair.0, pair.1) == Some(digit) {
                 return Some(digit);
             }
         }
+        let c = consts();
         let mut amp = [0f32; 2];
-        for (i, k) in [pair.0, pair.1].into_iter().enumerate() {
-            let d32 = hz(offset_phase(w1, w0, i, k, HOP), HOP);
-            let d32_before = hz(offset_phase(w2, w1, i, k, HOP), HOP);
+        // Tone i (0 = row, 1 = column) is bin k; phase[i] holds its phase in each window.
+        let phases = w2.phase.into_iter().zip(w1.phase).zip(w0.phase);
+        for ((a, k), ((p2, p1), p0)) in amp.iter_mut().zip([pair.0, pair.1]).zip(phases) {
+            let (Some(&own32), Some(&own64), Some(&freq), Some(&power)) = (
+                c.own32.get(k),
+                c.own64.get(k),
+                FREQS.get(k),
+                w0.power.get(k),
+            ) else {
+                return None; // classify only returns bins 0..8
+            };
+            let d32 = hz(offset_phase(p1, p0, own32), HOP);
+            let d32_before = hz(offset_phase(p2, p1, own32), HOP);
             if (d32 - d32_before).abs() > MAX_DRIFT_HZ {
                 return None;
             }
             // The lag-64 reading is twice as precise but wraps at ±62.5 Hz: unwrap it
             // with the lag-32 reading.
-            let p64 = offset_phase(w2, w0, i, k, WIN);
+            let p64 = offset_phase(p2, p0, own64);
             let span = RATE / WIN as f32;
             let mut d64 = hz(p64, WIN);
             let turns = ((d32 - d64) / span).round();
             d64 += turns * span;
-            if d64.abs() > MAX_DEVIATION * FREQS[k] + 1.0 {
+            if d64.abs() > MAX_DEVIATION * freq + 1.0 {
                 return None;
             }
             let x = d64 * WIN as f32 / RATE;
-            amp[i] = w0.power[k].sqrt() / hann_response(x);
+            *a = power.sqrt() / hann_response(x);
         }
         // Twist as an amplitude ratio against the dB limits (no log on the hot path).
-        let c = consts();
-        if amp[0] > amp[1] * c.max_normal_ratio || amp[1] > amp[0] * c.max_reverse_ratio {
+        let [row, col] = amp;
+        if row > col * c.max_normal_ratio || col > row * c.max_reverse_ratio {
             return None;
         }
-        Some(key(pair.0, pair.1))
+        key(pair.0, pair.1)
     }
 
     fn step(&mut self, hit: Option<Digit>) {

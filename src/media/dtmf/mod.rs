@@ -36,7 +36,9 @@ impl Digit {
 
     /// The key as a character. Never log it.
     pub fn as_char(self) -> char {
-        KEYS[self.0 as usize] as char
+        // A Digit is only ever built with a code < 16, so the fallback is never taken.
+        KEYS.get(usize::from(self.0))
+            .map_or(char::REPLACEMENT_CHARACTER, |&k| char::from(k))
     }
 
     /// The RFC 4733 event code.

@@ -80,10 +80,10 @@ impl Rfc4733Decoder {
         let Some(block) = EventBlock::parse(payload) else {
             return out;
         };
-        if block.event > 15 {
+        let Some(digit) = Digit::from_event(block.event) else {
             // Not a DTMF key (flash, tones...): ignored.
             return out;
-        }
+        };
         if let Some(p) = &mut self.current {
             if p.ts == ts {
                 // Same press: update, duplicate, or (repeated) end.
@@ -120,7 +120,6 @@ impl Rfc4733Decoder {
             }
         }
         // A new press: reported on its first packet, whatever kind it is.
-        let digit = Digit::from_event(block.event).expect("event < 16 checked above");
         self.current = Some(Press {
             ts,
             event: block.event,
@@ -128,10 +127,10 @@ impl Rfc4733Decoder {
             duration: block.duration,
             ended: block.end,
         });
-        let slot = usize::from(out[0].is_some());
-        out[slot] = Some(Rfc4733Event::Begin { digit, ts });
-        if block.end && slot == 0 {
-            out[1] = Some(Rfc4733Event::End { ts });
+        let begin = Some(Rfc4733Event::Begin { digit, ts });
+        match out {
+            [None, _] => out = [begin, block.end.then_some(Rfc4733Event::End { ts })],
+            [end @ Some(_), _] => out = [end, begin],
         }
         out
     }

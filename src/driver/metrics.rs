@@ -1,0 +1,319 @@
+//! The service's Prometheus metrics (prometheus-client: typed label sets, no global
+//! registry, OpenMetrics text). Fed by the drivers from what the sans-IO core reports —
+//! events, end-of-call records, the bytes on the wire — never from inside the core.
+//!
+//! Label values are bounded: methods and status classes are fixed sets, organizations come
+//! from the configuration (a refused INVITE that matched none is `unknown`), outcomes are
+//! the audit result names. Never a caller number, a Call-ID or a digit.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub organization: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrmLabels {
+    pub adapter: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdapterLabels {
+    pub adapter: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SipLabels {
+    /// `in` (received) or `out` (sent).
+    pub direction: &'static str,
+    /// A request method (fixed set, else `other`) or a response class (`1xx`..`6xx`).
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    pub revision: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~16 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 15,
+    ))
+}
+
+/// Every metric the service exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub calls_in_progress: Gauge,
+    pub calls: Family<CallLabels, Counter>,
+    pub calls_panicked: Counter,
+    pub loop_restarts: Counter,
+    pub digits: Family<SourceLabels, Counter>,
+    pub crm_requests: Family<CrmLabels, Counter>,
+    pub crm_latency: Family<AdapterLabels, Histogram, fn() -> Histogram>,
+    pub refers: Family<ResultLabels, Counter>,
+    pub sip_messages: Family<SipLabels, Counter>,
+    pub parse_errors: Counter,
+    pub overload_rejections: Counter,
+    pub draining_rejections: Counter,
+    pub lockouts_active: Gauge,
+    pub rtp_packets: Family<DirectionLabels, Counter>,
+    pub rtp_late_skipped: Counter,
+    pub frame_lateness: Histogram,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub config_loaded: Gauge<f64, AtomicU64>,
+    pub config_age: Gauge<f64, AtomicU64>,
+    pub build_info: Family<BuildLabels, Gauge>,
+}
+
+/// The version and git revision this binary was built from.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const REVISION: &str = env!("PINCODEROUTING_GIT_REVISION");
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::with_prefix("pincoderouting");
+        let m = Metrics {
+            calls_in_progress: Gauge::default(),
+            calls: Family::default(),
+            calls_panicked: Counter::default(),
+            loop_restarts: Counter::default(),
+            digits: Family::default(),
+            crm_requests: Family::default(),
+            crm_latency: Family::new_with_constructor(latency_histogram),
+            refers: Family::default(),
+            sip_messages: Family::default(),
+            parse_errors: Counter::default(),
+            overload_rejections: Counter::default(),
+            draining_rejections: Counter::default(),
+            lockouts_active: Gauge::default(),
+            rtp_packets: Family::default(),
+            rtp_late_skipped: Counter::default(),
+            // 0.1 ms .. ~0.8 s.
+            frame_lateness: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 14),
+            ),
+            config_reloads: Family::default(),
+            config_loaded: Gauge::default(),
+            config_age: Gauge::default(),
+            build_info: Family::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "calls_in_progress",
+            "Calls now up (admitted, not yet ended)",
+            m.calls_in_progress.clone(),
+        );
+        r.register(
+            "calls",
+            "Calls ended or refused, by organization and outcome (the audit record's result)",
+            m.calls.clone(),
+        );
+        r.register(
+            "calls_panicked",
+            "Calls ended by a bug in their own code (each ended alone)",
+            m.calls_panicked.clone(),
+        );
+        r.register(
+            "receive_loop_restarts",
+            "SIP receive loops restarted after a panic",
+            m.loop_restarts.clone(),
+        );
+        r.register("digits", "Digits received, by source", m.digits.clone());
+        r.register(
+            "crm_requests",
+            "CRM requests by adapter and outcome",
+            m.crm_requests.clone(),
+        );
+        r.register(
+            "crm_request_duration_seconds",
+            "CRM request latency by adapter",
+            m.crm_latency.clone(),
+        );
+        r.register(
+            "refers",
+            "Transfers (REFER) by result: transferred or failed",
+            m.refers.clone(),
+        );
+        r.register(
+            "sip_messages",
+            "SIP messages by direction and method (requests) or status class (responses)",
+            m.sip_messages.clone(),
+        );
+        r.register(
+            "sip_parse_errors",
+            "SIP messages that could not be parsed (answered 400/413 or dropped)",
+            m.parse_errors.clone(),
+        );
+        r.register(
+            "overload_rejections",
+            "INVITEs refused 503 because max_calls were up (or no RTP port was free)",
+            m.overload_rejections.clone(),
+        );
+        r.register(
+            "draining_rejections",
+            "INVITEs and OPTIONS answered 503 while draining",
+            m.draining_rejections.clone(),
+        );
+        r.register(
+            "lockouts_active",
+            "Caller numbers and contacts locked out now",
+            m.lockouts_active.clone(),
+        );
+        r.register(
+            "rtp_packets",
+            "RTP packets by direction (in: accepted from the PBX)",
+            m.rtp_packets.clone(),
+        );
+        r.register(
+            "rtp_late_frames_skipped",
+            "Outgoing frames skipped because the call woke too late",
+            m.rtp_late_skipped.clone(),
+        );
+        r.register(
+            "rtp_frame_lateness_seconds",
+            "How late outgoing RTP frames left against their schedule",
+            m.frame_lateness.clone(),
+        );
+        r.register(
+            "config_reloads",
+            "Configuration reloads by result (ok, failed)",
+            m.config_reloads.clone(),
+        );
+        r.register(
+            "config_loaded_timestamp_seconds",
+            "When the running configuration was loaded (Unix time)",
+            m.config_loaded.clone(),
+        );
+        r.register(
+            "config_age_seconds",
+            "How long ago the running configuration was loaded",
+            m.config_age.clone(),
+        );
+        r.register(
+            "build_info",
+            "Version and git revision of this binary",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: VERSION,
+                revision: REVISION,
+            })
+            .set(1);
+        Metrics { registry: r, ..m }
+    }
+}
+
+impl Metrics {
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Counts one SIP message from its first bytes: a request by method (a fixed set, so a
+    /// peer cannot make up label values), a response by status class.
+    pub fn sip(&self, direction: &'static str, data: &[u8]) {
+        let kind = sip_kind(data);
+        self.sip_messages
+            .get_or_create(&SipLabels { direction, kind })
+            .inc();
+    }
+}
+
+const METHODS: [&str; 14] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "INFO",
+    "UPDATE",
+    "REFER",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "PRACK",
+    "MESSAGE",
+    "PUBLISH",
+];
+
+/// The bounded label for a SIP message's first line.
+pub fn sip_kind(data: &[u8]) -> &'static str {
+    if let Some(rest) = data.strip_prefix(b"SIP/2.0 ") {
+        return match rest.first() {
+            Some(b'1') => "1xx",
+            Some(b'2') => "2xx",
+            Some(b'3') => "3xx",
+            Some(b'4') => "4xx",
+            Some(b'5') => "5xx",
+            Some(b'6') => "6xx",
+            _ => "other",
+        };
+    }
+    let token = data.split(|b| *b == b' ').next().unwrap_or_default();
+    METHODS
+        .iter()
+        .find(|m| m.as_bytes() == token)
+        .copied()
+        .unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded_and_text_is_prometheus() {
+        assert_eq!(sip_kind(b"INVITE sip:x SIP/2.0\r\n"), "INVITE");
+        assert_eq!(sip_kind(b"SIP/2.0 486 Busy\r\n"), "4xx");
+        assert_eq!(sip_kind(b"X-EVIL-123 sip:x SIP/2.0\r\n"), "other");
+        assert_eq!(sip_kind(b""), "other");
+        let m = Metrics::default();
+        m.sip("in", b"OPTIONS sip:x SIP/2.0\r\n");
+        m.calls
+            .get_or_create(&CallLabels {
+                organization: "acme".into(),
+                outcome: "verified".into(),
+            })
+            .inc();
+        let text = m.encode();
+        assert!(
+            text.contains("pincoderouting_sip_messages_total{direction=\"in\",kind=\"OPTIONS\"} 1"),
+            "{text}"
+        );
+        assert!(text
+            .contains("pincoderouting_calls_total{organization=\"acme\",outcome=\"verified\"} 1"));
+        assert!(text.contains("pincoderouting_build_info{"));
+    }
+}
