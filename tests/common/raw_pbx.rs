@@ -76,10 +76,14 @@ pub struct RawPbx {
 
 impl RawPbx {
     pub fn new(target: SocketAddr, call_id: &str) -> RawPbx {
+        Self::with_rtp(target, call_id, UdpSocket::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// As `new`, offering `rtp` as the PBX's RTP socket.
+    pub fn with_rtp(target: SocketAddr, call_id: &str, rtp: UdpSocket) -> RawPbx {
         let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
         sip.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
         RawPbx {
             sip,
             rtp,
@@ -227,6 +231,21 @@ Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         self.ack(&ok);
         ok
     }
+}
+
+/// An RTP socket on an even loopback port and an RTCP socket on the port above it.
+pub fn rtp_rtcp_pair() -> (UdpSocket, UdpSocket) {
+    for _ in 0..100 {
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = rtp.local_addr().unwrap().port();
+        if !port.is_multiple_of(2) {
+            continue;
+        }
+        if let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", port + 1)) {
+            return (rtp, rtcp);
+        }
+    }
+    panic!("no free even/odd port pair on loopback");
 }
 
 /// Length in milliseconds of a 16-bit mono 8 kHz WAV prompt (the shipped ones).
