@@ -679,6 +679,8 @@ pub fn bench_product(x: &[f32; HOP]) -> f32 {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod under_speech;
 
 #[cfg(test)]
 mod unit {
