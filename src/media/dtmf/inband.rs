@@ -1,9 +1,9 @@
 //! In-band DTMF detection (ITU-T Q.23/Q.24) on linear PCM at 8 kHz.
 //!
 //! Hann-windowed 64-sample (8 ms) windows overlapping by half give a complete window every
-//! 4 ms; each window's 8 DFT bins (the Goertzel frequencies) and 4 low-band bins (125–500
-//! Hz) are the sums of two half-window partial sums, so every 32-sample chunk is one fixed
-//! 32×48 matrix–vector product.
+//! 4 ms; each window's 8 DFT bins (the Goertzel frequencies) are the sums of two
+//! half-window partial sums, so every 32-sample chunk is one fixed 32×32 matrix–vector
+//! product. 4 low-band bins (125–500 Hz) are computed only for the windows that need them.
 //!
 //! *Beginning* a key is strict. A window is *tone-like* when its strongest low-group and
 //! high-group bins are above the level floor, hold 3/4 of the energy *above* the low band
@@ -93,21 +93,22 @@ const MAX_HARMONIC_OFFSET: f32 = 0.005;
 const RING: usize = 8;
 
 /// Low-band bins (Hann bins of the 64-sample window at multiples of 125 Hz): they measure
-/// the energy below the low group, where speech has most of its own and a key none.
+/// the energy below the low group, where speech has most of its own and a key none. Only
+/// windows that pass the cheaper tests need them, so they are computed then, not in the
+/// per-chunk product.
 const LOW_FREQS: [f32; 4] = [125.0, 250.0, 375.0, 500.0];
 /// Σ|X|² of the low bins over the window energy they stand for (a stationary signal in
 /// the band gives 12, a tone on a bin 8).
 const LOW_BIN_GAIN: f32 = 10.0;
-/// Outputs of the per-chunk product per half-window: re and im of the 8 DTMF bins, then
-/// re and im of the 4 low bins.
-const HALF_OUTS: usize = 24;
-/// Outputs of the per-chunk product: the first-half window's (0..24), then the second's
-/// (24..48).
-const OUTS: usize = 2 * HALF_OUTS;
+/// Outputs of the per-chunk product: re/im of the 8 bins with the first-half window
+/// (0..16) and with the second-half window (16..32).
+const OUTS: usize = 32;
 
 struct Consts {
     /// `mat[i][o]`: weight of input sample `i` of a chunk in output `o`.
     mat: [[f32; OUTS]; HOP],
+    /// `low_mat[n]`: weights of window sample `n` in the low bins (re 0..4, im 4..8).
+    low_mat: [[f32; 8]; WIN],
 
     /// Bin power of a tone at the level floor: (A·Σw/2)².
     min_power: f32,
@@ -134,27 +135,30 @@ fn consts() -> &'static Consts {
         let sum_w = (0..WIN).map(hann).sum::<f64>() as f32;
         let mut mat = [[0f32; OUTS]; HOP];
         for (i, row) in mat.iter_mut().enumerate() {
-            // The row's outputs in blocks of 8: re and im of the DTMF bins, re and im of
-            // the low bins, with the first half-window (sample i), then the same with the
-            // second (sample HOP + i).
-            let low = LOW_FREQS.map(|f| (f, true)).into_iter();
-            let low = low.chain(LOW_FREQS.map(|f| (f, false)));
+            // The row's outputs in blocks of 8 bins: re and im of the first half-window
+            // (sample i), then re and im of the second (sample HOP + i).
             for (block, out) in row.chunks_exact_mut(8).enumerate() {
-                let n = (block / 3) * HOP + i;
+                let n = (block / 2) * HOP + i;
                 let w = hann(n);
-                let bins: Vec<(f32, bool)> = match block % 3 {
-                    0 => FREQS.iter().map(|&f| (f, true)).collect(),
-                    1 => FREQS.iter().map(|&f| (f, false)).collect(),
-                    _ => low.clone().collect(),
-                };
-                for (o, (f, re)) in out.iter_mut().zip(bins) {
+                for (o, f) in out.iter_mut().zip(FREQS) {
                     let ph = 2.0 * std::f64::consts::PI * f as f64 / RATE as f64 * n as f64;
-                    *o = if re {
+                    *o = if block % 2 == 0 {
                         (w * ph.cos()) as f32
                     } else {
                         (-w * ph.sin()) as f32
                     };
                 }
+            }
+        }
+        // The low bins over a whole window: re of the 4 bins, then im.
+        let mut low_mat = [[0f32; 8]; WIN];
+        for (n, row) in low_mat.iter_mut().enumerate() {
+            let w = hann(n);
+            let (re, im) = row.split_at_mut(4);
+            for ((r, i), f) in re.iter_mut().zip(im).zip(LOW_FREQS) {
+                let ph = 2.0 * std::f64::consts::PI * f as f64 / RATE as f64 * n as f64;
+                *r = (w * ph.cos()) as f32;
+                *i = (-w * ph.sin()) as f32;
             }
         }
         let own = |lag: f64| {
@@ -175,6 +179,7 @@ fn consts() -> &'static Consts {
             max_reverse_ratio: 10f32.powf(MAX_REVERSE_TWIST_DB / 20.0),
             own32: own(HOP as f64),
             mat,
+            low_mat,
             gain: sum_w * sum_w / (2.0 * WIN as f32),
         }
     })
@@ -201,26 +206,19 @@ struct Window {
 }
 
 impl Window {
-    /// Completes the bins: the first half-window's partial sums (DTMF re 0..8, im 8..16,
-    /// low re 16..20, im 20..24; carried from the previous chunk) plus this chunk's
-    /// second-half outputs (the same at 24 + ..), the DTMF bins' powers and the low energy.
-    // Invariant: k < 8 indexes [f32; 8]; k + 0..20 indexes [f32; HALF_OUTS = 24]; k + 24..44
-    // indexes [f32; OUTS = 48]. All constant-bounded, so no check survives in the hot loop.
+    /// Completes the 8 bins: the first half-window's partial sums (re 0..8, im 8..16,
+    /// carried from the previous chunk) plus this chunk's second-half outputs (re 16..24,
+    /// im 24..32), and their powers.
+    // Invariant: k < 8 indexes [f32; 8]; k and 8 + k index [f32; 16]; 16 + k and 24 + k
+    // index [f32; OUTS = 32]. All constant-bounded, so no check survives in the hot loop.
     #[allow(clippy::indexing_slicing)]
     #[inline]
-    fn sum_halves(&mut self, first: &[f32; HALF_OUTS], out: &[f32; OUTS]) {
+    fn sum_halves(&mut self, first: &[f32; 16], out: &[f32; OUTS]) {
         for k in 0..8 {
-            self.re[k] = first[k] + out[24 + k];
-            self.im[k] = first[8 + k] + out[32 + k];
+            self.re[k] = first[k] + out[16 + k];
+            self.im[k] = first[8 + k] + out[24 + k];
             self.power[k] = self.re[k] * self.re[k] + self.im[k] * self.im[k];
         }
-        let mut low = 0.0;
-        for k in 0..4 {
-            let re = first[16 + k] + out[40 + k];
-            let im = first[20 + k] + out[44 + k];
-            low += re * re + im * im;
-        }
-        self.low = low / LOW_BIN_GAIN;
     }
 
     /// The phase of bin `k` (pairs' bins are always < 8).
@@ -241,9 +239,11 @@ pub enum InbandEvent {
 
 /// The detector for one audio stream.
 pub struct InbandDetector {
-    /// First-half partial sums (DTMF and low bins) of the window that started last chunk.
-    first: [f32; HALF_OUTS],
+    /// First-half partial sums (re/im of 8 bins) of the window that started last chunk.
+    first: [f32; 16],
     chunk: [f32; HOP],
+    /// The previous chunk's samples (first half of the window completing now).
+    prev_chunk: [f32; HOP],
     fill: usize,
     /// Energy of the previous chunk (first half of the window completing now).
     prev_chunk_energy: f32,
@@ -394,6 +394,28 @@ fn product_body<const FMA: bool>(c: &Consts, x: &[f32; HOP]) -> [f32; OUTS] {
     out
 }
 
+/// The energy below the low group in the window made of two chunks, from the low bins.
+fn low_energy(c: &Consts, first: &[f32; HOP], second: &[f32; HOP]) -> f32 {
+    // Four accumulator sets, as in the product.
+    let mut acc = [[0f32; 8]; 4];
+    let rows = c.low_mat.chunks_exact(4);
+    let xs = first.chunks_exact(4).chain(second.chunks_exact(4));
+    for (rows, xs) in rows.zip(xs) {
+        for ((a, row), &xi) in acc.iter_mut().zip(rows).zip(xs) {
+            for (ao, m) in a.iter_mut().zip(row) {
+                *ao += m * xi;
+            }
+        }
+    }
+    let [a0, a1, a2, a3] = acc;
+    let mut bins = [0f32; 8];
+    for ((((o, v0), v1), v2), v3) in bins.iter_mut().zip(a0).zip(a1).zip(a2).zip(a3) {
+        *o = (v0 + v1) + (v2 + v3);
+    }
+    let (re, im) = bins.split_at(4);
+    re.iter().zip(im).map(|(r, i)| r * r + i * i).sum::<f32>() / LOW_BIN_GAIN
+}
+
 /// Σ x² of a chunk, with lane-wise partial sums so it vectorizes.
 #[inline]
 fn energy(x: &[f32; HOP]) -> f32 {
@@ -464,8 +486,9 @@ impl InbandDetector {
     pub fn new() -> Self {
         let _ = consts();
         InbandDetector {
-            first: [0.0; HALF_OUTS],
+            first: [0.0; 16],
             chunk: [0.0; HOP],
+            prev_chunk: [0.0; HOP],
             fill: 0,
             prev_chunk_energy: 0.0,
             chunks: 0,
@@ -540,7 +563,12 @@ impl InbandDetector {
                 w.halves = [prev_e, e];
                 w.start = (chunk_index - 1) * HOP as u64;
                 w.sum_halves(&self.first, &out);
-                let class = if quiet { None } else { Self::classify(w) };
+                w.low = 0.0;
+                let class = if quiet {
+                    None
+                } else {
+                    Self::classify(w, &self.prev_chunk, &self.chunk)
+                };
                 w.class = class.map(|(p, _)| p);
                 w.clean = class.is_some_and(|(_, clean)| clean);
             }
@@ -550,6 +578,7 @@ impl InbandDetector {
             self.first = *first;
         }
         self.prev_chunk_energy = e;
+        self.prev_chunk = self.chunk;
     }
 
     /// The window `n` windows before the newest (0 = newest), for `n < RING`.
@@ -559,7 +588,11 @@ impl InbandDetector {
 
     /// Is this window tone-like, fit to be part of a key's begin? Returns its (row,
     /// column) bins and whether it is also clean.
-    fn classify(w: &Window) -> Option<((usize, usize), bool)> {
+    fn classify(
+        w: &mut Window,
+        first: &[f32; HOP],
+        second: &[f32; HOP],
+    ) -> Option<((usize, usize), bool)> {
         let c = consts();
         // Too quiet to hold two tones at the level floor: skip the rest.
         if w.energy < c.min_window_energy {
@@ -578,14 +611,18 @@ impl InbandDetector {
         // a looser share of the whole window.
         let tones = (pr + pc) / c.gain;
         let [h1, h2] = w.halves;
-        if tones < MIN_TONE_FRACTION * (w.energy - w.low)
-            || tones < MIN_WHOLE_FRACTION * w.energy
-            || w.low > MAX_LOW_RATIO * tones
-            || h1.min(h2) < MIN_HALF_BALANCE * h1.max(h2)
-        {
+        if tones < MIN_WHOLE_FRACTION * w.energy || h1.min(h2) < MIN_HALF_BALANCE * h1.max(h2) {
             return None;
         }
+        // A clean window leaves at most a third of the tones' energy to the rest, so it
+        // passes both low-band tests as it is: only the others pay for the low bins.
         let clean = tones >= MIN_CLEAN_FRACTION * w.energy;
+        if !clean {
+            w.low = low_energy(c, first, second);
+            if tones < MIN_TONE_FRACTION * (w.energy - w.low) || w.low > MAX_LOW_RATIO * tones {
+                return None;
+            }
+        }
         Some(((r, col), clean))
     }
 
