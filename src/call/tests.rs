@@ -149,6 +149,10 @@ struct Pbx {
     requests_at: Vec<(Method, Instant)>,
     /// The PBX runs RTCP too (reports to us every ~5 s).
     rtcp: bool,
+    /// The PBX's Contact URI (behind a proxy: an address we must not send to directly).
+    contact: String,
+    /// Every request as received (Request-URI, Route headers).
+    requests_full: Vec<Message>,
     /// RTCP the PBX received from us: when, on which port, the bytes.
     rtcp_rx: Vec<(Instant, Kind, Vec<u8>)>,
 }
@@ -193,6 +197,8 @@ impl Pbx {
             requests_at: vec![],
             rtcp: false,
             rtcp_rx: vec![],
+            contact: format!("sip:pbx@{PBX_SIP}"),
+            requests_full: vec![],
         }
     }
 
@@ -208,10 +214,11 @@ impl Pbx {
             "{method} sip:pincoderouting@192.0.2.10 SIP/2.0\r\n\
 Via: SIP/2.0/UDP {PBX_SIP};branch={branch};rport\r\nMax-Forwards: 70\r\n\
 From: <sip:+15551234567@192.0.2.1>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n\
-Contact: <sip:pbx@{PBX_SIP}>\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+Contact: <{}>\r\n{extra}Content-Length: {}\r\n\r\n{body}",
             self.tag,
             self.to_header(),
             self.call_id,
+            self.contact,
             body.len()
         );
         Message::parse(s.as_bytes(), &Limits::default(), true).unwrap()
@@ -343,6 +350,7 @@ m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r
             StartLine::Request { method, .. } => {
                 self.requests.push(method.clone());
                 self.requests_at.push((method.clone(), now));
+                self.requests_full.push(msg.clone());
                 if method == Method::Refer {
                     self.refers.push(msg.clone());
                     self.refer_to
@@ -1430,6 +1438,47 @@ fn pin_ok_rfc4733_refers_success_ext_then_byes_after_notify() {
     );
     assert!(r.flow.crm_latency_ms.is_some());
     assert_eq!(r.caller_e164.as_deref(), Some("+15551234567"));
+}
+
+/// Behind Kamailio: the INVITE comes from the proxy (192.0.2.1, where `WorldIo` checks all
+/// our SIP goes) with its double Record-Route (UDP toward us, TCP toward the PBX), and the
+/// PBX's Contact is an address we cannot reach. Our REFER and BYE go to the first route,
+/// with the route set as Route headers in order and the PBX's Contact as Request-URI.
+#[test]
+fn proxied_call_sends_refer_and_bye_through_the_record_route() {
+    let mut w = flow_world(510, "1234");
+    w.pbx.contact = "sip:pbx@198.51.100.7:5080;transport=tcp".into();
+    let rr = [
+        "<sip:192.0.2.1:5060;r2=on;lr;ftag=pbx-tag>",
+        "<sip:192.0.2.1:5060;transport=tcp;r2=on;lr;ftag=pbx-tag>",
+    ];
+    let sdp = Pbx::sdp(4000, "sendrecv");
+    let now = w.now;
+    w.pbx.invite(
+        now,
+        &format!("Record-Route: {}\r\nRecord-Route: {}\r\n", rr[0], rr[1]),
+        Some(sdp),
+    );
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(3.0);
+    let ours: Vec<&Message> = w
+        .pbx
+        .requests_full
+        .iter()
+        .filter(|m| matches!(m.method(), Some(Method::Refer | Method::Bye)))
+        .collect();
+    assert_eq!(ours.len(), 2, "REFER then BYE: {:?}", w.pbx.requests);
+    for m in ours {
+        assert!(
+            matches!(&m.start, StartLine::Request { uri, .. } if uri == &w.pbx.contact),
+            "{:?}",
+            m.start
+        );
+        assert_eq!(m.header_values("Route").collect::<Vec<_>>(), rr.to_vec());
+    }
+    assert_eq!(record(&w).summary.reason, EndReason::Transferred);
 }
 
 #[test]

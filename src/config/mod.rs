@@ -4,7 +4,7 @@
 pub mod org;
 
 use crate::crm::file::ContactDirectory;
-pub use org::Organization;
+pub use org::{Cidr, Organization};
 
 use crate::media::dtmf::DtmfMode;
 use crate::media::player::IdleMode;
@@ -227,6 +227,8 @@ struct RawSip {
     t4_ms: u64,
     ring_ms: u64,
     min_session_expires_secs: u32,
+    trusted_proxies: Vec<String>,
+    source_header: String,
 }
 
 impl Default for RawSip {
@@ -244,6 +246,8 @@ impl Default for RawSip {
             t4_ms: 5000,
             ring_ms: 0,
             min_session_expires_secs: 90,
+            trusted_proxies: Vec::new(),
+            source_header: "X-Source-IP".into(),
         }
     }
 }
@@ -293,6 +297,11 @@ pub struct SipConfig {
     pub ring: Duration,
     /// Our Min-SE (RFC 4028 §5); smaller Session-Expires gets 422.
     pub min_session_expires: u32,
+    /// Proxies (Kamailio) whose `source_header` names the real sender of a request; for
+    /// trust decisions, see `sip::source::effective_source`. Empty: no proxy is believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// The header a trusted proxy writes the sender's address in (`X-Source-IP`).
+    pub source_header: String,
 }
 
 /// Media settings.
@@ -538,6 +547,22 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             "RFC 4028 requires at least 90".into(),
         ));
     }
+    let trusted_proxies = s
+        .trusted_proxies
+        .iter()
+        .map(|c| c.parse::<Cidr>().map_err(|e| invalid("trusted_proxies", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if s.source_header.is_empty()
+        || !s
+            .source_header
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            "source_header",
+            format!("'{}' is not a header name", s.source_header),
+        ));
+    }
     let rtp_bind = m
         .rtp_bind
         .parse()
@@ -617,6 +642,8 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             },
             ring: Duration::from_millis(s.ring_ms),
             min_session_expires: s.min_session_expires_secs,
+            trusted_proxies,
+            source_header: s.source_header,
         },
         media: MediaConfig {
             rtp_bind,

@@ -432,6 +432,8 @@ async fn run(
         flow.remote,
     );
     let seed: u64 = rand::random();
+    // Behind a proxy, `from` is the proxy and `source` the PBX it named.
+    let source = adm.source;
     let setup = CallSetup {
         invite: adm.invite,
         offer: adm.offer,
@@ -453,7 +455,7 @@ async fn run(
                 .unwrap_or_default(),
         },
     };
-    info!(from = %flow.remote, transport = flow.transport.as_str(), rtp_port = port, "new call");
+    info!(from = %flow.remote, %source, transport = flow.transport.as_str(), rtp_port = port, "new call");
     fault_point(&g.call_id, "new");
     let mut call = match Call::new(Instant::now(), config, setup) {
         Ok(c) => c,
