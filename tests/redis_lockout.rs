@@ -75,7 +75,7 @@ fn instance(redis_port: u16) -> Service {
 
 /// One SIPp PIN call to `svc` playing `pcap`; the audit outcome of that call.
 fn call(svc: &Service, pcap: &str) -> String {
-    let before = audit(svc).len();
+    let before = svc.audit_calls().len();
     let mp = free_udp_port().to_string();
     let out = sipp_with_files(
         "uac_pin_transfer.xml",
@@ -86,22 +86,13 @@ fn call(svc: &Service, pcap: &str) -> String {
     assert!(out.status.success(), "SIPp call with {pcap}");
     let start = Instant::now();
     loop {
-        let recs = audit(svc);
+        let recs = svc.audit_calls();
         if recs.len() > before {
             return recs[before]["outcome"].as_str().unwrap_or("").to_string();
         }
         assert!(start.elapsed() < Duration::from_secs(10), "no audit record");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn audit(svc: &Service) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(svc.dir.join("audit.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["kind"] == "call")
-        .collect()
 }
 
 #[test]
@@ -124,7 +115,7 @@ fn wrong_pins_spread_over_two_instances_lock_the_number_on_both_and_redis_down_f
     let (bye, _) = pbx.wait(Duration::from_secs(5), |g| g.method() == Some("BYE"));
     pbx.send(&bye.reply(200, "OK"));
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(audit(&b).last().unwrap()["outcome"], "locked_out");
+    assert_eq!(b.audit_calls().last().unwrap()["outcome"], "locked_out");
     // The state is in Redis, with expiry.
     let out = Command::new("redis-cli")
         .args([
@@ -148,7 +139,7 @@ fn wrong_pins_spread_over_two_instances_lock_the_number_on_both_and_redis_down_f
         &[(repo().join("scenarios/pcap/rfc4733_pin.pcap"), "dtmf.pcap")],
     );
     assert!(out.status.success());
-    let recs = audit(&a);
+    let recs = a.audit_calls();
     let last = recs.last().unwrap();
     assert_eq!(last["outcome"], "lockout_unavailable", "{last}");
     assert_eq!(last["transfer_target"], "1002");

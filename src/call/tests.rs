@@ -1381,8 +1381,13 @@ fn directory(pin: &str) -> crate::crm::file::ContactDirectory {
 }
 
 fn flow_world(seed: u64, pin: &str) -> World {
+    flow_world_cfg(FLOW_ORG, seed, pin)
+}
+
+/// `flow_world` with another configuration (FLOW_ORG plus settings, say).
+fn flow_world_cfg(cfg: &str, seed: u64, pin: &str) -> World {
     let mut w = World::with_prompts(
-        FLOW_ORG,
+        cfg,
         seed,
         0.0,
         0.0,
@@ -1933,18 +1938,7 @@ fn verified_caller_is_referred_at_once_and_hears_verified_during_the_transfer() 
 #[test]
 fn announcements_can_be_switched_off_per_organization() {
     let cfg = format!("{FLOW_ORG}announce_verdict = false\nannounce_transfer = false\n");
-    let mut w = World::with_prompts(
-        &cfg,
-        605,
-        0.0,
-        0.0,
-        crate::media::prompt::NAMES
-            .iter()
-            .map(|n| test_prompt(n, 300))
-            .collect(),
-    );
-    w.crm = CrmSim::Directory(directory("1234"));
-    w.pbx.send_rtp = false;
+    let mut w = flow_world_cfg(&cfg, 605, "1234");
     start(&mut w);
     w.run_for(0.5);
     let mut ts = 1000;
@@ -2023,10 +2017,7 @@ fn pin_result_rides_in_refer_to_or_on_the_refer_or_both() {
         ("pin_result_in = [\"refer_to\"]\n", true, false),
         ("pin_result_in = [\"refer_header\"]\n", false, true),
     ] {
-        let cfg = format!("{FLOW_ORG}{setting}");
-        let mut w = World::with_prompts(&cfg, 609, 0.0, 0.0, vec![]);
-        w.crm = CrmSim::Directory(directory("1234"));
-        w.pbx.send_rtp = false;
+        let mut w = flow_world_cfg(&format!("{FLOW_ORG}{setting}"), 609, "1234");
         start(&mut w);
         w.run_for(0.5);
         let mut ts = 1000;
