@@ -446,7 +446,10 @@ fn three_instances_share_300_pin_calls_and_one_drains_midway_without_losing_a_ca
         "IP",
         "the draining instance is out"
     );
-    assert_eq!(proxy.state_of(&dests[0]), "AP");
+    assert!(
+        proxy.state_of(&dests[0]).starts_with('A'),
+        "the others stay in"
+    );
     let status = svcs[1]
         .wait_exit(Duration::from_secs(60))
         .expect("the drained instance exits once its calls are done");
