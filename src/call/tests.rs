@@ -2237,3 +2237,22 @@ fn lockout_store_down_fails_closed() {
     assert_eq!(r.flow.outcome, Some(flow::Outcome::LockoutUnavailable));
     assert!(w.pbx.refer_to[0].contains("sip:2002@"));
 }
+
+/// With lockout on, the caller's number is checked before the prompt; an in-memory store
+/// answers within the same drain, so the very first frame of the call is the prompt (marked),
+/// not a frame of silence before it.
+#[test]
+fn lockout_check_from_memory_does_not_delay_the_first_prompt_frame() {
+    use crate::call::lockout::{Lockout, LockoutPolicy};
+    let mut w = flow_world(612, "1234");
+    w.lockout = Some(Arc::new(std::sync::Mutex::new(Lockout::new(
+        LockoutPolicy::default(),
+    ))));
+    w.net.jitter = Duration::ZERO;
+    start(&mut w);
+    w.run_for(0.2);
+    let first = &w.pbx.received[0];
+    assert!(first.marker, "first packet starts the prompt");
+    let want = test_prompt("enter_pin", 300);
+    assert_eq!(first.payload[..], want.bytes(sdp::Codec::Pcmu)[..160]);
+}
