@@ -297,7 +297,10 @@ impl CallIo for DriverIo<'_> {
                     let _ = inbox.blocking_send(CallInput::Checked(check.run()));
                 });
             }
-            CallEvent::CrmLookup { organization, e164 } => {
+            CallEvent::CrmLookup {
+                organization,
+                number,
+            } => {
                 let config = self.g.shared.config.load();
                 match crm_of(&config, &organization) {
                     // HTTP adapters answer through the call's inbox, while the prompt plays.
@@ -306,7 +309,7 @@ impl CallIo for DriverIo<'_> {
                         let shared = self.g.shared.clone();
                         tokio::spawn(async move {
                             let asked = Instant::now();
-                            let reply = http.lookup(&organization, &e164).await;
+                            let reply = http.lookup(&organization, &number).await;
                             crm_done(&shared, "http_lookup", crm_outcome(&reply), asked);
                             let _ = inbox.send(CallInput::Crm(reply)).await;
                         });
@@ -314,7 +317,7 @@ impl CallIo for DriverIo<'_> {
                     // The embedded file CRM answers at once.
                     Some(CrmAdapter::File(dir)) => {
                         let asked = Instant::now();
-                        let reply = dir.lookup(&organization, &e164);
+                        let reply = dir.lookup(&organization, &number);
                         crm_done(&self.g.shared, "file", crm_outcome(&reply), asked);
                         call.handle_crm(now, reply);
                     }
