@@ -352,10 +352,16 @@ impl CallIo for DriverIo<'_> {
                     Some(CrmAdapter::Lookup(http)) => {
                         let (http, inbox) = (http.clone(), self.inbox.clone());
                         let shared = self.g.shared.clone();
+                        let call_id = call.call_id().to_string();
                         tokio::spawn(async move {
                             let asked = Instant::now();
                             let reply = http.lookup(&organization, &number).await;
                             crm_done(&shared, "http_lookup", crm_outcome(&reply), asked);
+                            // Why (a timeout, HTTP 429, "contact 7: PIN field is empty"):
+                            // the adapter's errors never hold a PIN or a secret.
+                            if let crate::crm::CrmReply::Error(e) = &reply {
+                                warn!(call_id, organization, error = %e, "CRM lookup failed");
+                            }
                             let _ = inbox.send(CallInput::Crm(reply)).await;
                         });
                     }
