@@ -78,9 +78,17 @@ pub enum ContactsAction {
         /// The contacts file (default: sip-config/contacts.toml).
         #[arg(long, default_value = "sip-config/contacts.toml")]
         file: PathBuf,
-        /// The contact's phone number, E.164 (+15551234567).
+        /// The contact's phone number, in any common format (`+15551234567`,
+        /// `(555) 123-4567`, `06 1234 5678`): numbers without their country code are read
+        /// with `--country-code`, else the organization's in the configuration.
         #[arg(long)]
         phone: String,
+        /// Country calling code for numbers written without one (e.g. `1`, `44`, `39`).
+        #[arg(long)]
+        country_code: Option<String>,
+        /// The configuration whose organizations give the country codes.
+        #[arg(long, default_value = "sip-config/pincoderouting.toml")]
+        config: PathBuf,
         /// Add the contact if no contact has this number: its id.
         #[arg(long, requires_all = ["name", "org"])]
         id: Option<String>,
@@ -91,4 +99,32 @@ pub enum ContactsAction {
         #[arg(long)]
         org: Option<String>,
     },
+    /// Import contacts from a CSV file with a header row: `id`, `name`, `organization`,
+    /// `phones` (several separated by `;`, any common format) and `pin`. Each PIN is stored
+    /// only as its argon2id hash; a contact with the same id is replaced. The CSV holds
+    /// PINs in clear: it is deleted after a successful import unless `--keep-csv`.
+    Import {
+        /// The CSV file (`-` = standard input).
+        #[arg(long)]
+        csv: PathBuf,
+        /// The contacts file (default: sip-config/contacts.toml).
+        #[arg(long, default_value = "sip-config/contacts.toml")]
+        file: PathBuf,
+        /// The organization of rows without an `organization` column or value.
+        #[arg(long)]
+        org: Option<String>,
+        /// Country calling code for numbers written without one (default: each
+        /// organization's `country_code` in the configuration).
+        #[arg(long)]
+        country_code: Option<String>,
+        /// The configuration whose organizations give the country codes.
+        #[arg(long, default_value = "sip-config/pincoderouting.toml")]
+        config: PathBuf,
+        /// Leave the CSV file in place after the import.
+        #[arg(long)]
+        keep_csv: bool,
+    },
+    /// Print the argon2id hash of a PIN read from standard input: what to store in a CRM's
+    /// PIN field instead of the PIN (`$argon2id$...` is accepted wherever a PIN is read).
+    HashPin,
 }

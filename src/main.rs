@@ -35,6 +35,42 @@ fn init_logging(cli: &Cli) -> Result<(), String> {
     Ok(())
 }
 
+/// The organizations' country codes in a configuration file (empty when it cannot be read:
+/// `--country-code` then has to say).
+struct CountryCodes {
+    by_org: std::collections::HashMap<String, String>,
+    default: Option<String>,
+}
+
+impl CountryCodes {
+    fn of(&self, org: &str) -> Option<String> {
+        self.by_org.get(org).cloned()
+    }
+}
+
+fn country_codes(path: &Path) -> CountryCodes {
+    let parsed = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| config::parse(&t, &path.display().to_string()).ok());
+    let Some(c) = parsed else {
+        return CountryCodes {
+            by_org: Default::default(),
+            default: None,
+        };
+    };
+    CountryCodes {
+        by_org: c
+            .organizations
+            .iter()
+            .map(|o| (o.name.clone(), o.country_code.clone()))
+            .collect(),
+        default: c
+            .default_organization
+            .and_then(|i| c.organizations.get(i))
+            .map(|o| o.country_code.clone()),
+    }
+}
+
 fn load(path: Option<PathBuf>) -> Result<Config, config::ConfigError> {
     let path = path.unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
     config::load(Path::new(&path))
@@ -98,6 +134,8 @@ fn main() -> ExitCode {
                     ref id,
                     ref name,
                     ref org,
+                    ref country_code,
+                    ref config,
                 },
         } => {
             let mut line = String::new();
@@ -113,9 +151,97 @@ fn main() -> ExitCode {
                 (Some(i), Some(n), Some(o)) => Some((i.clone(), n.clone(), o.clone())),
                 _ => None,
             };
-            match pincoderouting::crm::file::set_pin(file, phone, &pin, create) {
+            let codes = country_codes(config);
+            // The organization's country code, else the default organization's, else 1.
+            let cc = country_code
+                .clone()
+                .or_else(|| org.as_deref().and_then(|o| codes.of(o)))
+                .or_else(|| codes.default.clone())
+                .unwrap_or_else(|| "1".into());
+            match pincoderouting::crm::file::set_pin(file, phone, &pin, create, &cc) {
                 Ok(id) => {
                     println!("PIN set for contact {id} ({phone})");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Contacts {
+            action:
+                ContactsAction::Import {
+                    ref csv,
+                    ref file,
+                    ref org,
+                    ref country_code,
+                    ref config,
+                    keep_csv,
+                },
+        } => {
+            let from_stdin = csv.as_os_str() == "-";
+            let text = if from_stdin {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map(|_| t)
+            } else {
+                std::fs::read_to_string(csv)
+            };
+            let text = match text {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", csv.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let codes = country_codes(config);
+            let cc_of = |o: &str| country_code.clone().or_else(|| codes.of(o));
+            match pincoderouting::crm::file::import_csv(file, &text, org.as_deref(), &cc_of) {
+                Ok(r) => {
+                    println!(
+                        "imported into {}: {} added, {} updated",
+                        file.display(),
+                        r.added,
+                        r.updated
+                    );
+                    if !from_stdin && !keep_csv {
+                        match std::fs::remove_file(csv) {
+                            Ok(()) => println!("deleted {} (it held PINs in clear)", csv.display()),
+                            Err(e) => eprintln!(
+                                "warning: could not delete {} ({e}): it holds PINs in clear",
+                                csv.display()
+                            ),
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Contacts {
+            action: ContactsAction::HashPin,
+        } => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                eprintln!("error: cannot read the PIN from standard input");
+                return ExitCode::from(2);
+            }
+            let t = line.trim();
+            let pin = t
+                .chars()
+                .all(|c| c.is_ascii_digit())
+                .then(|| Pin::from_digits(t))
+                .flatten();
+            let Some(pin) = pin else {
+                eprintln!("error: the PIN must be 1 to 32 digits");
+                return ExitCode::from(2);
+            };
+            match pincoderouting::call::verdict::hash_pin(&pin) {
+                Ok(h) => {
+                    println!("{h}");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -72,8 +72,12 @@ pub enum CallEvent {
     Digit(DigitEvent),
     /// A prompt started, finished or was interrupted.
     Prompt(PlayerEvent),
-    /// Look the caller up in the organization's CRM; answer with `handle_crm`.
-    CrmLookup { organization: String, e164: String },
+    /// Look the caller up in the organization's CRM; answer with `handle_crm`. The number
+    /// is placed (E.164 and the forms CRMs store) or, when it cannot be, raw as received.
+    CrmLookup {
+        organization: String,
+        number: crate::crm::phone::LookupNumber,
+    },
     /// Ask the CRM's verify webhook about a PIN; answer with `handle_verify`. The PIN is
     /// redacted in Debug; send it nowhere but the webhook.
     CrmVerify {
@@ -915,18 +919,18 @@ impl Call {
             .config
             .crm_for(&self.org)
             .is_some_and(|c| c.is_verify());
-        let e164 = self.caller.e164().map(str::to_string);
-        if let Some(e) = e164.as_ref().filter(|_| !remote_verify) {
+        let number = self.caller.lookup().cloned();
+        if let Some(n) = number.as_ref().filter(|_| !remote_verify) {
             self.events.push_back(CallEvent::CrmLookup {
                 organization: self.org.name.clone(),
-                e164: e.clone(),
+                number: n.clone(),
             });
         }
-        let asked = e164.as_ref().filter(|_| !remote_verify).map(|_| now);
+        let asked = number.as_ref().filter(|_| !remote_verify).map(|_| now);
         self.pin = Some(PinFlow::start(
             now,
             self.org.clone(),
-            e164.as_deref(),
+            number.as_ref().map(|n| n.key()),
             asked,
             self.lockout,
             remote_verify,
@@ -979,7 +983,12 @@ impl Call {
                 FlowAction::LockCheck(keys) => self.events.push_back(CallEvent::LockCheck(keys)),
                 FlowAction::Verify(pin) => self.events.push_back(CallEvent::CrmVerify {
                     organization: self.org.name.clone(),
-                    caller: self.caller.e164().unwrap_or("").to_string(),
+                    caller: self
+                        .caller
+                        .lookup()
+                        .map(|n| n.key())
+                        .unwrap_or("")
+                        .to_string(),
                     pin,
                 }),
                 FlowAction::Hangup => {

@@ -560,9 +560,13 @@ impl crate::call::run::CallIo for WorldIo<'_> {
             };
             call.handle_lock_state(now, state);
         }
-        if let CallEvent::CrmLookup { organization, e164 } = &e {
+        if let CallEvent::CrmLookup {
+            organization,
+            number,
+        } = &e
+        {
             let reply = match self.crm {
-                CrmSim::Directory(d) => Some(d.lookup(organization, e164)),
+                CrmSim::Directory(d) => Some(d.lookup(organization, number)),
                 CrmSim::Never => None,
                 CrmSim::Fails => Some(crate::crm::CrmReply::Error("HTTP 500".into())),
             };
