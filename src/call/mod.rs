@@ -758,6 +758,14 @@ impl Call {
                 Err(_) => self.end(now, EndReason::BadAnswer),
             }
         }
+        if initial
+            && self.transfer.is_none()
+            && self.refer.is_some()
+            && !matches!(self.phase, Phase::Ended)
+        {
+            // The REFER that waited for the dialog to be confirmed.
+            self.send_refer(now);
+        }
     }
 
     fn handle_cancel(&mut self, now: Instant, cancel: &Message, branch: &str, flow: Flow) {
@@ -977,7 +985,14 @@ impl Call {
                         retries: 0,
                         retry_at: None,
                     });
-                    self.send_refer(now);
+                    // A verdict made at answer (a withheld or locked number) waits for the
+                    // ACK of our 200: the dialog is confirmed only then, and the REFER
+                    // must never overtake the 200 on the wire (handle_ack sends it).
+                    let confirmed =
+                        self.answered_at.is_some() && !self.initial.tx.awaiting_2xx_ack();
+                    if confirmed {
+                        self.send_refer(now);
+                    }
                 }
                 FlowAction::Check(c) => self.events.push_back(CallEvent::CheckPin(c)),
                 FlowAction::LockCheck(keys) => self.events.push_back(CallEvent::LockCheck(keys)),
