@@ -184,6 +184,8 @@ impl Reloader {
             warn!("listen addresses and the RTP port range change only on restart");
         }
         self.shared.config.store(config);
+        // logrotate moves the audit file away and then reloads us.
+        self.shared.audit.reopen();
         if let Ok(mut at) = self.shared.config_loaded.lock() {
             *at = std::time::SystemTime::now();
         }
@@ -261,6 +263,13 @@ impl Server {
                     .unwrap_or_default(),
                 source,
             })?;
+        let metrics = metrics::Metrics::default();
+        let orgs: Vec<String> = config
+            .organizations
+            .iter()
+            .map(|o| o.name.clone())
+            .collect();
+        metrics.init_series(&orgs);
         Ok(Server {
             shared: Arc::new(Shared {
                 config: ArcSwap::new(config.clone()),
@@ -273,7 +282,7 @@ impl Server {
                 calls_total: AtomicU64::new(0),
                 audit,
                 refused: DashMap::new(),
-                metrics: metrics::Metrics::default(),
+                metrics,
                 draining: AtomicBool::new(false),
                 config_loaded: std::sync::Mutex::new(std::time::SystemTime::now()),
                 lockout: config.lockout.map(|p| {
