@@ -47,7 +47,7 @@
 //! let wall_clock = WallClock { at: now, since_unix: Duration::from_secs(1_700_000_000) };
 //! let mut call = Call::new(now, Arc::new(config), CallSetup {
 //!     invite, offer, flow, local_sip: "192.0.2.10:5060".parse().unwrap(), media, seed: 7,
-//!     org, caller, lockout: None, wall_clock,
+//!     org, caller, lockout: false, wall_clock,
 //! }).unwrap();
 //! // The driver's side of the drain: where SIP, RTP, RTCP and events go.
 //! struct Io { sip: usize, rtp: usize, rtcp: Vec<SocketAddr> }

@@ -81,9 +81,12 @@ pub enum CallEvent {
         caller: String,
         pin: verdict::Pin,
     },
-    /// Compare a PIN with the one on file: run `check.run()` off the call's task (argon2
-    /// takes milliseconds) and answer with `handle_check`.
+    /// Settle a verdict: the lockout store's check, the PIN comparison (`judge`, argon2:
+    /// off the call's task), the store's record (`PinCheck::settle_in_memory` does all of
+    /// it for the in-memory store); answer with `handle_check`.
     CheckPin(verdict::PinCheck),
+    /// Is any of these lockout keys locked? Answer with `handle_lock_state`.
+    LockCheck(Vec<String>),
     /// The call is over (it may linger a little to absorb retransmissions).
     Ended(CallSummary),
 }
@@ -178,8 +181,8 @@ pub struct CallSetup {
     pub org: Arc<Organization>,
     /// Who is calling.
     pub caller: Caller,
-    /// The lockout table shared by all calls (None: no lockout).
-    pub lockout: Option<Arc<std::sync::Mutex<lockout::Lockout>>>,
+    /// Lockout across calls is on (the driver holds the store: memory or Redis).
+    pub lockout: bool,
     /// A wall-clock reading for RTCP's NTP timestamps (the core never reads the clock).
     pub wall_clock: WallClock,
 }
@@ -229,7 +232,7 @@ pub struct Call {
     org: Arc<Organization>,
     caller: Caller,
     pin: Option<PinFlow>,
-    lockout: Option<Arc<std::sync::Mutex<lockout::Lockout>>>,
+    lockout: bool,
     /// REFER sent: the NICT branch and when the transfer is given up.
     transfer: Option<(String, Instant)>,
     /// The REFER in progress (to resend after 491) and its retries so far.
@@ -301,7 +304,7 @@ impl Call {
             org: setup.org.clone(),
             caller: setup.caller.clone(),
             pin: None,
-            lockout: setup.lockout.clone(),
+            lockout: setup.lockout,
             transfer: None,
             refer: None,
             awaited_list: None,
@@ -925,7 +928,7 @@ impl Call {
             self.org.clone(),
             e164.as_deref(),
             asked,
-            self.lockout.clone(),
+            self.lockout,
             remote_verify,
         ));
         self.run_flow(now);
@@ -973,6 +976,7 @@ impl Call {
                     self.send_refer(now);
                 }
                 FlowAction::Check(c) => self.events.push_back(CallEvent::CheckPin(c)),
+                FlowAction::LockCheck(keys) => self.events.push_back(CallEvent::LockCheck(keys)),
                 FlowAction::Verify(pin) => self.events.push_back(CallEvent::CrmVerify {
                     organization: self.org.name.clone(),
                     caller: self.caller.e164().unwrap_or("").to_string(),
@@ -1017,6 +1021,14 @@ impl Call {
         self.refer = None;
         if let Some(f) = self.pin.as_mut() {
             f.on_transfer(result);
+        }
+        self.run_flow(now);
+    }
+
+    /// The answer to `CallEvent::LockCheck`.
+    pub fn handle_lock_state(&mut self, now: Instant, state: verdict::LockState) {
+        if let Some(f) = self.pin.as_mut() {
+            f.on_lock_state(now, state);
         }
         self.run_flow(now);
     }

@@ -492,6 +492,8 @@ struct World {
     crm: CrmSim,
     /// The blocking pool answers PIN checks (false: a check never comes back).
     answer_checks: bool,
+    /// The shared lockout store is unreachable (every store answer is Unavailable).
+    store_down: bool,
     lockout: Option<Arc<std::sync::Mutex<crate::call::lockout::Lockout>>>,
 }
 
@@ -502,6 +504,9 @@ struct WorldIo<'a> {
     net: &'a mut Net,
     crm: &'a CrmSim,
     answer_checks: bool,
+    store_down: bool,
+    /// The in-memory lockout store the driver would hold.
+    lockout: Option<&'a std::sync::Mutex<crate::call::lockout::Lockout>>,
     events: &'a mut Vec<CallEvent>,
     timed: &'a mut Vec<(Instant, CallEvent)>,
 }
@@ -534,7 +539,26 @@ impl crate::call::run::CallIo for WorldIo<'_> {
     fn event(&mut self, call: &mut Call, now: Instant, e: CallEvent) {
         if let (CallEvent::CheckPin(check), true) = (&e, self.answer_checks) {
             // The driver runs this on a blocking pool; here it is answered at once.
-            call.handle_check(now, check.clone().run());
+            let r = if self.store_down {
+                check.clone().unavailable()
+            } else {
+                check.clone().settle_in_memory(now, self.lockout)
+            };
+            call.handle_check(now, r);
+        }
+        if let CallEvent::LockCheck(keys) = &e {
+            let locked = self
+                .lockout
+                .and_then(|t| t.lock().ok())
+                .is_some_and(|mut t| keys.iter().any(|k| t.is_locked(now, k)));
+            let state = if self.store_down {
+                crate::call::verdict::LockState::Unavailable
+            } else if locked {
+                crate::call::verdict::LockState::Locked
+            } else {
+                crate::call::verdict::LockState::Open
+            };
+            call.handle_lock_state(now, state);
         }
         if let CallEvent::CrmLookup { organization, e164 } = &e {
             let reply = match self.crm {
@@ -595,6 +619,7 @@ impl World {
             pbx: Pbx::new("sim-call-1"),
             crm: CrmSim::Directory(Default::default()),
             answer_checks: true,
+            store_down: false,
             lockout: None,
         }
     }
@@ -635,7 +660,7 @@ impl World {
                             seed: 5,
                             org: adm.org,
                             caller: adm.caller,
-                            lockout: self.lockout.clone(),
+                            lockout: self.lockout.is_some(),
                             wall_clock: wall_clock(),
                         },
                     )
@@ -663,6 +688,8 @@ impl World {
                 net: &mut self.net,
                 crm: &self.crm,
                 answer_checks: self.answer_checks,
+                store_down: self.store_down,
+                lockout: self.lockout.as_deref(),
                 events: &mut self.events,
                 timed: &mut self.timed,
             };
@@ -1354,8 +1381,13 @@ fn directory(pin: &str) -> crate::crm::file::ContactDirectory {
 }
 
 fn flow_world(seed: u64, pin: &str) -> World {
+    flow_world_cfg(FLOW_ORG, seed, pin)
+}
+
+/// `flow_world` with another configuration (FLOW_ORG plus settings, say).
+fn flow_world_cfg(cfg: &str, seed: u64, pin: &str) -> World {
     let mut w = World::with_prompts(
-        FLOW_ORG,
+        cfg,
         seed,
         0.0,
         0.0,
@@ -1906,18 +1938,7 @@ fn verified_caller_is_referred_at_once_and_hears_verified_during_the_transfer() 
 #[test]
 fn announcements_can_be_switched_off_per_organization() {
     let cfg = format!("{FLOW_ORG}announce_verdict = false\nannounce_transfer = false\n");
-    let mut w = World::with_prompts(
-        &cfg,
-        605,
-        0.0,
-        0.0,
-        crate::media::prompt::NAMES
-            .iter()
-            .map(|n| test_prompt(n, 300))
-            .collect(),
-    );
-    w.crm = CrmSim::Directory(directory("1234"));
-    w.pbx.send_rtp = false;
+    let mut w = flow_world_cfg(&cfg, 605, "1234");
     start(&mut w);
     w.run_for(0.5);
     let mut ts = 1000;
@@ -1996,10 +2017,7 @@ fn pin_result_rides_in_refer_to_or_on_the_refer_or_both() {
         ("pin_result_in = [\"refer_to\"]\n", true, false),
         ("pin_result_in = [\"refer_header\"]\n", false, true),
     ] {
-        let cfg = format!("{FLOW_ORG}{setting}");
-        let mut w = World::with_prompts(&cfg, 609, 0.0, 0.0, vec![]);
-        w.crm = CrmSim::Directory(directory("1234"));
-        w.pbx.send_rtp = false;
+        let mut w = flow_world_cfg(&format!("{FLOW_ORG}{setting}"), 609, "1234");
         start(&mut w);
         w.run_for(0.5);
         let mut ts = 1000;
@@ -2189,4 +2207,26 @@ fn rtcp_keeps_going_on_hold_as_receiver_reports() {
     assert!(held.iter().all(|g| g.2 == vec![PT_RR, PT_SDES]), "{held:?}");
     assert_eq!(got[0].2, vec![PT_SR, PT_SDES]);
     assert!(held.iter().all(|g| g.3.is_some_and(|b| b.ssrc == 99)));
+}
+
+/// A shared lockout store (Redis) that cannot be reached: the caller is still asked for the
+/// PIN, but no verdict stands without the store — the right PIN goes to the failure
+/// extension as lockout_unavailable (fail closed), never to the success one.
+#[test]
+fn lockout_store_down_fails_closed() {
+    use crate::call::lockout::{Lockout, LockoutPolicy};
+    let mut w = flow_world(611, "1234");
+    w.lockout = Some(Arc::new(std::sync::Mutex::new(Lockout::new(
+        LockoutPolicy::default(),
+    ))));
+    w.store_down = true;
+    start(&mut w);
+    w.run_for(0.5);
+    assert_eq!(started_at(&w, "enter_pin").len(), 1, "still asked");
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(3.0);
+    let r = record(&w);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::LockoutUnavailable));
+    assert!(w.pbx.refer_to[0].contains("sip:2002@"));
 }

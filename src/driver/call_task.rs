@@ -320,12 +320,28 @@ impl CallIo for DriverIo<'_> {
                 }
             }
             CallEvent::CheckPin(check) => {
-                // argon2 takes milliseconds of CPU: never on the call's (async) task.
-                let inbox = self.inbox.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _ = inbox.blocking_send(CallInput::Checked(check.run()));
+                // The lockout store may be a network away and argon2 takes milliseconds of
+                // CPU: never on the call's task.
+                let (inbox, shared) = (self.inbox.clone(), self.g.shared.clone());
+                tokio::spawn(async move {
+                    let r = super::lockout_store::settle(&shared.lockout, check).await;
+                    let _ = inbox.send(CallInput::Checked(r)).await;
                 });
             }
+            CallEvent::LockCheck(keys) => match &self.g.shared.lockout {
+                // The in-memory store answers at once (before the first prompt frame).
+                super::lockout_store::LockoutStore::Memory(m) => {
+                    let state = super::lockout_store::memory_lock_state(m, &keys);
+                    call.handle_lock_state(now, state);
+                }
+                _ => {
+                    let (inbox, shared) = (self.inbox.clone(), self.g.shared.clone());
+                    tokio::spawn(async move {
+                        let state = super::lockout_store::lock_state(&shared.lockout, &keys).await;
+                        let _ = inbox.send(CallInput::LockState(state)).await;
+                    });
+                }
+            },
             CallEvent::CrmLookup { organization, e164 } => {
                 let config = self.g.shared.config.load();
                 match crm_of(&config, &organization) {
@@ -445,7 +461,7 @@ async fn run(
         seed,
         org: adm.org,
         caller: adm.caller,
-        lockout: shared.lockout.clone(),
+        lockout: shared.lockout.is_on(),
         wall_clock: WallClock {
             at: Instant::now(),
             since_unix: std::time::SystemTime::now()
@@ -535,6 +551,7 @@ async fn run(
                 Some(CallInput::Crm(reply)) => call.handle_crm(Instant::now(), reply),
                 Some(CallInput::Verify(reply)) => call.handle_verify(Instant::now(), reply),
                 Some(CallInput::Checked(r)) => call.handle_check(Instant::now(), r),
+                Some(CallInput::LockState(st)) => call.handle_lock_state(Instant::now(), st),
                 Some(CallInput::Shutdown) | None => call.shutdown(Instant::now()),
             },
             r = recv_media(sock.as_ref().map(|s| &s.rtp), &mut rx_buf) => {

@@ -235,7 +235,7 @@ impl Metrics {
     /// Creates every series whose labels are known in advance at zero, so dashboards and
     /// alerts see 0 rather than nothing (organizations come from the configuration).
     pub fn init_series(&self, organizations: &[String]) {
-        const OUTCOMES: [&str; 10] = [
+        const OUTCOMES: [&str; 11] = [
             "verified",
             "wrong_pin",
             "no_input",
@@ -243,6 +243,7 @@ impl Metrics {
             "anonymous",
             "crm_error",
             "locked_out",
+            "lockout_unavailable",
             "not_activated",
             "abandoned",
             "refused",
