@@ -153,6 +153,8 @@ pub struct FlowFacts {
     /// The PBX took the caller (directly or through the fallback).
     pub transferred: bool,
     pub answer_to_verdict_ms: Option<u64>,
+    /// From the end of the last entry (the `#`) to the REFER: what the caller waits.
+    pub entry_to_refer_ms: Option<u64>,
     pub crm_latency_ms: Option<u64>,
 }
 
@@ -167,6 +169,8 @@ pub struct PinFlow {
     crm: Option<CrmReply>,
     crm_asked: Option<Instant>,
     started: Instant,
+    /// When the last entry ended (its terminator, last key or timeout).
+    entry_ended: Option<Instant>,
     facts: FlowFacts,
     actions: Vec<FlowAction>,
     fallback_tried: bool,
@@ -195,6 +199,7 @@ impl PinFlow {
             crm: None,
             crm_asked,
             started: now,
+            entry_ended: None,
             facts: FlowFacts::default(),
             actions: Vec::new(),
             fallback_tried: false,
@@ -351,6 +356,7 @@ impl PinFlow {
 
     fn entry_done(&mut self, now: Instant, attempt: u32, entry: Pin) {
         self.facts.attempts = attempt;
+        self.entry_ended = Some(now);
         if entry.len() < self.org.min_digits {
             let outcome = if entry.is_empty() {
                 Outcome::NoInput
@@ -449,6 +455,10 @@ impl PinFlow {
         }
         self.facts.answer_to_verdict_ms =
             Some(now.saturating_duration_since(self.started).as_millis() as u64);
+        // The REFER leaves with this verdict (same instant).
+        self.facts.entry_to_refer_ms = self
+            .entry_ended
+            .map(|t| now.saturating_duration_since(t).as_millis() as u64);
         // The REFER leaves now; the caller hears the announcements while the PBX carries
         // out the transfer (they stop when it ends: final NOTIFY or BYE).
         let refer = self.refer_for(&target);

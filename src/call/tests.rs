@@ -1932,7 +1932,14 @@ fn verified_caller_is_referred_at_once_and_hears_verified_during_the_transfer() 
     let bye = request_times(&w, Method::Bye);
     assert_eq!(bye.len(), 1);
     assert!(bye[0] > refer[0] + 2.4, "BYE after the NOTIFY");
-    assert_eq!(record(&w).summary.reason, EndReason::Transferred);
+    let r = record(&w);
+    assert_eq!(r.summary.reason, EndReason::Transferred);
+    // The audit record says what the caller waited: the check is answered at once here.
+    assert!(
+        matches!(r.flow.entry_to_refer_ms, Some(ms) if ms < 5),
+        "{:?}",
+        r.flow
+    );
 }
 
 #[test]

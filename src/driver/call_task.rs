@@ -396,6 +396,9 @@ impl CallIo for DriverIo<'_> {
                             outcome: outcome.to_string(),
                         })
                         .inc();
+                    if let Some(ms) = r.flow.entry_to_refer_ms {
+                        m.entry_to_refer.observe(ms as f64 / 1000.0);
+                    }
                     if r.flow.transfer_target.is_some() {
                         let result = if r.flow.transferred {
                             "transferred"

@@ -78,6 +78,7 @@ pub struct Metrics {
     pub crm_requests: Family<CrmLabels, Counter>,
     pub crm_latency: Family<AdapterLabels, Histogram, fn() -> Histogram>,
     pub refers: Family<ResultLabels, Counter>,
+    pub entry_to_refer: Histogram,
     pub sip_messages: Family<SipLabels, Counter>,
     pub parse_errors: Counter,
     pub overload_rejections: Counter,
@@ -108,6 +109,7 @@ impl Default for Metrics {
             crm_requests: Family::default(),
             crm_latency: Family::new_with_constructor(latency_histogram),
             refers: Family::default(),
+            entry_to_refer: latency_histogram(),
             sip_messages: Family::default(),
             parse_errors: Counter::default(),
             overload_rejections: Counter::default(),
@@ -160,6 +162,11 @@ impl Default for Metrics {
             "refers",
             "Transfers (REFER) by result: transferred or failed",
             m.refers.clone(),
+        );
+        r.register(
+            "pin_entry_to_refer_seconds",
+            "From the caller's last key (#) to our REFER: what a caller waits for the transfer",
+            m.entry_to_refer.clone(),
         );
         r.register(
             "sip_messages",
