@@ -1,4 +1,4 @@
-//! The command line (clap): `serve`, `check-config`.
+//! The command line (clap): `serve`, `check-config`, `contacts`, `dtmf-detect`, `gen-pcap`.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -54,6 +54,51 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write an RTP capture (pcap) of DTMF keys that SIPp plays with `play_pcap_audio`:
+    /// the tester's kit makes one per PIN (see scenarios/README.md).
+    GenPcap {
+        /// The keys: 0-9 * # A-D; a ',' is a pause of --pause-ms (e.g. "1111#,4821#").
+        #[arg(long)]
+        digits: String,
+        /// RFC 4733 telephone-events beside codec silence, or in-band dual tones.
+        #[arg(long, value_enum)]
+        method: GenMethod,
+        /// The audio codec (payload type 0 or 8).
+        #[arg(long, value_enum, default_value_t = GenCodec::Pcmu)]
+        codec: GenCodec,
+        /// Payload type of the telephone-events (96-127; rfc4733 only).
+        #[arg(long, default_value_t = 101)]
+        pt: u8,
+        /// How long each key is held, ms.
+        #[arg(long, default_value_t = 100)]
+        on_ms: u32,
+        /// Silence after each key, ms.
+        #[arg(long, default_value_t = 100)]
+        off_ms: u32,
+        /// Silence before the first key, ms.
+        #[arg(long, default_value_t = 400)]
+        lead_ms: u32,
+        /// Silence for each ',' in --digits, ms.
+        #[arg(long, default_value_t = 1000)]
+        pause_ms: u32,
+        /// The capture to write.
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
+}
+
+/// `gen-pcap --method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GenMethod {
+    Rfc4733,
+    Inband,
+}
+
+/// `gen-pcap --codec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GenCodec {
+    Pcmu,
+    Pcma,
 }
 
 #[cfg(test)]
@@ -67,6 +112,20 @@ mod tests {
         let c = Cli::parse_from(["p", "--log-format", "json", "serve", "--config", "x.toml"]);
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(matches!(c.command, Command::Serve { config: Some(_) }));
+        let c = Cli::parse_from([
+            "p", "gen-pcap", "--digits", "4821#", "--method", "rfc4733", "--pt", "96", "-o",
+            "x.pcap",
+        ]);
+        assert!(matches!(
+            c.command,
+            Command::GenPcap {
+                method: GenMethod::Rfc4733,
+                codec: GenCodec::Pcmu,
+                pt: 96,
+                on_ms: 100,
+                ..
+            }
+        ));
     }
 }
 

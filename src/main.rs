@@ -14,7 +14,7 @@
 
 use clap::Parser;
 use pincoderouting::call::verdict::Pin;
-use pincoderouting::cli::{Cli, Command, ContactsAction, LogFormat};
+use pincoderouting::cli::{Cli, Command, ContactsAction, GenCodec, GenMethod, LogFormat};
 use pincoderouting::config::{self, Config};
 use pincoderouting::driver::Server;
 use std::path::{Path, PathBuf};
@@ -104,6 +104,58 @@ fn forward_stop_signals(tx: tokio::sync::mpsc::Sender<()>) {
             }
         }
     });
+}
+
+/// `gen-pcap`: writes the capture and says what it holds (how many keys, never which).
+#[allow(clippy::too_many_arguments)]
+fn gen_pcap(
+    digits: &str,
+    method: GenMethod,
+    codec: GenCodec,
+    pt: u8,
+    on_ms: u32,
+    off_ms: u32,
+    lead_ms: u32,
+    pause_ms: u32,
+    output: &Path,
+) -> ExitCode {
+    use pincoderouting::sip::sdp::Codec;
+    use pincoderouting::tools::pcapgen::{dtmf_capture, Method, Timing, PAUSE};
+    let codec = match codec {
+        GenCodec::Pcmu => Codec::Pcmu,
+        GenCodec::Pcma => Codec::Pcma,
+    };
+    let how = match method {
+        GenMethod::Rfc4733 => Method::Rfc4733 { te_pt: pt },
+        GenMethod::Inband => Method::Inband,
+    };
+    let timing = Timing {
+        lead_ms,
+        on_ms,
+        off_ms,
+        pause_ms,
+    };
+    let bytes = match dtmf_capture(digits, how, codec, timing) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = std::fs::write(output, &bytes) {
+        eprintln!("error: {}: {e}", output.display());
+        return ExitCode::from(2);
+    }
+    let keys = digits.chars().filter(|c| *c != PAUSE).count();
+    let what = match how {
+        Method::Rfc4733 { te_pt } => format!(
+            "RFC 4733 events (PT {te_pt}) beside {} silence",
+            codec.name()
+        ),
+        Method::Inband => format!("in-band tones in {}", codec.name()),
+    };
+    println!("{}: {keys} keys as {what}", output.display());
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -269,6 +321,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::GenPcap {
+            ref digits,
+            method,
+            codec,
+            pt,
+            on_ms,
+            off_ms,
+            lead_ms,
+            pause_ms,
+            ref output,
+        } => gen_pcap(
+            digits, method, codec, pt, on_ms, off_ms, lead_ms, pause_ms, output,
+        ),
         Command::Serve { ref config } => {
             if let Err(e) = init_logging(&cli) {
                 eprintln!("error: {e}");
