@@ -147,6 +147,8 @@ struct Pbx {
     refers: Vec<Message>,
     /// Every request with when it arrived.
     requests_at: Vec<(Method, Instant)>,
+    /// Whether our first REFER arrived before our 200 to the INVITE.
+    refer_before_ok: Option<bool>,
     /// The PBX runs RTCP too (reports to us every ~5 s).
     rtcp: bool,
     /// The PBX's Contact URI (behind a proxy: an address we must not send to directly).
@@ -195,6 +197,7 @@ impl Pbx {
             refer_to: vec![],
             refers: vec![],
             requests_at: vec![],
+            refer_before_ok: None,
             rtcp: false,
             rtcp_rx: vec![],
             contact: format!("sip:pbx@{PBX_SIP}"),
@@ -352,6 +355,13 @@ m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r
                 self.requests_at.push((method.clone(), now));
                 self.requests_full.push(msg.clone());
                 if method == Method::Refer {
+                    if self.refer_before_ok.is_none() {
+                        let ok = self
+                            .responses
+                            .iter()
+                            .any(|(c, m)| *c == 200 && *m == Method::Invite);
+                        self.refer_before_ok = Some(!ok);
+                    }
                     self.refers.push(msg.clone());
                     self.refer_to
                         .push(msg.header("Refer-To").unwrap_or("").to_string());
@@ -568,9 +578,13 @@ impl crate::call::run::CallIo for WorldIo<'_> {
             };
             call.handle_lock_state(now, state);
         }
-        if let CallEvent::CrmLookup { organization, e164 } = &e {
+        if let CallEvent::CrmLookup {
+            organization,
+            number,
+        } = &e
+        {
             let reply = match self.crm {
-                CrmSim::Directory(d) => Some(d.lookup(organization, e164)),
+                CrmSim::Directory(d) => Some(d.lookup(organization, number)),
                 CrmSim::Never => None,
                 CrmSim::Fails => Some(crate::crm::CrmReply::Error("HTTP 500".into())),
             };
@@ -2285,4 +2299,77 @@ fn lockout_store_down_fails_closed() {
     let r = record(&w);
     assert_eq!(r.flow.outcome, Some(flow::Outcome::LockoutUnavailable));
     assert!(w.pbx.refer_to[0].contains("sip:2002@"));
+}
+
+/// With lockout on, the caller's number is checked before the prompt; an in-memory store
+/// answers within the same drain, so the very first frame of the call is the prompt (marked),
+/// not a frame of silence before it.
+#[test]
+fn lockout_check_from_memory_does_not_delay_the_first_prompt_frame() {
+    use crate::call::lockout::{Lockout, LockoutPolicy};
+    let mut w = flow_world(612, "1234");
+    w.lockout = Some(Arc::new(std::sync::Mutex::new(Lockout::new(
+        LockoutPolicy::default(),
+    ))));
+    w.net.jitter = Duration::ZERO;
+    start(&mut w);
+    w.run_for(0.2);
+    let first = &w.pbx.received[0];
+    assert!(first.marker, "first packet starts the prompt");
+    let want = test_prompt("enter_pin", 300);
+    assert_eq!(first.payload[..], want.bytes(sdp::Codec::Pcmu)[..160]);
+}
+
+/// A verdict made at answer (a withheld number, a locked one) must not put the REFER ahead
+/// of our 200 — or ahead of the PBX's ACK, which confirms the dialog: the REFER waits.
+#[test]
+fn a_verdict_at_answer_sends_the_refer_after_the_ack() {
+    let mut w = flow_world(613, "1234");
+    w.pbx = Pbx::new("anon-order");
+    w.pbx.send_rtp = false;
+    w.pbx.tag = "anon".into();
+    w.net.jitter = Duration::ZERO;
+    let now = w.now;
+    w.pbx.invite(now, "", Some(Pbx::sdp(4000, "sendrecv")));
+    let inv = w.pbx.out.pop_back().unwrap();
+    let inv = String::from_utf8(inv).unwrap().replace(
+        "<sip:+15551234567@192.0.2.1>",
+        "\"Anonymous\" <sip:anonymous@anonymous.invalid>",
+    );
+    w.pbx.out.push_back(inv.into_bytes());
+    w.pbx.invite = None;
+    w.run_for(3.0);
+    let ok_at = w
+        .pbx
+        .responses
+        .iter()
+        .position(|(c, m)| *c == 200 && *m == Method::Invite);
+    assert!(ok_at.is_some());
+    let refer = request_times(&w, Method::Refer);
+    assert_eq!(
+        refer.len(),
+        1,
+        "{:?} {:?} {:?}",
+        w.pbx.requests,
+        w.pbx.responses,
+        w.events
+            .iter()
+            .filter(|e| !matches!(e, CallEvent::Prompt(_)))
+            .collect::<Vec<_>>()
+    );
+    // The REFER reached the PBX after it had sent its ACK (auto_ack on the 200).
+    assert!(
+        w.call.as_ref().unwrap().record().is_some(),
+        "{:?} {:?}",
+        w.pbx.requests,
+        w.pbx.responses
+    );
+    assert_eq!(record(&w).flow.outcome, Some(flow::Outcome::Anonymous));
+    assert_eq!(record(&w).summary.reason, EndReason::Transferred);
+    let first_refer_index = w.pbx.requests.iter().position(|m| *m == Method::Refer);
+    assert!(first_refer_index.is_some());
+    assert!(
+        w.pbx.refer_before_ok == Some(false),
+        "REFER arrived before our 200"
+    );
 }

@@ -391,14 +391,11 @@ fn crm_config(
             contacts: PathBuf::from(raw.contacts),
         }),
         ("http_lookup", Some(h)) => {
-            if !h.url.contains("{phone}") {
-                return Err(invalid("url", "the CRM url must contain {phone}".into()));
-            }
-            if h.timeout_ms == 0 || h.timeout_ms > 30_000 || h.retries > 5 {
-                return Err(invalid(
-                    "timeout_ms",
-                    "need 1..=30000 ms and at most 5 retries".into(),
-                ));
+            // Preset applied, templates, selectors and limits checked; errors start with
+            // the key they are about.
+            if let Err(e) = h.resolve() {
+                let (key, msg) = e.split_once(": ").unwrap_or(("url", e.as_str()));
+                return Err(invalid(key, msg.to_string()));
             }
             Ok(CrmConfig::HttpLookup(h))
         }
@@ -850,6 +847,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             config.org_prompts.insert(org.name.clone(), Arc::new(set));
         }
     }
+    // The file CRM reads its contacts' numbers with their organization's country code.
+    let country_codes: std::collections::HashMap<String, String> = config
+        .organizations
+        .iter()
+        .map(|o| (o.name.clone(), o.country_code.clone()))
+        .collect();
+    let country_code_of = |org: &str| country_codes.get(org).cloned();
     for (name, crm) in config.crms.clone() {
         let label = if name.is_empty() {
             "[crm]".to_string()
@@ -864,12 +868,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let adapter = match crm {
             CrmConfig::File { contacts } => {
                 let contacts_path = base.join(contacts);
-                let dir = ContactDirectory::load(&contacts_path).map_err(|msg| {
-                    ConfigError::Contacts {
-                        path: contacts_path.display().to_string(),
-                        msg,
-                    }
-                })?;
+                let dir =
+                    ContactDirectory::load(&contacts_path, &country_code_of).map_err(|msg| {
+                        ConfigError::Contacts {
+                            path: contacts_path.display().to_string(),
+                            msg,
+                        }
+                    })?;
                 crate::crm::CrmAdapter::File(Arc::new(dir))
             }
             CrmConfig::HttpLookup(h) => crate::crm::CrmAdapter::Lookup(Arc::new(

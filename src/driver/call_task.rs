@@ -342,24 +342,33 @@ impl CallIo for DriverIo<'_> {
                     });
                 }
             },
-            CallEvent::CrmLookup { organization, e164 } => {
+            CallEvent::CrmLookup {
+                organization,
+                number,
+            } => {
                 let config = self.g.shared.config.load();
                 match crm_of(&config, &organization) {
                     // HTTP adapters answer through the call's inbox, while the prompt plays.
                     Some(CrmAdapter::Lookup(http)) => {
                         let (http, inbox) = (http.clone(), self.inbox.clone());
                         let shared = self.g.shared.clone();
+                        let call_id = call.call_id().to_string();
                         tokio::spawn(async move {
                             let asked = Instant::now();
-                            let reply = http.lookup(&organization, &e164).await;
+                            let reply = http.lookup(&organization, &number).await;
                             crm_done(&shared, "http_lookup", crm_outcome(&reply), asked);
+                            // Why (a timeout, HTTP 429, "contact 7: PIN field is empty"):
+                            // the adapter's errors never hold a PIN or a secret.
+                            if let crate::crm::CrmReply::Error(e) = &reply {
+                                warn!(call_id, organization, error = %e, "CRM lookup failed");
+                            }
                             let _ = inbox.send(CallInput::Crm(reply)).await;
                         });
                     }
                     // The embedded file CRM answers at once.
                     Some(CrmAdapter::File(dir)) => {
                         let asked = Instant::now();
-                        let reply = dir.lookup(&organization, &e164);
+                        let reply = dir.lookup(&organization, &number);
                         crm_done(&self.g.shared, "file", crm_outcome(&reply), asked);
                         call.handle_crm(now, reply);
                     }
