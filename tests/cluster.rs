@@ -304,6 +304,12 @@ fn calls_taken(svc: &Service) -> Vec<String> {
         .collect()
 }
 
+/// The call records of an instance once every call it took has written one (an instance
+/// that was killed has what it wrote).
+fn settled_records(svc: &Service) -> Vec<Value> {
+    svc.wait_audit_calls(calls_taken(svc).len(), Duration::from_secs(10))
+}
+
 /// A SIPp run of PIN calls (1234# as RFC 4733) from PBX_IP through the proxy.
 struct Sipp {
     child: Child,
@@ -459,7 +465,7 @@ fn three_instances_share_300_pin_calls_and_one_drains_midway_without_losing_a_ca
     // Each instance carried a share, and every call ended in the right REFER.
     let mut total = 0;
     for (i, s) in svcs.iter().enumerate() {
-        let records = s.audit_calls();
+        let records = settled_records(s);
         assert!(
             records.len() >= CALLS / 20,
             "instance {i} carried {} calls",
@@ -496,7 +502,7 @@ fn three_instances_share_300_pin_calls_and_one_drains_midway_without_losing_a_ca
         "{CALLS} calls, {} refused by the draining instance, shares {:?}, {:.1} s",
         refused.len(),
         svcs.iter()
-            .map(|s| s.audit_calls().len())
+            .map(|s| settled_records(s).len())
             .collect::<Vec<_>>(),
         started.elapsed().as_secs_f64()
     );
@@ -575,7 +581,7 @@ fn a_killed_instance_loses_only_its_own_calls_and_new_calls_go_to_the_others() {
     // The others carried everything else, each call to the right REFER.
     let mut survivors = 0;
     for s in &svcs[..2] {
-        let records = s.audit_calls();
+        let records = settled_records(s);
         assert_all_verified_through_the_proxy(&records);
         survivors += records.len();
     }
@@ -626,7 +632,7 @@ fn pin_calls_through_kamailio_over_tcp() {
     }
     let mut total = 0;
     for s in &svcs {
-        let records = s.audit_calls();
+        let records = settled_records(s);
         assert!(!records.is_empty(), "both instances carried calls");
         assert_all_verified_through_the_proxy(&records);
         total += records.len();
