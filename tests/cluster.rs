@@ -359,7 +359,7 @@ impl Sipp {
             .args(["-l", "200", "-key", "caller", "+15551234567"])
             // A call that waits 10 s for anything (a REFER from a dead instance) fails.
             .args(["-recv_timeout", "10000", "-timeout", "150s"])
-            .args(["-nostdin", "-trace_err"])
+            .args(["-nostdin", "-trace_err", "-trace_msg"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -369,9 +369,8 @@ impl Sipp {
         Sipp { child, dir }
     }
 
-    /// Waits for the run to end: (successful, failed) calls, SIPp's output for messages,
-    /// and its whole error log.
-    fn finish(self) -> (usize, usize, String, String) {
+    /// Waits for the run to end.
+    fn finish(self) -> Run {
         let out = self.child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let count = |what: &str| -> usize {
@@ -382,12 +381,15 @@ impl Sipp {
                 .next_back()
                 .unwrap_or(usize::MAX)
         };
-        let errors: String = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().ends_with("_errors.log"))
-            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-            .collect();
+        let log = |suffix: &str| -> String {
+            std::fs::read_dir(self.dir.path())
+                .unwrap()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect()
+        };
+        let errors = log("_errors.log");
         let tail: Vec<&str> = stdout.lines().rev().take(30).collect();
         let report = format!(
             "sipp {}:\n{}\n{}\nerrors (first 4000 bytes):\n{}",
@@ -396,12 +398,69 @@ impl Sipp {
             tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
             errors.chars().take(4000).collect::<String>()
         );
-        (
-            count("Successful call"),
-            count("Failed call"),
+        Run {
+            ok: count("Successful call"),
+            failed: count("Failed call"),
             report,
             errors,
-        )
+            messages: log("_messages.log"),
+        }
+    }
+}
+
+/// What a SIPp run ended with.
+struct Run {
+    ok: usize,
+    failed: usize,
+    /// Its output and the start of its error log, for assertion messages.
+    report: String,
+    /// Its whole error log.
+    errors: String,
+    /// Every message it sent and received (-trace_msg).
+    messages: String,
+}
+
+impl Run {
+    /// The top Via of every `method` request SIPp received.
+    fn top_vias(&self, method: &str) -> Vec<String> {
+        self.messages
+            .split("message received")
+            .skip(1)
+            .filter_map(|m| {
+                let mut lines = m
+                    .lines()
+                    .skip(1)
+                    .map(str::trim)
+                    .skip_while(|l| l.is_empty());
+                let first = lines.next()?;
+                first.starts_with(&format!("{method} ")).then(|| {
+                    lines
+                        .find(|l| l.to_ascii_lowercase().starts_with("via:"))
+                        .unwrap_or("")
+                        .to_string()
+                })
+            })
+            .collect()
+    }
+
+    /// Our REFER and BYE reached the PBX through the proxy (its Via on top), one each for
+    /// at least every successful call.
+    fn assert_requests_came_through(&self, proxy: SocketAddr) {
+        for method in ["REFER", "BYE"] {
+            let vias = self.top_vias(method);
+            assert!(
+                vias.len() >= self.ok,
+                "{} {method}s for {} calls",
+                vias.len(),
+                self.ok
+            );
+            for v in &vias {
+                assert!(
+                    v.contains(&format!(" {proxy};")),
+                    "a {method} that did not come through the proxy {proxy}: {v}"
+                );
+            }
+        }
     }
 }
 
@@ -460,8 +519,10 @@ fn three_instances_share_300_pin_calls_and_one_drains_midway_without_losing_a_ca
         .wait_exit(Duration::from_secs(60))
         .expect("the drained instance exits once its calls are done");
     assert!(status.success(), "drained instance exit: {status:?}");
-    let (ok, failed, report, _) = sipp.finish();
+    let run = sipp.finish();
+    let (ok, failed, report) = (run.ok, run.failed, &run.report);
     assert_eq!((ok, failed), (CALLS, 0), "no call lost\n{report}");
+    run.assert_requests_came_through(proxy.addr);
     // Each instance carried a share, and every call ended in the right REFER.
     let mut total = 0;
     for (i, s) in svcs.iter().enumerate() {
@@ -546,7 +607,9 @@ fn a_killed_instance_loses_only_its_own_calls_and_new_calls_go_to_the_others() {
     std::thread::sleep(Duration::from_secs(6));
     let killed_at = Instant::now();
     svcs[2].signal("KILL");
-    let (ok, failed, report, errors) = sipp.finish();
+    let run = sipp.finish();
+    run.assert_requests_came_through(proxy.addr);
+    let (ok, failed, report, errors) = (run.ok, run.failed, &run.report, &run.errors);
     let killed = &svcs[2];
     let done: Vec<String> = killed
         .audit_calls()
@@ -559,7 +622,7 @@ fn a_killed_instance_loses_only_its_own_calls_and_new_calls_go_to_the_others() {
         .collect();
     assert!(!held.is_empty(), "it held calls when it was killed");
     assert_eq!(ok + failed, CALLS, "{report}");
-    let failed_ids = failed_call_ids(&errors);
+    let failed_ids = failed_call_ids(errors);
     assert_eq!(
         failed_ids.len(),
         failed,
@@ -623,7 +686,9 @@ fn pin_calls_through_kamailio_over_tcp() {
         .collect();
     let proxy = Kamailio::start(&dests);
     for (pbx_transport, calls) in [("t1", 20), ("u1", 10)] {
-        let (ok, failed, report, _) = Sipp::start(proxy.addr, pbx_transport, calls, 10).finish();
+        let run = Sipp::start(proxy.addr, pbx_transport, calls, 10).finish();
+        let (ok, failed, report) = (run.ok, run.failed, &run.report);
+        run.assert_requests_came_through(proxy.addr);
         assert_eq!(
             (ok, failed),
             (calls, 0),
@@ -668,7 +733,7 @@ fn pbx_reinvite_and_bye_cross_the_proxy_to_udp_and_tcp() {
         format!("sip:{}", svc.udp),
         format!("sip:{};transport=tcp", svc.tcp),
     ]);
-    let (ok, failed, report, _) = Sipp::run(
+    let run = Sipp::run(
         "uac_reinvite_bye.xml",
         proxy.addr,
         "u1",
@@ -677,7 +742,7 @@ fn pbx_reinvite_and_bye_cross_the_proxy_to_udp_and_tcp() {
         &["-d", "1000"],
     )
     .finish();
-    assert_eq!((ok, failed), (6, 0), "{report}");
+    assert_eq!((run.ok, run.failed), (6, 0), "{}", run.report);
     let log = svc.wait_for(Duration::from_secs(10), |l| {
         l.iter().filter(|e| msg(e) == "call ended").count() >= 6
     });
