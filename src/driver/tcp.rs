@@ -74,10 +74,7 @@ async fn connection(
             }
         }
     });
-    let limits = Limits {
-        max_message: shared.config.load().sip.max_message_bytes,
-        ..Limits::default()
-    };
+    let limits = Limits::for_message(shared.config.load().sip.max_message_bytes);
     let flow = Flow {
         transport: Transport::Tcp,
         conn: id,
