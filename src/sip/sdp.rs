@@ -170,6 +170,11 @@ fn parse_direction(a: &str) -> Option<Direction> {
 }
 
 impl Sdp {
+    /// How many m= lines the description has.
+    pub fn media_count(&self) -> usize {
+        self.media.len()
+    }
+
     pub fn parse(body: &[u8]) -> Result<Sdp, SdpError> {
         let text = std::str::from_utf8(body).map_err(|_| SdpError::Malformed("not UTF-8"))?;
         let mut sdp = Sdp::default();
