@@ -24,6 +24,8 @@ pub struct RtpStats {
     pub rx_packets: u64,
     /// Packets dropped: malformed, wrong payload type, wrong source after latching.
     pub rx_ignored: u64,
+    /// Of those, packets from other than the latched address (injection, a stale peer).
+    pub rx_wrong_source: u64,
     pub tx_packets: u64,
     /// Frames skipped because the sender woke up too late to send them on time.
     pub tx_late_skipped: u64,
@@ -159,7 +161,12 @@ impl RtpSession {
                     self.latched = Some(src);
                 }
             }
-            Err(_) => self.stats.rx_ignored += 1,
+            Err(e) => {
+                self.stats.rx_ignored += 1;
+                if *e == RtpReject::WrongSource {
+                    self.stats.rx_wrong_source += 1;
+                }
+            }
         }
         r
     }
@@ -439,6 +446,23 @@ mod tests {
         );
         assert_eq!(s.stats().rx_packets, 2);
         assert_eq!(s.stats().rx_ignored, 2);
+        assert_eq!(
+            s.stats().rx_wrong_source,
+            1,
+            "the wrong source is counted apart"
+        );
+        // Another port on the latched host is another source too.
+        let moved: SocketAddr = "198.51.100.7:31002".parse().unwrap();
+        assert_eq!(
+            s.handle_packet(t0, moved, &pkt(0, 5, false)),
+            Err(RtpReject::WrongSource)
+        );
+        assert_eq!(s.stats().rx_wrong_source, 2);
+        assert_eq!(
+            s.destination(),
+            Some(nat),
+            "a stranger never moves the latch"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! unknown dialog, 200 OPTIONS, 405/501, 503 overloaded). Holds no per-call state.
 
 use super::build::{response, response_flow, response_with_reason, stamp_via, stateless_tag};
+use super::gate::{Action, Rejection};
 use super::msg::{Limits, Message, Method, NameAddr, ParseError, StartLine, Uri};
 use super::sdp::{self, LocalMedia, Sdp, SdpError};
 use super::{Flow, SipTransmit, ACCEPT, ALLOW, SUPPORTED};
@@ -23,6 +24,9 @@ pub enum Inbound {
     Reply(SipTransmit),
     /// An INVITE refused: send the reply and write the audit record.
     Refused(SipTransmit, Refusal),
+    /// Turned away by the access policy (an organization's `allow`): the reply to send,
+    /// if the policy says to answer, and why (counted, not audited: floods are cheap).
+    Denied(Option<SipTransmit>, Rejection),
     /// Bytes that did not parse: the 400/413 to send when one can be addressed.
     Malformed(Option<SipTransmit>),
     /// Nothing to do (stray ACK, response to nobody).
@@ -231,6 +235,9 @@ impl Endpoint {
             let r = response(&invite, 404, Some(&tag), ua);
             return self.refuse(&invite, flow, None, r);
         };
+        if !org.allows(flow.remote.ip()) {
+            return self.deny(&invite, flow, Rejection::OrgNotAllowed);
+        }
         if !org.enabled {
             let r = response_with_reason(&invite, 480, "PIN Routing Not Activated", Some(&tag), ua);
             return self.refuse(&invite, flow, Some(&org.name), r);
@@ -352,6 +359,51 @@ impl Endpoint {
         r.push_header("Warning", format!("{warn_code} pincoderouting \"{text}\""));
         r.push_header("Accept", ACCEPT);
         self.refuse(&invite, flow, Some(&org.name), r)
+    }
+
+    /// A request turned away by the access policy: 403 (denied) or 503 + Retry-After
+    /// (rate or call limits) when the policy says to answer, else nothing. Never for ACK.
+    pub fn deny(&self, req: &Message, flow: Flow, why: Rejection) -> Inbound {
+        let policy = &self.config.sip.access;
+        let action = match why {
+            Rejection::NotAllowed | Rejection::OrgNotAllowed => policy.denied,
+            _ => policy.limited,
+        };
+        if action == Action::Drop || req.method().is_none_or(|m| *m == Method::Ack) {
+            return Inbound::Denied(None, why);
+        }
+        let tag = stateless_tag(req);
+        let mut r = response(req, why.status(), Some(&tag), &self.config.sip.user_agent);
+        if why.status() == 503 {
+            r.push_header("Retry-After", self.config.sip.retry_after_secs.to_string());
+        }
+        Inbound::Denied(
+            Some(SipTransmit {
+                flow: response_flow(req, flow),
+                data: r.to_bytes(),
+            }),
+            why,
+        )
+    }
+
+    /// Raw bytes turned away before routing (a stranger, a source over its request rate):
+    /// parsed only when the policy says to answer, and answered only if they parse.
+    pub fn deny_raw(&self, flow: Flow, data: &[u8], datagram: bool, why: Rejection) -> Inbound {
+        let policy = &self.config.sip.access;
+        let action = match why {
+            Rejection::NotAllowed | Rejection::OrgNotAllowed => policy.denied,
+            _ => policy.limited,
+        };
+        if action == Action::Drop {
+            return Inbound::Denied(None, why);
+        }
+        match Message::parse(data, &self.limits, datagram) {
+            Ok(mut m) if m.method().is_some() => {
+                stamp_via(&mut m, flow.remote);
+                self.deny(&m, flow, why)
+            }
+            _ => Inbound::Denied(None, why),
+        }
     }
 
     /// A message that failed to parse: answer 400 (413 when too large) if enough of a
@@ -539,7 +591,10 @@ CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\
 
     fn status(i: Inbound) -> (u16, Message) {
         match i {
-            Inbound::Reply(t) | Inbound::Refused(t, _) | Inbound::Malformed(Some(t)) => {
+            Inbound::Reply(t)
+            | Inbound::Refused(t, _)
+            | Inbound::Malformed(Some(t))
+            | Inbound::Denied(Some(t), _) => {
                 let m = Message::parse(&t.data, &Limits::default(), false).unwrap();
                 (m.status().unwrap(), m)
             }
@@ -862,6 +917,78 @@ CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\
         let (c, r) = status(e.handle(flow(), via0.as_bytes(), true, &t));
         assert_eq!(c, 400);
         assert!(reason(&r).contains("Via"), "{}", reason(&r));
+    }
+
+    #[test]
+    fn an_organization_allow_list_turns_other_sources_away() {
+        let org =
+            "[[organization]]\nname = \"narrow\"\nenabled = true\nmatch_user = [\"narrow\"]\n\
+pbx_host = \"pbx\"\npin_success_ext = \"1\"\npin_failed_ext = \"2\"\nallow = [\"192.0.2.0/30\"]\n";
+        let t = Table(0, "");
+        let inv = req("INVITE", "Content-Type: application/sdp\r\n", SDP)
+            .replace("INVITE sip:pin@", "INVITE sip:narrow@");
+        let stranger = Flow {
+            remote: "198.51.100.7:5060".parse().unwrap(),
+            ..flow()
+        };
+        // Silently by default...
+        let e = ep(org);
+        assert!(matches!(
+            e.handle(flow(), inv.as_bytes(), true, &t),
+            Inbound::NewCall(_)
+        ));
+        assert!(matches!(
+            e.handle(stranger, inv.as_bytes(), true, &t),
+            Inbound::Denied(None, Rejection::OrgNotAllowed)
+        ));
+        // ...or with a 403 when configured.
+        let e = ep(&format!("[sip]\ndenied = \"403\"\n{org}"));
+        match e.handle(stranger, inv.as_bytes(), true, &t) {
+            Inbound::Denied(Some(r), Rejection::OrgNotAllowed) => {
+                assert!(r.data.starts_with(b"SIP/2.0 403 Forbidden\r\n"));
+                assert_eq!(r.flow.remote, stranger.remote);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Other organizations are not narrowed by it.
+        assert!(matches!(
+            e.handle(stranger, req("INVITE", "", "").as_bytes(), true, &t),
+            Inbound::NewCall(_)
+        ));
+    }
+
+    #[test]
+    fn denials_before_routing_answer_only_when_configured_and_never_an_ack() {
+        let opts = req("OPTIONS", "", "");
+        let quiet = ep("");
+        assert!(matches!(
+            quiet.deny_raw(flow(), opts.as_bytes(), true, Rejection::NotAllowed),
+            Inbound::Denied(None, Rejection::NotAllowed)
+        ));
+        let loud = ep("[sip]\ndenied = \"403\"\nretry_after_secs = 9\n");
+        let (c, _) = status(loud.deny_raw(flow(), opts.as_bytes(), true, Rejection::NotAllowed));
+        assert_eq!(c, 403);
+        let (c, m) = status(loud.deny_raw(flow(), opts.as_bytes(), true, Rejection::RequestRate));
+        assert_eq!(c, 503);
+        assert_eq!(m.header("Retry-After"), Some("9"));
+        for quiet_input in [
+            req("ACK", "", ""),
+            "garbage".to_string(),
+            "SIP/2.0 200 OK\r\n\r\n".into(),
+        ] {
+            assert!(
+                matches!(
+                    loud.deny_raw(flow(), quiet_input.as_bytes(), true, Rejection::NotAllowed),
+                    Inbound::Denied(None, _)
+                ),
+                "{quiet_input}"
+            );
+        }
+        let drop_limits = ep("[sip]\nlimited = \"drop\"\n");
+        assert!(matches!(
+            drop_limits.deny_raw(flow(), opts.as_bytes(), true, Rejection::CallRate),
+            Inbound::Denied(None, Rejection::CallRate)
+        ));
     }
 
     struct Draining;
