@@ -62,6 +62,8 @@ fn rtp(c: &mut Criterion) {
         ptime_ms: 20,
         remote: Some("192.0.2.1:4000".parse().unwrap()),
         direction: Direction::SendRecv,
+        rtcp_mux: false,
+        rtcp: Some("192.0.2.1:4001".parse().unwrap()),
     };
     let t0 = Instant::now();
     let src = "192.0.2.1:4000".parse().unwrap();

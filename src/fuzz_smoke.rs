@@ -1,5 +1,5 @@
 //! Seeded mutation tests over every parser a peer reaches: SIP messages (datagram and
-//! stream framing), SDP, RTP. Each input must give a value or an error, never a panic.
+//! stream framing), SDP, RTP, RTCP. Each input must give a value or an error, never a panic.
 //! Also WAV files, the config parser, INFO bodies, RFC 4733 payloads and random audio.
 //! (Coverage-guided fuzzing of the same entry points needs a nightly toolchain: `fuzz/`.)
 
@@ -101,6 +101,8 @@ fn rtp_session_never_panics_on_garbage() {
         ptime_ms: 20,
         remote: None,
         direction: Direction::SendRecv,
+        rtcp_mux: true,
+        rtcp: None,
     };
     let mut s = RtpSession::new(t0, neg, 1, 0, 0);
     let mut base = vec![0x80u8, 101, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7, 5, 0x8a, 0, 160];
@@ -146,5 +148,77 @@ fn wav_config_info_and_dtmf_decoders_never_panic() {
         let audio: Vec<u8> = (0..rng.gen_range(0..400)).map(|_| rng.gen()).collect();
         det.process_g711(&audio, table);
         while det.poll_event().is_some() {}
+    }
+}
+
+#[test]
+fn rtcp_parser_and_session_never_panic() {
+    use crate::media::rtcp::{wire, RtcpPort, RtcpSession, RtcpSetup, WallClock};
+    let mut rng = SmallRng::seed_from_u64(13);
+    let t0 = crate::testutil::epoch();
+    let neg = Negotiated {
+        codec: Codec::Pcmu,
+        pt: 0,
+        te_pt: Some(101),
+        ptime_ms: 20,
+        remote: Some("192.0.2.1:4000".parse().unwrap()),
+        direction: Direction::SendRecv,
+        rtcp_mux: true,
+        rtcp: Some("192.0.2.1:4000".parse().unwrap()),
+    };
+    let setup = RtcpSetup {
+        seed: 1,
+        wall_clock: WallClock {
+            at: t0,
+            since_unix: std::time::Duration::from_secs(1_700_000_000),
+        },
+    };
+    let mut session = RtcpSession::new(t0, setup, &neg);
+    // A valid SR + block + SDES + BYE to mutate, and pure noise.
+    let mut base = [0u8; 128];
+    let n = wire::write(
+        &wire::Report {
+            ssrc: 7,
+            sender: Some(wire::SenderInfo::default()),
+            block: Some(wire::ReportBlock {
+                ssrc: 1,
+                ..Default::default()
+            }),
+            cname: b"pbx@192.0.2.1",
+            bye: true,
+        },
+        &mut base,
+    )
+    .unwrap();
+    let src = "192.0.2.1:4000".parse().unwrap();
+    let mut valid = 0;
+    for i in 0..100_000 {
+        let p = if i % 4 == 0 {
+            (0..rng.gen_range(0..200)).map(|_| rng.gen()).collect()
+        } else {
+            mutate(&mut rng, &base[..n])
+        };
+        if let Ok(c) = wire::parse(&p) {
+            valid += 1;
+            for pkt in c.packets() {
+                if let wire::Packet::ReceiverReport { blocks, .. }
+                | wire::Packet::SenderReport { blocks, .. } = pkt
+                {
+                    let _ = blocks.iter().count();
+                }
+            }
+        }
+        session.handle(t0, src, &p, RtcpPort::Rtp, 1);
+    }
+    assert!(valid > 100, "some mutations stay valid: {valid}");
+    // And through the RTP session, which demultiplexes with mux.
+    let mut s = RtpSession::new(t0, neg, 1, 0, 0).with_rtcp(t0, setup);
+    for _ in 0..20_000 {
+        let p = mutate(&mut rng, &base[..n]);
+        if s.is_muxed_rtcp(&p) {
+            s.handle_rtcp(t0, src, &p, RtcpPort::Rtp);
+        } else {
+            let _ = s.handle_packet(t0, src, &p);
+        }
     }
 }

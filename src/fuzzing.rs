@@ -91,6 +91,7 @@ struct Io;
 impl CallIo for Io {
     fn sip(&mut self, _t: SipTransmit) {}
     fn rtp(&mut self, _data: &[u8], _dest: SocketAddr) {}
+    fn rtcp(&mut self, _data: &[u8], _dest: SocketAddr, _port: crate::media::rtcp::RtcpPort) {}
     fn event(&mut self, call: &mut Call, now: Instant, ev: CallEvent) {
         match ev {
             CallEvent::CrmLookup { .. } => {
@@ -105,7 +106,10 @@ impl CallIo for Io {
                     }),
                 );
             }
-            CallEvent::CheckPin(check) => call.handle_check(now, check.run()),
+            CallEvent::CheckPin(check) => {
+                let r = check.settle_in_memory(now, None);
+                call.handle_check(now, r)
+            }
             CallEvent::CrmVerify { .. } => {
                 call.handle_verify(now, VerifyReply::Error("no webhook".into()))
             }
@@ -213,7 +217,11 @@ fn route(
                 seed: 7,
                 org: adm.org,
                 caller: adm.caller,
-                lockout: None,
+                lockout: false,
+                wall_clock: crate::media::rtcp::WallClock {
+                    at: now,
+                    since_unix: Duration::from_secs(1_700_000_000),
+                },
             };
             if let Ok(call) = Call::new(now, config.clone(), setup) {
                 calls.0.insert(call_id, call);
@@ -270,6 +278,8 @@ pub fn rtp(t0: Instant, data: &[u8]) {
         ptime_ms: 10 * (1 + u32::from((setup >> 2) & 3)),
         remote: Some(SocketAddr::from(([192, 0, 2, 1], 4000))),
         direction: Direction::SendRecv,
+        rtcp_mux: setup & 0x40 != 0,
+        rtcp: Some(SocketAddr::from(([192, 0, 2, 1], 4001))),
     };
     let mut now = t0;
     let mut s = RtpSession::new(now, neg, 0x1234, 1, 160);

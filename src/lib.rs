@@ -22,6 +22,7 @@
 //!
 //! ```
 //! use pincoderouting::call::{Call, CallEvent, CallSetup, run::{drain, CallIo}};
+//! use pincoderouting::media::rtcp::{RtcpPort, WallClock};
 //! use pincoderouting::sip::{msg::{Limits, Message}, sdp::{LocalMedia, Sdp}, Flow, SipTransmit, Transport};
 //! use std::{net::SocketAddr, sync::Arc, time::{Duration, Instant}};
 //!
@@ -42,18 +43,24 @@
 //! let org = config.organizations[0].clone();
 //! let caller = pincoderouting::call::identity::caller(&invite, flow.remote.ip(), &org);
 //! let mut now = Instant::now(); // a driver reads the clock; a test just advances `now`
+//! // RTCP's NTP timestamps come from one wall-clock reading the driver takes at set-up.
+//! let wall_clock = WallClock { at: now, since_unix: Duration::from_secs(1_700_000_000) };
 //! let mut call = Call::new(now, Arc::new(config), CallSetup {
 //!     invite, offer, flow, local_sip: "192.0.2.10:5060".parse().unwrap(), media, seed: 7,
-//!     org, caller, lockout: None,
+//!     org, caller, lockout: false, wall_clock,
 //! }).unwrap();
-//! // The driver's side of the drain: where SIP, RTP and events go.
-//! struct Io { sip: usize, rtp: usize }
+//! // The driver's side of the drain: where SIP, RTP, RTCP and events go.
+//! struct Io { sip: usize, rtp: usize, rtcp: Vec<SocketAddr> }
 //! impl CallIo for Io {
 //!     fn sip(&mut self, _t: SipTransmit) { self.sip += 1 }
 //!     fn rtp(&mut self, _data: &[u8], _dest: SocketAddr) { self.rtp += 1 }
+//!     fn rtcp(&mut self, _data: &[u8], dest: SocketAddr, port: RtcpPort) {
+//!         assert_eq!(port, RtcpPort::Rtcp); // no a=rtcp-mux: the RTCP socket, port + 1
+//!         self.rtcp.push(dest);
+//!     }
 //!     fn event(&mut self, _call: &mut Call, _now: Instant, _ev: CallEvent) {}
 //! }
-//! let mut io = Io { sip: 0, rtp: 0 };
+//! let mut io = Io { sip: 0, rtp: 0, rtcp: vec![] };
 //! let mut rtp_buf = [0u8; 1500];
 //! // The loop: drain everything (`drain` goes round until every poll_* is empty), then
 //! // jump to the next deadline.
@@ -65,12 +72,13 @@
 //! let (sip_sent, rtp_sent) = (io.sip, io.rtp);
 //! assert_eq!(sip_sent >= 2, true);   // 100 Trying, 200 OK (and its retransmissions)
 //! assert!(rtp_sent > 10);            // 20 ms frames of silence toward 192.0.2.1:4000
+//! assert!(io.rtcp.iter().all(|d| *d == "192.0.2.1:4001".parse().unwrap()));
 //! ```
 //!
 //! ## Module map
 //! - [`config`]: parse and validate `sip-config/*.toml` (errors carry file and line);
 //! - [`sip`]: wire layer, builders, transactions, dialog, SDP, stateless endpoint;
-//! - [`media`]: RTP session;
+//! - [`media`]: RTP session and its RTCP, G.711, DTMF, prompts;
 //! - [`call`]: the call composer;
 //! - [`driver`]: tokio sockets, one task per call, the RTP port pool;
 //! - [`cli`]: the command line.

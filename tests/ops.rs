@@ -247,3 +247,82 @@ fn version_names_the_git_revision() {
         .trim_end_matches(')');
     assert!(!rev.is_empty() && rev != "unknown", "{text}");
 }
+
+/// The shipped Grafana dashboard reads only metrics the service exports (so it cannot rot).
+#[test]
+fn grafana_dashboard_reads_only_metrics_we_export() {
+    let svc = Service::launch_full("127.0.0.1", "info", "", "", "", "");
+    let (_, text) = http(svc.admin(), "GET", "/metrics", None);
+    let types: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let dash = std::fs::read_to_string(repo().join("deploy/grafana/pincoderouting.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&dash).unwrap();
+    let mut names = Vec::new();
+    for p in v["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("pincoderouting_") {
+                let tail = &rest[i..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                names.push(tail[..end].to_string());
+                rest = &tail[end..];
+            }
+        }
+    }
+    assert!(names.len() > 10);
+    for n in names {
+        let base = n
+            .strip_suffix("_bucket")
+            .or_else(|| n.strip_suffix("_total"))
+            .unwrap_or(&n);
+        assert!(
+            types.contains(&base),
+            "dashboard reads {n}, not exported:\n{text}"
+        );
+    }
+}
+
+/// logrotate moves the audit file away, then reloads: the service writes a new file.
+#[test]
+fn reload_reopens_the_audit_file() {
+    let svc = Service::launch_full(
+        "127.0.0.1",
+        "info",
+        "",
+        "",
+        "max_attempts = 1\nfirst_digit_timeout_secs = 1\n",
+        "[audit]\nfile = \"audit.log\"\n",
+    );
+    let audit = svc.dir.join("audit.log");
+    let call = |id: &str| {
+        let mut pbx = RawPbx::new(svc.udp, id);
+        let ok = pbx.call("+15551234567");
+        pbx.bye(&ok);
+        pbx.wait(Duration::from_secs(5), |g| {
+            g.status() == Some(200) && g.text.contains("BYE")
+        });
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    call("ops-audit-1");
+    assert!(std::fs::read_to_string(&audit)
+        .unwrap()
+        .contains("ops-audit-1"));
+    std::fs::rename(&audit, svc.dir.join("audit.log.1")).unwrap();
+    svc.signal("HUP");
+    svc.wait_for(Duration::from_secs(5), |l| {
+        l.iter().any(|e| msg(e) == "configuration reloaded")
+    });
+    call("ops-audit-2");
+    let fresh = std::fs::read_to_string(&audit).unwrap_or_default();
+    assert!(
+        fresh.contains("ops-audit-2"),
+        "new file gets the new record: {fresh}"
+    );
+    assert!(!fresh.contains("ops-audit-1"));
+}

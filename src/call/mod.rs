@@ -14,6 +14,7 @@ use crate::crm::CrmReply;
 use crate::media::dtmf::info::{self as dtmf_info, InfoDtmf};
 use crate::media::dtmf::{DigitCollector, DigitEvent};
 use crate::media::player::{PlayItem, Player, PlayerEvent};
+use crate::media::rtcp::{RtcpBye, RtcpPort, RtcpSetup, WallClock};
 use crate::media::rtp::{RtpPayload, RtpSession, RtpStats};
 use crate::sip::build::{response, response_flow};
 use crate::sip::dialog::Dialog;
@@ -80,9 +81,12 @@ pub enum CallEvent {
         caller: String,
         pin: verdict::Pin,
     },
-    /// Compare a PIN with the one on file: run `check.run()` off the call's task (argon2
-    /// takes milliseconds) and answer with `handle_check`.
+    /// Settle a verdict: the lockout store's check, the PIN comparison (`judge`, argon2:
+    /// off the call's task), the store's record (`PinCheck::settle_in_memory` does all of
+    /// it for the in-memory store); answer with `handle_check`.
     CheckPin(verdict::PinCheck),
+    /// Is any of these lockout keys locked? Answer with `handle_lock_state`.
+    LockCheck(Vec<String>),
     /// The call is over (it may linger a little to absorb retransmissions).
     Ended(CallSummary),
 }
@@ -123,6 +127,8 @@ pub enum Wake {
     DigitTimeout,
     /// A PIN-flow timer (digit timeouts, CRM deadline, transfer timeout).
     Flow,
+    /// Our next RTCP report (RFC 3550 §6.2).
+    Rtcp,
 }
 
 /// The names of `Call::progress`'s values (for the operator's list of calls).
@@ -175,8 +181,10 @@ pub struct CallSetup {
     pub org: Arc<Organization>,
     /// Who is calling.
     pub caller: Caller,
-    /// The lockout table shared by all calls (None: no lockout).
-    pub lockout: Option<Arc<std::sync::Mutex<lockout::Lockout>>>,
+    /// Lockout across calls is on (the driver holds the store: memory or Redis).
+    pub lockout: bool,
+    /// A wall-clock reading for RTCP's NTP timestamps (the core never reads the clock).
+    pub wall_clock: WallClock,
 }
 
 #[derive(Debug)]
@@ -224,7 +232,7 @@ pub struct Call {
     org: Arc<Organization>,
     caller: Caller,
     pin: Option<PinFlow>,
-    lockout: Option<Arc<std::sync::Mutex<lockout::Lockout>>>,
+    lockout: bool,
     /// REFER sent: the NICT branch and when the transfer is given up.
     transfer: Option<(String, Instant)>,
     /// The REFER in progress (to resend after 491) and its retries so far.
@@ -236,6 +244,9 @@ pub struct Call {
     answered_at: Option<Instant>,
     outbox: VecDeque<SipTransmit>,
     events: VecDeque<CallEvent>,
+    wall_clock: WallClock,
+    /// Our last RTCP report with BYE, waiting for `poll_rtcp` after the call ended.
+    rtcp_bye: Option<RtcpBye>,
 }
 
 fn hex(rng: &mut SmallRng) -> String {
@@ -293,7 +304,7 @@ impl Call {
             org: setup.org.clone(),
             caller: setup.caller.clone(),
             pin: None,
-            lockout: setup.lockout.clone(),
+            lockout: setup.lockout,
             transfer: None,
             refer: None,
             awaited_list: None,
@@ -302,6 +313,8 @@ impl Call {
             answered_at: None,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
+            wall_clock: setup.wall_clock,
+            rtcp_bye: None,
             invite: setup.invite,
             config,
         };
@@ -397,7 +410,11 @@ impl Call {
             Some(r) => r.renegotiate(now, neg),
             None => {
                 let (ssrc, seq, ts) = (self.rng.gen(), self.rng.gen(), self.rng.gen());
-                self.rtp = Some(RtpSession::new(now, neg, ssrc, seq, ts));
+                let rtcp = RtcpSetup {
+                    seed: self.rng.gen(),
+                    wall_clock: self.wall_clock,
+                };
+                self.rtp = Some(RtpSession::new(now, neg, ssrc, seq, ts).with_rtcp(now, rtcp));
                 self.start_flow(now);
             }
         }
@@ -491,7 +508,7 @@ impl Call {
         self.phase = Phase::Ended;
         self.session_timer = None;
         let rtp = self.rtp.as_ref().map(|r| r.stats()).unwrap_or_default();
-        self.rtp = None;
+        self.rtcp_bye = self.rtp.take().and_then(|mut r| r.rtcp_bye(now));
         if let Some(f) = self.pin.as_mut() {
             if !f.is_done() && f.facts().outcome.is_none() {
                 f.abandon();
@@ -911,7 +928,7 @@ impl Call {
             self.org.clone(),
             e164.as_deref(),
             asked,
-            self.lockout.clone(),
+            self.lockout,
             remote_verify,
         ));
         self.run_flow(now);
@@ -959,6 +976,7 @@ impl Call {
                     self.send_refer(now);
                 }
                 FlowAction::Check(c) => self.events.push_back(CallEvent::CheckPin(c)),
+                FlowAction::LockCheck(keys) => self.events.push_back(CallEvent::LockCheck(keys)),
                 FlowAction::Verify(pin) => self.events.push_back(CallEvent::CrmVerify {
                     organization: self.org.name.clone(),
                     caller: self.caller.e164().unwrap_or("").to_string(),
@@ -1003,6 +1021,14 @@ impl Call {
         self.refer = None;
         if let Some(f) = self.pin.as_mut() {
             f.on_transfer(result);
+        }
+        self.run_flow(now);
+    }
+
+    /// The answer to `CallEvent::LockCheck`.
+    pub fn handle_lock_state(&mut self, now: Instant, state: verdict::LockState) {
+        if let Some(f) = self.pin.as_mut() {
+            f.on_lock_state(now, state);
         }
         self.run_flow(now);
     }
@@ -1095,6 +1121,9 @@ impl Call {
     /// An RTP datagram on this call's media socket.
     pub fn handle_rtp(&mut self, now: Instant, src: SocketAddr, data: &[u8]) {
         let Some(rtp) = &mut self.rtp else { return };
+        if rtp.is_muxed_rtcp(data) {
+            return rtp.handle_rtcp(now, src, data, RtcpPort::Rtp);
+        }
         match rtp.handle_packet(now, src, data) {
             Ok(RtpPayload::Audio(p)) => self.digits.on_audio(now, p),
             Ok(RtpPayload::Event {
@@ -1105,6 +1134,13 @@ impl Call {
             Ok(RtpPayload::ComfortNoise) | Err(_) => {}
         }
         self.drain_digits(now);
+    }
+
+    /// A datagram on this call's RTCP socket (RTP port + 1).
+    pub fn handle_rtcp(&mut self, now: Instant, src: SocketAddr, data: &[u8]) {
+        if let Some(rtp) = &mut self.rtp {
+            rtp.handle_rtcp(now, src, data, RtcpPort::Rtcp);
+        }
     }
 
     /// Fires every timer due at `now`.
@@ -1205,6 +1241,22 @@ impl Call {
         out
     }
 
+    /// Writes the next due RTCP report (or the final BYE) into `buf`: its length, where it
+    /// goes, and from which socket (RTP with rtcp-mux, else RTCP).
+    #[must_use]
+    pub fn poll_rtcp(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<(usize, SocketAddr, RtcpPort)> {
+        if let Some(bye) = self.rtcp_bye.take() {
+            let b = bye.bytes();
+            buf.get_mut(..b.len())?.copy_from_slice(b);
+            return Some((b.len(), bye.dest, bye.port));
+        }
+        self.rtp.as_mut()?.poll_rtcp(now, buf)
+    }
+
     /// Where the call is, as an index into `PROGRESS`.
     pub fn progress(&self) -> u8 {
         match (&self.phase, &self.pin) {
@@ -1220,9 +1272,9 @@ impl Call {
         self.digit_count
     }
 
-    /// Is SIP or an event waiting to be polled?
+    /// Is SIP, an event or the RTCP BYE waiting to be polled?
     pub fn has_output(&self) -> bool {
-        !self.outbox.is_empty() || !self.events.is_empty()
+        !self.outbox.is_empty() || !self.events.is_empty() || self.rtcp_bye.is_some()
     }
 
     /// Is the initial INVITE still without a final response?
@@ -1306,6 +1358,7 @@ impl Call {
         );
         if let Some(rtp) = &self.rtp {
             consider(rtp.poll_timeout().map(|t| (t, Wake::MediaFrame)));
+            consider(rtp.poll_rtcp_timeout().map(|t| (t, Wake::Rtcp)));
             if rtp.expects_media() {
                 consider(Some((
                     rtp.last_rx() + self.config.media.media_timeout,

@@ -1,6 +1,6 @@
 //! The run loop's drain step, one piece of code for the tokio driver and the simulations.
 //!
-//! After any input (a SIP message, an RTP packet, a CRM reply, a timeout) the loop drains
+//! After any input (a SIP message, an RTP or RTCP packet, a CRM reply, a timeout) the loop drains
 //! every `poll_*` until all are empty, then sleeps until `poll_timeout`. Draining one output
 //! can produce another: the player's end-of-prompt (inside `poll_rtp`) can queue a BYE or a
 //! REFER, and an event's handler may feed the call at once (a CRM that answers
@@ -9,6 +9,7 @@
 //! 32 s on TCP).
 
 use super::{Call, CallEvent, Wake};
+use crate::media::rtcp::RtcpPort;
 use crate::sip::SipTransmit;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -19,6 +20,9 @@ pub trait CallIo {
     fn sip(&mut self, t: SipTransmit);
     /// An RTP packet to send; `data` is borrowed from the loop's buffer.
     fn rtp(&mut self, data: &[u8], dest: SocketAddr);
+    /// An RTCP packet to send from the RTP socket (`RtcpPort::Rtp`, rtcp-mux) or the RTCP
+    /// socket (RTP port + 1); `data` is borrowed from the loop's buffer.
+    fn rtcp(&mut self, data: &[u8], dest: SocketAddr, port: RtcpPort);
     /// An event. The handler may feed the call (e.g. `handle_crm`) before returning; the
     /// drain then goes round again.
     fn event(&mut self, call: &mut Call, now: Instant, ev: CallEvent);
@@ -31,7 +35,8 @@ pub trait CallIo {
 const MAX_PASSES: usize = 64;
 
 /// Drains every output of `call` at `now` into `io` until all are empty, then returns the
-/// next moment the call must be woken (`handle_timeout`). `buf` holds one RTP packet.
+/// next moment the call must be woken (`handle_timeout`). `buf` holds one RTP or RTCP
+/// packet.
 pub fn drain(
     call: &mut Call,
     now: Instant,
@@ -46,6 +51,10 @@ pub fn drain(
         }
         while let Some((n, dest)) = call.poll_rtp(now, buf) {
             io.rtp(buf.get(..n).unwrap_or_default(), dest);
+            any = true;
+        }
+        while let Some((n, dest, port)) = call.poll_rtcp(now, buf) {
+            io.rtcp(buf.get(..n).unwrap_or_default(), dest, port);
             any = true;
         }
         while let Some(ev) = call.poll_event() {

@@ -19,6 +19,16 @@ const US_SIP: &str = "192.0.2.10:5060";
 const US_RTP: &str = "192.0.2.10:10000";
 const PBX_SIP: &str = "192.0.2.1:5060";
 const PBX_RTP: &str = "192.0.2.1:4000";
+const US_RTCP: &str = "192.0.2.10:10001";
+const PBX_RTCP: &str = "192.0.2.1:4001";
+
+/// The wall clock both sides' RTCP uses (2024-01-01T00:00:00Z at the simulation's start).
+fn wall_clock() -> crate::media::rtcp::WallClock {
+    crate::media::rtcp::WallClock {
+        at: crate::testutil::epoch(),
+        since_unix: Duration::from_secs(1_704_067_200),
+    }
+}
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -34,6 +44,10 @@ enum To {
 enum Kind {
     Sip,
     Rtp,
+    /// RTCP between the RTP ports + 1.
+    Rtcp,
+    /// RTCP on the RTP ports (rtcp-mux).
+    RtcpMux,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -133,6 +147,10 @@ struct Pbx {
     refers: Vec<Message>,
     /// Every request with when it arrived.
     requests_at: Vec<(Method, Instant)>,
+    /// The PBX runs RTCP too (reports to us every ~5 s).
+    rtcp: bool,
+    /// RTCP the PBX received from us: when, on which port, the bytes.
+    rtcp_rx: Vec<(Instant, Kind, Vec<u8>)>,
 }
 
 /// One RTP packet the PBX received from us.
@@ -173,6 +191,8 @@ impl Pbx {
             refer_to: vec![],
             refers: vec![],
             requests_at: vec![],
+            rtcp: false,
+            rtcp_rx: vec![],
         }
     }
 
@@ -276,10 +296,24 @@ m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r
                                         20,
                                     )
                                 }) {
+                                    // The PBX offered mux if our answer has it.
+                                    let mut neg = neg;
+                                    if msg.body.windows(10).any(|w| w == b"a=rtcp-mux") {
+                                        neg.rtcp_mux = true;
+                                        neg.rtcp = neg.remote;
+                                    }
                                     match &mut self.rtp {
                                         Some(r) => r.renegotiate(now, neg),
                                         None => {
-                                            self.rtp = Some(RtpSession::new(now, neg, 99, 0, 0))
+                                            let mut r = RtpSession::new(now, neg, 99, 0, 0);
+                                            if self.rtcp {
+                                                let setup = crate::media::rtcp::RtcpSetup {
+                                                    seed: 11,
+                                                    wall_clock: wall_clock(),
+                                                };
+                                                r = r.with_rtcp(now, setup);
+                                            }
+                                            self.rtp = Some(r)
                                         }
                                     }
                                 }
@@ -362,8 +396,23 @@ Content-Type: message/sipfrag\r\n",
         }
     }
 
+    /// RTCP from us, on the PBX's RTP port + 1 (`Kind::Rtcp`) or its RTP port (mux).
+    fn handle_rtcp(&mut self, now: Instant, kind: Kind, data: &[u8]) {
+        self.rtcp_rx.push((now, kind, data.to_vec()));
+        if let Some(r) = &mut self.rtp {
+            let (src, via) = match kind {
+                Kind::RtcpMux => (addr(US_RTP), crate::media::rtcp::RtcpPort::Rtp),
+                _ => (addr(US_RTCP), crate::media::rtcp::RtcpPort::Rtcp),
+            };
+            r.handle_rtcp(now, src, data, via);
+        }
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         let mut t: Vec<Instant> = self.delayed.iter().map(|d| d.0).collect();
+        if let Some(r) = &self.rtp {
+            t.extend(r.poll_rtcp_timeout());
+        }
         if let Some((_, at, _)) = &self.invite {
             t.push(*at);
         }
@@ -403,6 +452,16 @@ Content-Type: message/sipfrag\r\n",
                 }
             }
         }
+        if let Some(r) = &mut self.rtp {
+            let mut buf = [0u8; 1500];
+            while let Some((n, _, port)) = r.poll_rtcp(now, &mut buf) {
+                let kind = match port {
+                    crate::media::rtcp::RtcpPort::Rtp => Kind::RtcpMux,
+                    crate::media::rtcp::RtcpPort::Rtcp => Kind::Rtcp,
+                };
+                net.send(now, To::Us, kind, &buf[..n]);
+            }
+        }
     }
 }
 
@@ -433,6 +492,8 @@ struct World {
     crm: CrmSim,
     /// The blocking pool answers PIN checks (false: a check never comes back).
     answer_checks: bool,
+    /// The shared lockout store is unreachable (every store answer is Unavailable).
+    store_down: bool,
     lockout: Option<Arc<std::sync::Mutex<crate::call::lockout::Lockout>>>,
 }
 
@@ -443,6 +504,9 @@ struct WorldIo<'a> {
     net: &'a mut Net,
     crm: &'a CrmSim,
     answer_checks: bool,
+    store_down: bool,
+    /// The in-memory lockout store the driver would hold.
+    lockout: Option<&'a std::sync::Mutex<crate::call::lockout::Lockout>>,
     events: &'a mut Vec<CallEvent>,
     timed: &'a mut Vec<(Instant, CallEvent)>,
 }
@@ -458,10 +522,43 @@ impl crate::call::run::CallIo for WorldIo<'_> {
         self.net.send(self.now, To::Pbx, Kind::Rtp, data);
     }
 
+    fn rtcp(&mut self, data: &[u8], dest: SocketAddr, port: crate::media::rtcp::RtcpPort) {
+        let kind = match port {
+            crate::media::rtcp::RtcpPort::Rtp => {
+                assert_eq!(dest, addr(PBX_RTP), "mux: to the RTP port");
+                Kind::RtcpMux
+            }
+            crate::media::rtcp::RtcpPort::Rtcp => {
+                assert_eq!(dest, addr(PBX_RTCP), "RTP port + 1");
+                Kind::Rtcp
+            }
+        };
+        self.net.send(self.now, To::Pbx, kind, data);
+    }
+
     fn event(&mut self, call: &mut Call, now: Instant, e: CallEvent) {
         if let (CallEvent::CheckPin(check), true) = (&e, self.answer_checks) {
             // The driver runs this on a blocking pool; here it is answered at once.
-            call.handle_check(now, check.clone().run());
+            let r = if self.store_down {
+                check.clone().unavailable()
+            } else {
+                check.clone().settle_in_memory(now, self.lockout)
+            };
+            call.handle_check(now, r);
+        }
+        if let CallEvent::LockCheck(keys) = &e {
+            let locked = self
+                .lockout
+                .and_then(|t| t.lock().ok())
+                .is_some_and(|mut t| keys.iter().any(|k| t.is_locked(now, k)));
+            let state = if self.store_down {
+                crate::call::verdict::LockState::Unavailable
+            } else if locked {
+                crate::call::verdict::LockState::Locked
+            } else {
+                crate::call::verdict::LockState::Open
+            };
+            call.handle_lock_state(now, state);
         }
         if let CallEvent::CrmLookup { organization, e164 } = &e {
             let reply = match self.crm {
@@ -522,6 +619,7 @@ impl World {
             pbx: Pbx::new("sim-call-1"),
             crm: CrmSim::Directory(Default::default()),
             answer_checks: true,
+            store_down: false,
             lockout: None,
         }
     }
@@ -562,7 +660,8 @@ impl World {
                             seed: 5,
                             org: adm.org,
                             caller: adm.caller,
-                            lockout: self.lockout.clone(),
+                            lockout: self.lockout.is_some(),
+                            wall_clock: wall_clock(),
                         },
                     )
                     .unwrap(),
@@ -592,6 +691,8 @@ impl World {
                 net: &mut self.net,
                 crm: &self.crm,
                 answer_checks: self.answer_checks,
+                store_down: self.store_down,
+                lockout: self.lockout.as_deref(),
                 events: &mut self.events,
                 timed: &mut self.timed,
             };
@@ -626,8 +727,19 @@ impl World {
                         c.handle_rtp(next, addr(PBX_RTP), &p.data)
                     }
                 }
+                (To::Us, Kind::Rtcp) => {
+                    if let Some(c) = self.call.as_mut() {
+                        c.handle_rtcp(next, addr(PBX_RTCP), &p.data)
+                    }
+                }
+                (To::Us, Kind::RtcpMux) => {
+                    if let Some(c) = self.call.as_mut() {
+                        c.handle_rtp(next, addr(PBX_RTP), &p.data)
+                    }
+                }
                 (To::Pbx, Kind::Sip) => self.pbx.handle_sip(next, &p.data),
                 (To::Pbx, Kind::Rtp) => self.pbx.handle_rtp(next, &p.data),
+                (To::Pbx, kind) => self.pbx.handle_rtcp(next, kind, &p.data),
             }
         } else if call_t == Some(next) {
             self.call.as_mut().unwrap().handle_timeout(next);
@@ -1272,8 +1384,13 @@ fn directory(pin: &str) -> crate::crm::file::ContactDirectory {
 }
 
 fn flow_world(seed: u64, pin: &str) -> World {
+    flow_world_cfg(FLOW_ORG, seed, pin)
+}
+
+/// `flow_world` with another configuration (FLOW_ORG plus settings, say).
+fn flow_world_cfg(cfg: &str, seed: u64, pin: &str) -> World {
     let mut w = World::with_prompts(
-        FLOW_ORG,
+        cfg,
         seed,
         0.0,
         0.0,
@@ -1818,24 +1935,20 @@ fn verified_caller_is_referred_at_once_and_hears_verified_during_the_transfer() 
     let bye = request_times(&w, Method::Bye);
     assert_eq!(bye.len(), 1);
     assert!(bye[0] > refer[0] + 2.4, "BYE after the NOTIFY");
-    assert_eq!(record(&w).summary.reason, EndReason::Transferred);
+    let r = record(&w);
+    assert_eq!(r.summary.reason, EndReason::Transferred);
+    // The audit record says what the caller waited: the check is answered at once here.
+    assert!(
+        matches!(r.flow.entry_to_refer_ms, Some(ms) if ms < 5),
+        "{:?}",
+        r.flow
+    );
 }
 
 #[test]
 fn announcements_can_be_switched_off_per_organization() {
     let cfg = format!("{FLOW_ORG}announce_verdict = false\nannounce_transfer = false\n");
-    let mut w = World::with_prompts(
-        &cfg,
-        605,
-        0.0,
-        0.0,
-        crate::media::prompt::NAMES
-            .iter()
-            .map(|n| test_prompt(n, 300))
-            .collect(),
-    );
-    w.crm = CrmSim::Directory(directory("1234"));
-    w.pbx.send_rtp = false;
+    let mut w = flow_world_cfg(&cfg, 605, "1234");
     start(&mut w);
     w.run_for(0.5);
     let mut ts = 1000;
@@ -1914,10 +2027,7 @@ fn pin_result_rides_in_refer_to_or_on_the_refer_or_both() {
         ("pin_result_in = [\"refer_to\"]\n", true, false),
         ("pin_result_in = [\"refer_header\"]\n", false, true),
     ] {
-        let cfg = format!("{FLOW_ORG}{setting}");
-        let mut w = World::with_prompts(&cfg, 609, 0.0, 0.0, vec![]);
-        w.crm = CrmSim::Directory(directory("1234"));
-        w.pbx.send_rtp = false;
+        let mut w = flow_world_cfg(&format!("{FLOW_ORG}{setting}"), 609, "1234");
         start(&mut w);
         w.run_for(0.5);
         let mut ts = 1000;
@@ -1954,4 +2064,179 @@ fn pin_check_that_never_returns_fails_closed() {
     assert_eq!(r.flow.outcome, Some(flow::Outcome::CrmError));
     assert!(w.pbx.refer_to[0].contains("sip:2002@"));
     assert!(w.events.iter().any(|e| matches!(e, CallEvent::CheckPin(_))));
+}
+
+/// Our RTCP as the PBX received it: (arrival, port kind, packet types in order, the report
+/// block about the PBX's stream if any).
+fn pbx_rtcp(
+    w: &World,
+) -> Vec<(
+    Instant,
+    Kind,
+    Vec<u8>,
+    Option<crate::media::rtcp::ReportBlock>,
+)> {
+    use crate::media::rtcp::wire::{self, Packet};
+    w.pbx
+        .rtcp_rx
+        .iter()
+        .map(|(at, kind, data)| {
+            let c = wire::parse(data).expect("our RTCP is valid");
+            let mut types = vec![];
+            let mut block = None;
+            for p in c.packets() {
+                match p {
+                    Packet::SenderReport { blocks, .. } => {
+                        types.push(wire::PT_SR);
+                        block = blocks.iter().next();
+                    }
+                    Packet::ReceiverReport { blocks, .. } => {
+                        types.push(wire::PT_RR);
+                        block = blocks.iter().next();
+                    }
+                    Packet::Sdes { cname, .. } => {
+                        assert!(cname.is_some(), "every report carries a CNAME");
+                        types.push(wire::PT_SDES);
+                    }
+                    Packet::Bye { .. } => types.push(wire::PT_BYE),
+                    Packet::Other { pt } => types.push(pt),
+                }
+            }
+            (*at, *kind, types, block)
+        })
+        .collect()
+}
+
+#[test]
+fn rtcp_reports_every_five_seconds_on_port_plus_one_and_peer_reports_are_taken() {
+    use crate::media::rtcp::wire::{PT_BYE, PT_SDES, PT_SR};
+    let mut w = World::new("", 900, 0.0, 0.0);
+    w.pbx.rtcp = true;
+    start(&mut w);
+    w.run_for(60.0);
+    let got = pbx_rtcp(&w);
+    // First after 1.25–3.75 s (half the interval, randomized), then every 2.5–7.5 s: about
+    // 12 in a minute. The network adds 20–35 ms each way.
+    assert!((8..=20).contains(&got.len()), "{} reports", got.len());
+    let first = got[0].0 - w.t0;
+    assert!(
+        first >= Duration::from_millis(1250) && first <= Duration::from_millis(3850),
+        "{first:?}"
+    );
+    for g in got.windows(2) {
+        let gap = g[1].0 - g[0].0;
+        assert!(
+            gap >= Duration::from_millis(2480) && gap <= Duration::from_millis(7520),
+            "{gap:?}"
+        );
+    }
+    for (_, kind, types, block) in &got {
+        assert_eq!(*kind, Kind::Rtcp, "to the PBX's RTP port + 1");
+        assert_eq!(types, &vec![PT_SR, PT_SDES], "we send audio: SR + SDES");
+        let b = block.expect("a block about the PBX's stream");
+        assert_eq!(b.ssrc, 99, "the PBX's SSRC");
+        assert_eq!(b.cumulative_lost, 0);
+    }
+    // The PBX's SRs reached us: later blocks echo them (LSR), and its blocks about us gave
+    // an RTT of about two network latencies (20–35 ms each way).
+    assert!(got.last().unwrap().3.unwrap().lsr != 0);
+    let stats = w.call.as_ref().unwrap().rtp_stats().unwrap();
+    assert!(stats.rtcp.rx >= 8, "{stats:?}");
+    assert_eq!(stats.rtcp.rx_ignored, 0);
+    assert_eq!(stats.rx_ignored, 0, "no RTCP mistaken for RTP");
+    let rtt = stats.rtcp.rtt_ms.expect("an RTT from the PBX's reports");
+    assert!((35..=75).contains(&rtt), "rtt {rtt} ms");
+    assert_eq!(stats.rtcp.peer_reported_lost, Some(0));
+    // The PBX hangs up: our last RTCP says BYE, and nothing follows it.
+    let now = w.now;
+    w.pbx.request(now, "BYE", "", "");
+    w.run_for(40.0);
+    let got = pbx_rtcp(&w);
+    let last = got.last().unwrap();
+    assert_eq!(last.2, vec![PT_SR, PT_SDES, PT_BYE]);
+    assert_eq!(got.iter().filter(|g| g.2.contains(&PT_BYE)).count(), 1);
+    let summary = w.ended()[0];
+    assert!(summary.rtp.rtcp.tx >= 9, "{summary:?}");
+}
+
+#[test]
+fn rtcp_mux_offered_puts_both_directions_on_the_rtp_port() {
+    let mut w = World::new("", 901, 0.0, 0.0);
+    w.pbx.rtcp = true;
+    let now = w.now;
+    w.pbx.invite(
+        now,
+        "",
+        Some(format!("{}a=rtcp-mux\r\n", Pbx::sdp(4000, "sendrecv"))),
+    );
+    w.run_for(30.0);
+    let answer = String::from_utf8_lossy(w.pbx.last_answer.as_ref().unwrap()).to_string();
+    assert!(answer.contains("a=rtcp-mux\r\n"), "{answer}");
+    let got = pbx_rtcp(&w);
+    assert!(got.len() >= 4, "{}", got.len());
+    assert!(
+        got.iter().all(|g| g.1 == Kind::RtcpMux),
+        "all on the RTP port"
+    );
+    // The PBX's RTCP came in on our RTP port: demultiplexed, taken, never seen as RTP.
+    let stats = w.call.as_ref().unwrap().rtp_stats().unwrap();
+    assert!(stats.rtcp.rx >= 4, "{stats:?}");
+    assert_eq!(
+        (stats.rtcp.rx_ignored, stats.rx_ignored),
+        (0, 0),
+        "{stats:?}"
+    );
+    assert!(stats.rx_packets > 1400, "RTP still flows: {stats:?}");
+    let pbx = w.pbx.rtp.as_ref().unwrap().stats();
+    assert_eq!(pbx.rx_ignored, 0, "the PBX never took our RTCP for RTP");
+}
+
+#[test]
+fn rtcp_keeps_going_on_hold_as_receiver_reports() {
+    use crate::media::rtcp::wire::{PT_RR, PT_SDES, PT_SR};
+    let mut w = World::new("", 902, 0.0, 0.0);
+    start(&mut w);
+    w.run_for(1.0);
+    // The PBX holds the call (it will only send; we only receive, so we stop sending).
+    let now = w.now;
+    w.pbx.request(
+        now,
+        "INVITE",
+        "Content-Type: application/sdp\r\n",
+        &Pbx::sdp(4000, "sendonly"),
+    );
+    w.run_for(40.0);
+    assert!(w.ended().is_empty());
+    let got = pbx_rtcp(&w);
+    let held: Vec<_> = got
+        .iter()
+        .filter(|g| g.0 - w.t0 > Duration::from_secs(15))
+        .collect();
+    assert!(held.len() >= 3, "reports go on during hold: {}", got.len());
+    // Still SR right after we stopped sending (sent since the report before last), then RR.
+    assert!(held.iter().all(|g| g.2 == vec![PT_RR, PT_SDES]), "{held:?}");
+    assert_eq!(got[0].2, vec![PT_SR, PT_SDES]);
+    assert!(held.iter().all(|g| g.3.is_some_and(|b| b.ssrc == 99)));
+}
+
+/// A shared lockout store (Redis) that cannot be reached: the caller is still asked for the
+/// PIN, but no verdict stands without the store — the right PIN goes to the failure
+/// extension as lockout_unavailable (fail closed), never to the success one.
+#[test]
+fn lockout_store_down_fails_closed() {
+    use crate::call::lockout::{Lockout, LockoutPolicy};
+    let mut w = flow_world(611, "1234");
+    w.lockout = Some(Arc::new(std::sync::Mutex::new(Lockout::new(
+        LockoutPolicy::default(),
+    ))));
+    w.store_down = true;
+    start(&mut w);
+    w.run_for(0.5);
+    assert_eq!(started_at(&w, "enter_pin").len(), 1, "still asked");
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(3.0);
+    let r = record(&w);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::LockoutUnavailable));
+    assert!(w.pbx.refer_to[0].contains("sip:2002@"));
 }

@@ -159,6 +159,40 @@ struct RawSecurity {
     lockout_failures: usize,
     lockout_window_secs: u64,
     lockout_secs: u64,
+    store: String,
+    store_timeout_ms: u64,
+    on_store_error: OnStoreError,
+}
+
+/// What a call does when the shared lockout store cannot be reached in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    /// No verdict stands without the store: the caller goes to the failure extension
+    /// (audited `lockout_unavailable`). A PIN is still never accepted unverified.
+    #[default]
+    FailClosed,
+    /// Verify without lockout while the store is away (counted and logged).
+    SkipLockout,
+}
+
+/// Where the lockout counters live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockoutStoreConfig {
+    /// In this process (one instance).
+    Memory,
+    /// In Redis, shared by every instance: `redis://host:port/db`.
+    Redis { url: String },
+}
+
+/// Lockout across calls and where it is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockoutConfig {
+    pub policy: crate::call::lockout::LockoutPolicy,
+    pub store: LockoutStoreConfig,
+    /// Deadline of each store operation.
+    pub store_timeout: Duration,
+    pub on_store_error: OnStoreError,
 }
 
 impl Default for RawSecurity {
@@ -167,6 +201,9 @@ impl Default for RawSecurity {
             lockout_failures: 5,
             lockout_window_secs: 900,
             lockout_secs: 900,
+            store: "memory".into(),
+            store_timeout_ms: 300,
+            on_store_error: OnStoreError::FailClosed,
         }
     }
 }
@@ -450,7 +487,7 @@ pub struct Config {
     /// The loaded CRMs by name (built by `load`, secrets from the environment).
     pub adapters: std::collections::HashMap<String, crate::crm::CrmAdapter>,
     /// Lockout across calls; `None` when `lockout_failures = 0`.
-    pub lockout: Option<crate::call::lockout::LockoutPolicy>,
+    pub lockout: Option<LockoutConfig>,
     pub admin: AdminConfig,
 }
 
@@ -773,6 +810,21 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             ),
         ));
     }
+    let lockout_store = match raw.security.store.trim() {
+        "" | "memory" => LockoutStoreConfig::Memory,
+        u if u.starts_with("redis://")
+            || u.starts_with("rediss://")
+            || u.starts_with("unix://") =>
+        {
+            LockoutStoreConfig::Redis { url: u.to_string() }
+        }
+        other => {
+            return Err(invalid(
+                "store",
+                format!("'{other}': \"memory\" or a redis://host:port/db URL"),
+            ))
+        }
+    };
     let admin = AdminConfig {
         listen: match raw.admin.listen.trim() {
             "" => None,
@@ -833,10 +885,15 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         crms,
         adapters: Default::default(),
         audit_file: (!raw.audit.file.is_empty()).then(|| PathBuf::from(raw.audit.file)),
-        lockout: (raw.security.lockout_failures > 0).then(|| crate::call::lockout::LockoutPolicy {
-            failures: raw.security.lockout_failures,
-            window: Duration::from_secs(raw.security.lockout_window_secs.max(1)),
-            cooldown: Duration::from_secs(raw.security.lockout_secs.max(1)),
+        lockout: (raw.security.lockout_failures > 0).then(|| LockoutConfig {
+            policy: crate::call::lockout::LockoutPolicy {
+                failures: raw.security.lockout_failures,
+                window: Duration::from_secs(raw.security.lockout_window_secs.max(1)),
+                cooldown: Duration::from_secs(raw.security.lockout_secs.max(1)),
+            },
+            store: lockout_store,
+            store_timeout: Duration::from_millis(raw.security.store_timeout_ms.max(1)),
+            on_store_error: raw.security.on_store_error,
         }),
         admin,
     })

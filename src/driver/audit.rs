@@ -13,6 +13,7 @@ use tracing::{info, warn};
 #[derive(Debug, Default)]
 pub struct AuditSink {
     file: Option<Mutex<std::fs::File>>,
+    path: Option<std::path::PathBuf>,
 }
 
 impl AuditSink {
@@ -27,7 +28,32 @@ impl AuditSink {
             )),
             None => None,
         };
-        Ok(AuditSink { file })
+        Ok(AuditSink {
+            file,
+            path: path.map(Path::to_path_buf),
+        })
+    }
+
+    /// Opens the file again by its path (after logrotate moved it away: reload, SIGHUP).
+    /// On failure the old handle stays and the error is logged.
+    pub fn reopen(&self) {
+        let (Some(path), Some(file)) = (&self.path, &self.file) else {
+            return;
+        };
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(f) => {
+                let mut cur = match file.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                *cur = f;
+            }
+            Err(e) => warn!(path = %path.display(), error = %e, "audit file reopen failed"),
+        }
     }
 
     /// Writes one record: `{"ts_unix_ms":…,"kind":…, …fields}`.

@@ -1,4 +1,5 @@
-//! One tokio task per call: owns the call's state machine, its RTP socket and one timer.
+//! One tokio task per call: owns the call's state machine, its RTP and RTCP sockets (an even
+//! port and the odd one above it) and one timer.
 //! Each wake-up mutates the call once, then runs `call::run::drain` — the same drain the
 //! simulations run — and sleeps until the deadline it returns.
 //!
@@ -16,6 +17,7 @@ use crate::call::run::{drain, CallIo};
 use crate::call::{Call, CallEvent, CallSetup};
 use crate::config::{Config, Transport};
 use crate::crm::CrmAdapter;
+use crate::media::rtcp::{RtcpPort, WallClock};
 use crate::media::rtp::MAX_RTP_PACKET;
 use crate::sip::build::{response, response_flow, stateless_tag};
 use crate::sip::endpoint::Admission;
@@ -31,19 +33,35 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
-/// Binds an RTP socket on a port from the pool (skipping ports something else holds).
-fn bind_rtp(shared: &Shared, config: &Config) -> Option<(UdpSocket, u16)> {
+/// A call's media sockets: RTP on an even port from the pool, RTCP on the port above it
+/// (RFC 3550 §11).
+struct MediaSockets {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+}
+
+fn bind_udp(config: &Config, port: u16) -> std::io::Result<UdpSocket> {
+    let s = std::net::UdpSocket::bind(SocketAddr::new(config.media.rtp_bind, port))?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s)
+}
+
+/// Binds RTP and RTCP on a port pair from the pool (skipping pairs something else holds
+/// either half of: the pair goes back to the pool and the next one is tried).
+fn bind_rtp(shared: &Shared, config: &Config) -> Option<(MediaSockets, u16)> {
     for _ in 0..16 {
         let port = shared.ports.take()?;
-        let bound = std::net::UdpSocket::bind(SocketAddr::new(config.media.rtp_bind, port))
-            .and_then(|s| {
-                s.set_nonblocking(true)?;
-                UdpSocket::from_std(s)
-            });
+        let bound = bind_udp(config, port).and_then(|rtp| {
+            let rtcp_port = port.checked_add(1).ok_or(std::io::ErrorKind::AddrInUse)?;
+            Ok(MediaSockets {
+                rtp,
+                rtcp: bind_udp(config, rtcp_port)?,
+            })
+        });
         match bound {
             Ok(s) => return Some((s, port)),
             Err(e) => {
-                debug!(port, error = %e, "rtp port busy, trying the next");
+                debug!(port, error = %e, "rtp/rtcp port pair busy, trying the next");
                 shared.ports.give_back(port);
             }
         }
@@ -214,9 +232,9 @@ pub(crate) fn fault_point(call_id: &str, point: &str) {
 #[inline(always)]
 pub(crate) fn fault_point(_call_id: &str, _point: &str) {}
 
-/// Receives on the RTP socket while there is one; pends forever after it was released.
-async fn recv_rtp(
-    sock: &Option<UdpSocket>,
+/// Receives on a media socket while there is one; pends forever after it was released.
+async fn recv_media(
+    sock: Option<&UdpSocket>,
     buf: &mut [u8],
 ) -> std::io::Result<(usize, SocketAddr)> {
     match sock {
@@ -225,11 +243,11 @@ async fn recv_rtp(
     }
 }
 
-/// The driver's side of a drain: SIP goes out at once on its flow, RTP on the call's
-/// socket, events are carried out (CRM requests start here).
+/// The driver's side of a drain: SIP goes out at once on its flow, RTP and RTCP on the
+/// call's sockets, events are carried out (CRM requests start here).
 struct DriverIo<'a> {
     g: &'a mut CallGuard,
-    sock: Option<&'a UdpSocket>,
+    sock: Option<&'a MediaSockets>,
     inbox: &'a mpsc::Sender<CallInput>,
     ended: bool,
 }
@@ -242,8 +260,19 @@ impl CallIo for DriverIo<'_> {
     fn rtp(&mut self, data: &[u8], dest: SocketAddr) {
         let Some(s) = self.sock else { return };
         // RTP is lossy by nature: a full socket buffer drops this frame, never blocks.
-        if let Err(e) = super::send_datagram(s, data, dest) {
+        if let Err(e) = super::send_datagram(&s.rtp, data, dest) {
             debug!(error = %e, "rtp send failed");
+        }
+    }
+
+    fn rtcp(&mut self, data: &[u8], dest: SocketAddr, port: RtcpPort) {
+        let Some(s) = self.sock else { return };
+        let sock = match port {
+            RtcpPort::Rtp => &s.rtp,
+            RtcpPort::Rtcp => &s.rtcp,
+        };
+        if let Err(e) = super::send_datagram(sock, data, dest) {
+            debug!(error = %e, "rtcp send failed");
         }
     }
 
@@ -296,12 +325,28 @@ impl CallIo for DriverIo<'_> {
                 }
             }
             CallEvent::CheckPin(check) => {
-                // argon2 takes milliseconds of CPU: never on the call's (async) task.
-                let inbox = self.inbox.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _ = inbox.blocking_send(CallInput::Checked(check.run()));
+                // The lockout store may be a network away and argon2 takes milliseconds of
+                // CPU: never on the call's task.
+                let (inbox, shared) = (self.inbox.clone(), self.g.shared.clone());
+                tokio::spawn(async move {
+                    let r = super::lockout_store::settle(&shared.lockout, check).await;
+                    let _ = inbox.send(CallInput::Checked(r)).await;
                 });
             }
+            CallEvent::LockCheck(keys) => match &self.g.shared.lockout {
+                // The in-memory store answers at once (before the first prompt frame).
+                super::lockout_store::LockoutStore::Memory(m) => {
+                    let state = super::lockout_store::memory_lock_state(m, &keys);
+                    call.handle_lock_state(now, state);
+                }
+                _ => {
+                    let (inbox, shared) = (self.inbox.clone(), self.g.shared.clone());
+                    tokio::spawn(async move {
+                        let state = super::lockout_store::lock_state(&shared.lockout, &keys).await;
+                        let _ = inbox.send(CallInput::LockState(state)).await;
+                    });
+                }
+            },
             CallEvent::CrmLookup { organization, e164 } => {
                 let config = self.g.shared.config.load();
                 match crm_of(&config, &organization) {
@@ -341,6 +386,8 @@ impl CallIo for DriverIo<'_> {
                     rtp_rx_wrong_source = s.rtp.rx_wrong_source,
                     rtp_tx = s.rtp.tx_packets,
                     rtp_late_skipped = s.rtp.tx_late_skipped,
+                    rtcp_rx = s.rtp.rtcp.rx,
+                    rtcp_tx = s.rtp.rtcp.tx,
                     digit_count = s.digits,
                     "call ended"
                 );
@@ -355,6 +402,9 @@ impl CallIo for DriverIo<'_> {
                             outcome: outcome.to_string(),
                         })
                         .inc();
+                    if let Some(ms) = r.flow.entry_to_refer_ms {
+                        m.entry_to_refer.observe(ms as f64 / 1000.0);
+                    }
                     if r.flow.transfer_target.is_some() {
                         let result = if r.flow.transferred {
                             "transferred"
@@ -420,7 +470,13 @@ async fn run(
         seed,
         org: adm.org,
         caller: adm.caller,
-        lockout: shared.lockout.clone(),
+        lockout: shared.lockout.is_on(),
+        wall_clock: WallClock {
+            at: Instant::now(),
+            since_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        },
     };
     info!(from = %flow.remote, transport = flow.transport.as_str(), rtp_port = port, "new call");
     fault_point(&g.call_id, "new");
@@ -448,10 +504,11 @@ async fn run(
             return;
         }
     };
-    // The socket and its port go back to the pool as soon as the call ends; the task may
-    // linger a little longer for SIP retransmissions (Timer J, K, BYE).
+    // The sockets and their ports go back to the pool as soon as the call ends; the task
+    // may linger a little longer for SIP retransmissions (Timer J, K, BYE).
     let mut sock = Some(sock);
     let mut rx_buf = [0u8; MAX_RTP_PACKET + 1];
+    let mut rtcp_buf = [0u8; MAX_RTP_PACKET + 1];
     let mut tx_buf = [0u8; MAX_RTP_PACKET];
     let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
     let sleep = tokio::time::sleep_until(far);
@@ -503,11 +560,17 @@ async fn run(
                 Some(CallInput::Crm(reply)) => call.handle_crm(Instant::now(), reply),
                 Some(CallInput::Verify(reply)) => call.handle_verify(Instant::now(), reply),
                 Some(CallInput::Checked(r)) => call.handle_check(Instant::now(), r),
+                Some(CallInput::LockState(st)) => call.handle_lock_state(Instant::now(), st),
                 Some(CallInput::Shutdown) | None => call.shutdown(Instant::now()),
             },
-            r = recv_rtp(&sock, &mut rx_buf) => {
+            r = recv_media(sock.as_ref().map(|s| &s.rtp), &mut rx_buf) => {
                 if let Ok((n, src)) = r {
                     call.handle_rtp(Instant::now(), src, rx_buf.get(..n).unwrap_or_default());
+                }
+            }
+            r = recv_media(sock.as_ref().map(|s| &s.rtcp), &mut rtcp_buf) => {
+                if let Ok((n, src)) = r {
+                    call.handle_rtcp(Instant::now(), src, rtcp_buf.get(..n).unwrap_or_default());
                 }
             }
             () = &mut sleep, if armed.is_some() => {

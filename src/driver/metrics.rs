@@ -84,6 +84,7 @@ pub struct Metrics {
     pub crm_requests: Family<CrmLabels, Counter>,
     pub crm_latency: Family<AdapterLabels, Histogram, fn() -> Histogram>,
     pub refers: Family<ResultLabels, Counter>,
+    pub entry_to_refer: Histogram,
     pub sip_messages: Family<SipLabels, Counter>,
     pub parse_errors: Counter,
     pub overload_rejections: Counter,
@@ -116,6 +117,7 @@ impl Default for Metrics {
             crm_requests: Family::default(),
             crm_latency: Family::new_with_constructor(latency_histogram),
             refers: Family::default(),
+            entry_to_refer: latency_histogram(),
             sip_messages: Family::default(),
             parse_errors: Counter::default(),
             overload_rejections: Counter::default(),
@@ -170,6 +172,11 @@ impl Default for Metrics {
             "refers",
             "Transfers (REFER) by result: transferred or failed",
             m.refers.clone(),
+        );
+        r.register(
+            "pin_entry_to_refer_seconds",
+            "From the caller's last key (#) to our REFER: what a caller waits for the transfer",
+            m.entry_to_refer.clone(),
         );
         r.register(
             "sip_messages",
@@ -253,6 +260,62 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Creates every series whose labels are known in advance at zero, so dashboards and
+    /// alerts see 0 rather than nothing (organizations come from the configuration).
+    pub fn init_series(&self, organizations: &[String]) {
+        const OUTCOMES: [&str; 11] = [
+            "verified",
+            "wrong_pin",
+            "no_input",
+            "unknown_caller",
+            "anonymous",
+            "crm_error",
+            "locked_out",
+            "lockout_unavailable",
+            "not_activated",
+            "abandoned",
+            "refused",
+        ];
+        for organization in organizations {
+            for outcome in OUTCOMES {
+                let _ = self.calls.get_or_create(&CallLabels {
+                    organization: organization.clone(),
+                    outcome: outcome.to_string(),
+                });
+            }
+        }
+        for source in ["rfc4733", "inband", "info"] {
+            let _ = self.digits.get_or_create(&SourceLabels { source });
+        }
+        for adapter in ["file", "http_lookup", "http_verify"] {
+            let _ = self.crm_latency.get_or_create(&AdapterLabels { adapter });
+            for outcome in ["found", "not_found", "ambiguous", "error"] {
+                let _ = self
+                    .crm_requests
+                    .get_or_create(&CrmLabels { adapter, outcome });
+            }
+        }
+        for result in ["transferred", "failed"] {
+            let _ = self.refers.get_or_create(&ResultLabels { result });
+        }
+        for result in ["ok", "failed"] {
+            let _ = self.config_reloads.get_or_create(&ResultLabels { result });
+        }
+        for direction in ["in", "out"] {
+            let _ = self
+                .rtp_packets
+                .get_or_create(&DirectionLabels { direction });
+            for kind in METHODS
+                .iter()
+                .chain(&["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"])
+            {
+                let _ = self
+                    .sip_messages
+                    .get_or_create(&SipLabels { direction, kind });
+            }
+        }
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -6,6 +6,7 @@
 mod admin;
 mod audit;
 mod call_task;
+mod lockout_store;
 pub mod metrics;
 mod ports;
 mod tcp;
@@ -37,8 +38,10 @@ pub(crate) enum CallInput {
     Crm(crate::crm::CrmReply),
     /// The verify webhook's answer.
     Verify(crate::crm::VerifyReply),
-    /// A PIN comparison done on the blocking pool.
+    /// A verdict settled (PIN comparison and lockout store).
     Checked(crate::call::verdict::CheckResult),
+    /// The lockout store's answer about the caller's number.
+    LockState(crate::call::verdict::LockState),
     Shutdown,
 }
 
@@ -75,8 +78,8 @@ pub(crate) struct Shared {
     pub audit: AuditSink,
     /// Call-IDs of INVITEs refused lately, so a retransmitted one is audited once.
     pub refused: DashMap<String, std::time::Instant>,
-    /// Failed-PIN counters across calls.
-    pub lockout: Option<Arc<std::sync::Mutex<crate::call::lockout::Lockout>>>,
+    /// Failed-PIN counters across calls (memory or Redis).
+    pub lockout: lockout_store::LockoutStore,
     pub metrics: metrics::Metrics,
     /// SIGTERM/SIGINT came: readiness 503, new calls and OPTIONS 503, calls go on.
     pub draining: AtomicBool,
@@ -113,7 +116,7 @@ impl Shared {
     pub fn refresh_gauges(&self) {
         let m = &self.metrics;
         m.calls_in_progress.set(self.active() as i64);
-        if let Some(l) = &self.lockout {
+        if let Some(l) = self.lockout.memory() {
             if let Ok(l) = l.lock() {
                 m.lockouts_active
                     .set(l.locked_count(std::time::Instant::now()) as i64);
@@ -170,6 +173,9 @@ pub enum DriverError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The lockout store's settings are unusable (a bad Redis URL).
+    #[error("{0}")]
+    Lockout(String),
     /// The audit file cannot be opened.
     #[error("cannot open the audit file {path}: {source}")]
     Audit {
@@ -196,6 +202,8 @@ impl Reloader {
             warn!("listen addresses and the RTP port range change only on restart");
         }
         self.shared.config.store(config);
+        // logrotate moves the audit file away and then reloads us.
+        self.shared.audit.reopen();
         if let Ok(mut at) = self.shared.config_loaded.lock() {
             *at = std::time::SystemTime::now();
         }
@@ -273,6 +281,15 @@ impl Server {
                     .unwrap_or_default(),
                 source,
             })?;
+        let lockout = lockout_store::LockoutStore::new(config.lockout.as_ref())
+            .map_err(DriverError::Lockout)?;
+        let metrics = metrics::Metrics::default();
+        let orgs: Vec<String> = config
+            .organizations
+            .iter()
+            .map(|o| o.name.clone())
+            .collect();
+        metrics.init_series(&orgs);
         Ok(Server {
             shared: Arc::new(Shared {
                 config: ArcSwap::new(config.clone()),
@@ -285,7 +302,7 @@ impl Server {
                 calls_total: AtomicU64::new(0),
                 audit,
                 refused: DashMap::new(),
-                metrics: metrics::Metrics::default(),
+                metrics,
                 draining: AtomicBool::new(false),
                 config_loaded: std::sync::Mutex::new(std::time::SystemTime::now()),
                 gate: Default::default(),
@@ -293,9 +310,7 @@ impl Server {
                     rand::random(),
                     std::time::Instant::now(),
                 )),
-                lockout: config.lockout.map(|p| {
-                    Arc::new(std::sync::Mutex::new(crate::call::lockout::Lockout::new(p)))
-                }),
+                lockout,
             }),
             tcp,
             admin,

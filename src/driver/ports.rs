@@ -1,5 +1,6 @@
 //! The RTP port pool: even ports from the configured range, handed out least recently
-//! used first so a late packet for an old call rarely reaches a new one.
+//! used first so a late packet for an old call rarely reaches a new one. The odd port above
+//! each is that call's RTCP port (RFC 3550 §11); it is not in the pool.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

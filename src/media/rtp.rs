@@ -1,9 +1,13 @@
 //! One call's RTP stream (RFC 3550), sans-IO: validates what arrives (version, payload
 //! type, source after latching — symmetric RTP), and paces what we send on an absolute
 //! clock (`epoch + n * ptime`), so there is no drift and a late wake-up is visible.
-//! Header coding is the `rtp` crate's; the hot path allocates nothing.
+//! Header coding is the `rtp` crate's; the hot path allocates nothing. Owns the call's
+//! RTCP (`media::rtcp`): the reception statistics it reports and its timer.
 
 use crate::media::player::{Fill, Player};
+use crate::media::rtcp::{
+    looks_like_rtcp, OwnStream, Reception, RtcpBye, RtcpPort, RtcpSession, RtcpSetup, RtcpStats,
+};
 use crate::sip::sdp::{Codec, Negotiated};
 use rtp::header::Header;
 use std::net::SocketAddr;
@@ -27,8 +31,11 @@ pub struct RtpStats {
     /// Of those, packets from other than the latched address (injection, a stale peer).
     pub rx_wrong_source: u64,
     pub tx_packets: u64,
+    /// Payload octets sent (the SR's octet count).
+    pub tx_octets: u64,
     /// Frames skipped because the sender woke up too late to send them on time.
     pub tx_late_skipped: u64,
+    pub rtcp: RtcpStats,
 }
 
 /// What an accepted packet carries.
@@ -69,6 +76,17 @@ pub struct RtpSession {
     last_rx: Instant,
     marker: bool,
     stats: RtpStats,
+    /// Origin of arrival times in timestamp units (jitter).
+    started: Instant,
+    rx: Reception,
+    rtcp: Option<RtcpSession>,
+}
+
+/// The header fields reception statistics need.
+struct Seen {
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
 }
 
 impl RtpSession {
@@ -86,11 +104,23 @@ impl RtpSession {
             last_rx: now,
             marker: true,
             stats: RtpStats::default(),
+            started: now,
+            rx: Reception::default(),
+            rtcp: None,
         }
     }
 
+    /// Turns RTCP on (reports, and listening to the peer's).
+    pub fn with_rtcp(mut self, now: Instant, setup: RtcpSetup) -> Self {
+        self.rtcp = Some(RtcpSession::new(now, setup, &self.neg));
+        self
+    }
+
     pub fn stats(&self) -> RtpStats {
-        self.stats
+        RtpStats {
+            rtcp: self.rtcp.as_ref().map(|r| r.stats()).unwrap_or_default(),
+            ..self.stats
+        }
     }
 
     pub fn negotiated(&self) -> &Negotiated {
@@ -114,6 +144,9 @@ impl RtpSession {
         }
         if !self.neg.direction.we_receive() {
             self.last_rx = now;
+        }
+        if let Some(r) = &mut self.rtcp {
+            r.renegotiate(&neg);
         }
         self.neg = neg;
     }
@@ -153,7 +186,13 @@ impl RtpSession {
     ) -> Result<RtpPayload<'a>, RtpReject> {
         let r = self.classify(src, data);
         match &r {
-            Ok(_) => {
+            Ok((payload, seen)) => {
+                let timed = !matches!(payload, RtpPayload::Event { .. });
+                // Arrival on the 8 kHz sampling clock (G.711 and telephone-event alike).
+                let arrival =
+                    (now.saturating_duration_since(self.started).as_micros() as u64 / 125) as u32;
+                self.rx
+                    .on_packet(seen.ssrc, seen.seq, seen.ts, arrival, timed);
                 self.stats.rx_packets += 1;
                 self.last_rx = now;
                 if self.latched.is_none() {
@@ -168,10 +207,14 @@ impl RtpSession {
                 }
             }
         }
-        r
+        r.map(|(p, _)| p)
     }
 
-    fn classify<'a>(&self, src: SocketAddr, data: &'a [u8]) -> Result<RtpPayload<'a>, RtpReject> {
+    fn classify<'a>(
+        &self,
+        src: SocketAddr,
+        data: &'a [u8],
+    ) -> Result<(RtpPayload<'a>, Seen), RtpReject> {
         if !self.neg.direction.we_receive() {
             return Err(RtpReject::NotReceiving);
         }
@@ -196,19 +239,74 @@ impl RtpSession {
                 .get(..payload.len() - pad)
                 .ok_or(RtpReject::Malformed)?;
         }
-        if h.payload_type == self.neg.pt {
-            Ok(RtpPayload::Audio(payload))
+        let p = if h.payload_type == self.neg.pt {
+            RtpPayload::Audio(payload)
         } else if Some(h.payload_type) == self.neg.te_pt {
-            Ok(RtpPayload::Event {
+            RtpPayload::Event {
                 payload,
                 timestamp: h.timestamp,
                 marker: h.marker,
-            })
+            }
         } else if h.payload_type == PT_CN {
-            Ok(RtpPayload::ComfortNoise)
+            RtpPayload::ComfortNoise
         } else {
-            Err(RtpReject::WrongPayloadType)
+            return Err(RtpReject::WrongPayloadType);
+        };
+        let seen = Seen {
+            ssrc: h.ssrc,
+            seq: h.sequence_number,
+            ts: h.timestamp,
+        };
+        Ok((p, seen))
+    }
+
+    /// An RTCP datagram from `src` that arrived on `via` (the RTP socket only counts with
+    /// rtcp-mux).
+    pub fn handle_rtcp(&mut self, now: Instant, src: SocketAddr, data: &[u8], via: RtcpPort) {
+        if let Some(r) = &mut self.rtcp {
+            r.handle(now, src, data, via, self.ssrc);
         }
+    }
+
+    /// Is this datagram on the RTP socket RTCP (RFC 5761 §4)? Only asked with mux.
+    pub fn is_muxed_rtcp(&self, data: &[u8]) -> bool {
+        self.neg.rtcp_mux && looks_like_rtcp(data)
+    }
+
+    /// When our next RTCP report is due.
+    pub fn poll_rtcp_timeout(&self) -> Option<Instant> {
+        self.rtcp.as_ref().map(|r| r.poll_timeout())
+    }
+
+    fn own_stream(&self, now: Instant) -> OwnStream {
+        // The RTP clock runs between frames too: frame n at `epoch + n·ptime` carries
+        // `ts + n·samples`, so `now` is `ts` plus the samples since `epoch`.
+        let samples = now.saturating_duration_since(self.epoch).as_micros() / 125;
+        OwnStream {
+            ssrc: self.ssrc,
+            rtp_dest: self.destination(),
+            packets: self.stats.tx_packets,
+            octets: self.stats.tx_octets,
+            rtp_ts: self.ts.wrapping_add(samples as u32),
+        }
+    }
+
+    /// Writes our next RTCP report into `buf` if one is due: `(len, destination, socket)`.
+    pub fn poll_rtcp(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> Option<(usize, SocketAddr, RtcpPort)> {
+        let own = self.own_stream(now);
+        self.rtcp
+            .as_mut()?
+            .poll_transmit(now, buf, &own, &mut self.rx)
+    }
+
+    /// The session is ending: our final report with BYE, to send once it is gone.
+    pub fn rtcp_bye(&mut self, now: Instant) -> Option<RtcpBye> {
+        let own = self.own_stream(now);
+        self.rtcp.as_mut()?.bye(now, &own, &mut self.rx)
     }
 
     /// When the next frame is due, if we are sending.
@@ -270,6 +368,7 @@ impl RtpSession {
             self.marker = false;
             self.seq = self.seq.wrapping_add(1);
             self.stats.tx_packets += 1;
+            self.stats.tx_octets += samples as u64;
             return Some((HEADER + samples, dest));
         }
     }
@@ -297,6 +396,8 @@ mod tests {
             ptime_ms: 20,
             remote: Some("192.0.2.1:4000".parse().unwrap()),
             direction: Direction::SendRecv,
+            rtcp_mux: false,
+            rtcp: Some("192.0.2.1:4001".parse().unwrap()),
         }
     }
 

@@ -1,5 +1,6 @@
 //! SDP (RFC 4566/8866) parsing and the RFC 3264 offer/answer rules for one G.711 audio
-//! stream with RFC 4733 telephone-events.
+//! stream with RFC 4733 telephone-events; where RTCP goes: `a=rtcp-mux` (RFC 5761 §5.1.1,
+//! answered when offered, never offered by us), `a=rtcp:` (RFC 3605), else RTP port + 1.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -114,6 +115,9 @@ struct MediaDesc {
     rtpmap: Vec<(u8, String, u32)>,
     ptime: Option<u32>,
     direction: Option<Direction>,
+    rtcp_mux: bool,
+    /// `a=rtcp:port [IN IP4 addr]` (RFC 3605).
+    rtcp: Option<(u16, Option<IpAddr>)>,
     /// Why this stream cannot be used, if a line of it was malformed (RFC 3264 §6: such a
     /// stream is answered with port 0; the others still count).
     broken: Option<&'static str>,
@@ -157,6 +161,18 @@ fn parse_rtpmap(val: &str) -> Option<(u8, String, u32)> {
     let name = e.next().unwrap_or("").to_string();
     let rate = e.next().and_then(|r| r.parse().ok())?;
     Some((pt, name, rate))
+}
+
+/// `a=rtcp:` value: a port, optionally a connection address (RFC 3605 §2.1). A broken one
+/// is ignored (port + 1 then applies), not a reason to refuse the offer.
+fn parse_rtcp_attr(v: &str) -> Option<(u16, Option<IpAddr>)> {
+    let mut it = v.split_whitespace();
+    let port = it.next()?.parse::<u16>().ok().filter(|p| *p != 0)?;
+    let ip = match (it.next(), it.next(), it.next()) {
+        (Some("IN"), Some(_), Some(addr)) => addr.parse().ok(),
+        _ => None,
+    };
+    Some((port, ip))
 }
 
 fn parse_direction(a: &str) -> Option<Direction> {
@@ -249,6 +265,8 @@ impl Sdp {
                             None => m.mark("rtpmap"),
                         },
                         "ptime" => m.ptime = val.trim().parse().ok(),
+                        "rtcp-mux" => m.rtcp_mux = true,
+                        "rtcp" => m.rtcp = parse_rtcp_attr(val),
                         _ => {}
                     }
                 }
@@ -283,6 +301,12 @@ pub struct Negotiated {
     pub remote: Option<SocketAddr>,
     /// Our direction.
     pub direction: Direction,
+    /// RTCP shares the RTP port both ways (RFC 5761): the offer had `a=rtcp-mux` and our
+    /// answer repeats it.
+    pub rtcp_mux: bool,
+    /// Where the peer wants RTCP: `remote` with mux, else its `a=rtcp:` address or the RTP
+    /// port + 1 (RFC 3550 §11); `None` with `remote`.
+    pub rtcp: Option<SocketAddr>,
 }
 
 /// The telephone-event payload type we offer when we make the offer.
@@ -328,6 +352,18 @@ fn remote_addr(conn: Option<IpAddr>, port: u16) -> Option<SocketAddr> {
         return None;
     }
     Some(SocketAddr::new(ip, port))
+}
+
+/// The peer's RTCP address for a stream whose RTP goes to `remote`.
+fn rtcp_addr(m: &MediaDesc, remote: Option<SocketAddr>, mux: bool) -> Option<SocketAddr> {
+    let remote = remote?;
+    if mux {
+        return Some(remote);
+    }
+    Some(match m.rtcp {
+        Some((port, ip)) => SocketAddr::new(ip.unwrap_or(remote.ip()), port),
+        None => SocketAddr::new(remote.ip(), remote.port().checked_add(1)?),
+    })
 }
 
 fn write_session(s: &mut String, local: &LocalMedia, version: u64) {
@@ -417,6 +453,7 @@ pub fn answer(
         } else {
             dir
         };
+        let remote = remote_addr(conn, m.port);
         chosen = Some((
             i,
             Negotiated {
@@ -424,8 +461,10 @@ pub fn answer(
                 pt,
                 te_pt: te_of(m),
                 ptime_ms: norm_ptime(m.ptime, default_ptime),
-                remote: remote_addr(conn, m.port),
+                remote,
                 direction: dir.reverse(),
+                rtcp_mux: m.rtcp_mux,
+                rtcp: rtcp_addr(m, remote, m.rtcp_mux),
             },
         ));
     }
@@ -448,6 +487,9 @@ pub fn answer(
                 neg.ptime_ms,
             );
             let _ = write!(s, "a={}\r\n", neg.direction.attr());
+            if neg.rtcp_mux {
+                s.push_str("a=rtcp-mux\r\n");
+            }
         } else {
             // Rejected (RFC 3264 §6): port 0, formats echoed (one is required).
             let fmts = if m.fmts.is_empty() {
@@ -493,13 +535,17 @@ pub fn accept_answer(answer: &Sdp, prefs: &[Codec], ptime: u32) -> Result<Negoti
         .direction
         .or(answer.direction)
         .unwrap_or(Direction::SendRecv);
+    let remote = remote_addr(Some(conn), m.port);
     Ok(Negotiated {
         codec,
         pt,
         te_pt: te_of(m).filter(|t| *t == OFFER_TE_PT),
         ptime_ms: norm_ptime(m.ptime, ptime),
-        remote: remote_addr(Some(conn), m.port),
+        remote,
         direction: dir.reverse(),
+        // We never offer mux, so an answer cannot accept it (RFC 5761 §5.1.1).
+        rtcp_mux: false,
+        rtcp: rtcp_addr(m, remote, false),
     })
 }
 
@@ -690,5 +736,45 @@ m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n";
         .unwrap();
         assert_eq!(n.codec, Codec::Pcmu);
         assert_eq!(n.te_pt, Some(101));
+    }
+
+    #[test]
+    fn rtcp_mux_answered_when_offered_else_port_plus_one_or_a_rtcp() {
+        let (n, body) = ans(&format!("{OFFER}a=rtcp-mux\r\n"), &[Codec::Pcmu]).unwrap();
+        assert!(n.rtcp_mux);
+        assert_eq!(n.rtcp, n.remote);
+        assert!(body.contains("a=rtcp-mux\r\n"), "{body}");
+        let (n, body) = ans(OFFER, &[Codec::Pcmu]).unwrap();
+        assert!(!n.rtcp_mux);
+        assert_eq!(n.rtcp, Some("192.0.2.1:4001".parse().unwrap()));
+        assert!(!body.contains("rtcp"), "{body}");
+        let (n, _) = ans(&format!("{OFFER}a=rtcp:4005\r\n"), &[Codec::Pcmu]).unwrap();
+        assert_eq!(n.rtcp, Some("192.0.2.1:4005".parse().unwrap()));
+        let (n, _) = ans(
+            &format!("{OFFER}a=rtcp:5001 IN IP4 192.0.2.99\r\n"),
+            &[Codec::Pcmu],
+        )
+        .unwrap();
+        assert_eq!(n.rtcp, Some("192.0.2.99:5001".parse().unwrap()));
+        // A broken a=rtcp is ignored; mux on another m= line does not count.
+        let (n, _) = ans(&format!("{OFFER}a=rtcp:x\r\n"), &[Codec::Pcmu]).unwrap();
+        assert_eq!(n.rtcp, Some("192.0.2.1:4001".parse().unwrap()));
+        let sdp = format!("{OFFER}m=video 5000 RTP/AVP 31\r\na=rtcp-mux\r\n");
+        let (n, body) = ans(&sdp, &[Codec::Pcmu]).unwrap();
+        assert!(!n.rtcp_mux && !body.contains("rtcp-mux"), "{body}");
+        // On hold (c=0.0.0.0): no address for RTCP either.
+        let sdp = OFFER.replace("c=IN IP4 192.0.2.1", "c=IN IP4 0.0.0.0");
+        assert_eq!(ans(&sdp, &[Codec::Pcmu]).unwrap().0.rtcp, None);
+    }
+
+    #[test]
+    fn our_offer_has_no_mux_and_an_answer_cannot_add_it() {
+        let o = offer(&[Codec::Pcmu], 20, &local(), 1);
+        assert!(!o.contains("rtcp"), "{o}");
+        let a = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+m=audio 4000 RTP/AVP 0\r\na=rtcp-mux\r\n";
+        let n = accept_answer(&Sdp::parse(a.as_bytes()).unwrap(), &[Codec::Pcmu], 20).unwrap();
+        assert!(!n.rtcp_mux);
+        assert_eq!(n.rtcp, Some("192.0.2.1:4001".parse().unwrap()));
     }
 }

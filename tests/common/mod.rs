@@ -214,6 +214,16 @@ pbx_host = \"127.0.0.1\"\npin_success_ext = \"1001\"\npin_failed_ext = \"1002\"\
         self.child.id()
     }
 
+    /// The call records of the audit file (`[audit] file = "audit.log"`) so far.
+    pub fn audit_calls(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["kind"] == "call")
+            .collect()
+    }
+
     /// The admin endpoint's address (from its "admin endpoint" log line).
     pub fn admin(&self) -> SocketAddr {
         let log = self.wait_for(Duration::from_secs(10), |l| {

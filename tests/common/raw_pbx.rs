@@ -76,10 +76,14 @@ pub struct RawPbx {
 
 impl RawPbx {
     pub fn new(target: SocketAddr, call_id: &str) -> RawPbx {
+        Self::with_rtp(target, call_id, UdpSocket::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// As `new`, offering `rtp` as the PBX's RTP socket.
+    pub fn with_rtp(target: SocketAddr, call_id: &str, rtp: UdpSocket) -> RawPbx {
         let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
         sip.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
         RawPbx {
             sip,
             rtp,
@@ -167,6 +171,20 @@ Max-Forwards: 70\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         self.send(&notify);
     }
 
+    /// Hangs up the call `ok` (our 200 to the INVITE) answered.
+    pub fn bye(&self, ok: &Got) {
+        let p = self.sip_port();
+        let to = ok.header("To").unwrap_or_default();
+        let msg = format!(
+            "BYE sip:pincoderouting@{t} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK-bye-{id};rport\r\n\
+From: <sip:caller@127.0.0.1>;tag=pbx1\r\nTo: {to}\r\nCall-ID: {id}\r\nCSeq: 9 BYE\r\n\
+Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            t = self.target,
+            id = self.call_id,
+        );
+        self.sip.send_to(msg.as_bytes(), self.target).unwrap();
+    }
+
     /// Sends raw bytes to the service.
     pub fn send(&self, text: &str) {
         self.sip.send_to(text.as_bytes(), self.target).unwrap();
@@ -213,6 +231,21 @@ Max-Forwards: 70\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         self.ack(&ok);
         ok
     }
+}
+
+/// An RTP socket on an even loopback port and an RTCP socket on the port above it.
+pub fn rtp_rtcp_pair() -> (UdpSocket, UdpSocket) {
+    for _ in 0..100 {
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = rtp.local_addr().unwrap().port();
+        if !port.is_multiple_of(2) {
+            continue;
+        }
+        if let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", port + 1)) {
+            return (rtp, rtcp);
+        }
+    }
+    panic!("no free even/odd port pair on loopback");
 }
 
 /// Length in milliseconds of a 16-bit mono 8 kHz WAV prompt (the shipped ones).
