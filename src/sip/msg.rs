@@ -647,8 +647,11 @@ fn parse_params(s: &str) -> Vec<(String, Option<String>)> {
             None => out.push((seg.to_ascii_lowercase(), None)),
         }
     };
+    let mut escaped = false;
     for (i, c) in b.iter().enumerate() {
         match c {
+            _ if escaped => escaped = false,
+            b'\\' if quote => escaped = true,
             b'"' => quote = !quote,
             b';' if !quote => {
                 push(&s[start..i]);
@@ -793,10 +796,15 @@ impl NameAddr {
     }
 }
 
+/// The first `c` outside a quoted string; `\"` inside quotes is a quoted-pair (§25.1).
 fn find_unquoted(s: &str, c: char) -> Option<usize> {
     let mut quote = false;
-    for (i, ch) in s.char_indices() {
+    let mut chars = s.char_indices();
+    while let Some((i, ch)) = chars.next() {
         match ch {
+            '\\' if quote => {
+                chars.next();
+            }
             '"' => quote = !quote,
             x if x == c && !quote => return Some(i),
             _ => {}
@@ -1037,6 +1045,42 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: abc\r\nCSeq: 1 FOO\r\nContent
             "OPTIONS sip:x@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\n\
 From: <sip:a@192.0.2.1>;tag=1\r\nTo: <sip:x@192.0.2.10>\r\nCall-ID: c1\r\nCSeq: 7 OPTIONS\r\n{extra}\r\n"
         )
+    }
+
+    #[test]
+    fn a_tortuous_but_valid_request_parses() {
+        // In the spirit of RFC 4475 §3.1.1.1: compact and odd-case names, folding inside
+        // values and around Via's slashes, spaces before colons, escaped quotes in display
+        // names, unknown headers with unusual values, a Request-URI with escapes.
+        let m = "INVITE sip:pin%40x@192.0.2.10;unknownparam SIP/2.0\r\n\
+TO :\r\n <sip:pin@192.0.2.10>\r\n\
+from   : \"A Caller \\\\\\\"\"   <sip:caller@192.0.2.1>\r\n  ;\r\n  tag = 77fq3z\r\n\
+MaX-fOrWaRdS: 0068\r\n\
+Call-ID: tortuous.7c1d@192.0.2.1\r\n\
+Content-Length   : 0\r\n\
+cseq: 0009\r\n  INVITE\r\n\
+Via  : SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;rport;branch=z9hG4bKq81\r\n\
+s :\r\n\
+X-Invented:   a value\r\n that goes on\r\n\
+X-Odd-Value: ;;,,;;,;\r\n\
+m:\"Say \\\"hi\\\"\" <sip:caller@192.0.2.1> ; p1 =\r\n      v1 ;\r\n  p2 ; q = 0.5\r\n\r\n";
+        let msg = p(m).unwrap();
+        assert_eq!(msg.cseq(), Some((9, Method::Invite)));
+        assert_eq!(msg.call_id(), "tortuous.7c1d@192.0.2.1");
+        assert_eq!(msg.from_tag().as_deref(), Some("77fq3z"));
+        let via = msg.top_via().unwrap();
+        assert_eq!(
+            (via.transport.as_str(), via.host.as_str()),
+            ("UDP", "192.0.2.2")
+        );
+        assert_eq!(via.branch(), Some("z9hG4bKq81"));
+        let from = msg.from().unwrap();
+        assert_eq!(from.uri, "sip:caller@192.0.2.1");
+        let contact = NameAddr::parse(msg.header("Contact").unwrap()).unwrap();
+        assert_eq!(contact.uri, "sip:caller@192.0.2.1");
+        assert_eq!(contact.param("p1"), Some("v1"));
+        assert_eq!(contact.param("q"), Some("0.5"));
+        assert_eq!(msg.header("X-Invented"), Some("a value that goes on"));
     }
 
     #[test]
