@@ -111,6 +111,8 @@ pub mod crm;
 pub mod driver;
 #[cfg(test)]
 mod fuzz_smoke;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod media;
 pub mod sip;
 #[cfg(test)]

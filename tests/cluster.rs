@@ -267,10 +267,17 @@ phones = [\"+15551234567\"]\npin_hash = \"{hash}\"\n"
 
 /// One pincoderouting instance behind the proxy.
 fn instance(contacts: &Path) -> Service {
+    instance_with(contacts, "")
+}
+
+/// As `instance`, with more `[sip]` lines.
+fn instance_with(contacts: &Path, sip_extra: &str) -> Service {
     Service::launch_full(
         "127.0.0.1",
         "info",
-        "trusted_proxies = [\"127.0.0.1/32\"]\nsource_header = \"X-Source-IP\"",
+        &format!(
+            "trusted_proxies = [\"127.0.0.1/32\"]\nsource_header = \"X-Source-IP\"\n{sip_extra}"
+        ),
         "",
         // The default organization matches no real source: it only catches calls whose
         // source was not taken from the proxy's header.
@@ -318,10 +325,19 @@ struct Sipp {
 
 impl Sipp {
     fn start(proxy: SocketAddr, transport: &str, calls: usize, rate: u32) -> Sipp {
-        Self::run("uac_pin_transfer.xml", proxy, transport, calls, rate, &[])
+        Self::run(
+            PBX_IP,
+            "uac_pin_transfer.xml",
+            proxy,
+            transport,
+            calls,
+            rate,
+            &[],
+        )
     }
 
     fn run(
+        pbx_ip: &str,
         scenario_name: &str,
         proxy: SocketAddr,
         transport: &str,
@@ -335,10 +351,10 @@ impl Sipp {
             dir.path().join("dtmf.pcap"),
         )
         .unwrap();
-        let local = UdpSocket::bind((PBX_IP, 0)).unwrap();
+        let local = UdpSocket::bind((pbx_ip, 0)).unwrap();
         let port = local.local_addr().unwrap().port();
         drop(local);
-        let media = UdpSocket::bind((PBX_IP, 0)).unwrap();
+        let media = UdpSocket::bind((pbx_ip, 0)).unwrap();
         let mp = media.local_addr().unwrap().port();
         drop(media);
         let child = Command::new("sipp")
@@ -348,7 +364,7 @@ impl Sipp {
             .arg(proxy.to_string())
             .args([
                 "-i",
-                PBX_IP,
+                pbx_ip,
                 "-p",
                 &port.to_string(),
                 "-mp",
@@ -734,6 +750,7 @@ fn pbx_reinvite_and_bye_cross_the_proxy_to_udp_and_tcp() {
         format!("sip:{};transport=tcp", svc.tcp),
     ]);
     let run = Sipp::run(
+        PBX_IP,
         "uac_reinvite_bye.xml",
         proxy.addr,
         "u1",
@@ -762,4 +779,42 @@ fn pbx_reinvite_and_bye_cross_the_proxy_to_udp_and_tcp() {
         "6 calls with re-INVITE and BYE, {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Limits per source count each PBX behind the proxy apart, not the proxy as one source:
+/// with `max_calls_per_source = 1`, two PBXs (127.0.0.2 and 127.0.0.4) each have a call up
+/// through the proxy at the same time. (Keyed on the proxy's address, the second would get
+/// 503.)
+#[test]
+fn calls_per_source_count_each_pbx_behind_the_proxy() {
+    let _t = turn();
+    assert!(sipp_available(), "apt-get install -y sip-tester");
+    let dir = tempfile::tempdir().unwrap();
+    let contacts = cheap_contacts(dir.path());
+    let svc = instance_with(&contacts, "max_calls = 200\nmax_calls_per_source = 1");
+    let proxy = Kamailio::start(&[format!("sip:{}", svc.udp)]);
+    let a = Sipp::run(PBX_IP, "uac_pin_transfer.xml", proxy.addr, "u1", 1, 1, &[]);
+    let b = Sipp::run(
+        "127.0.0.4",
+        "uac_pin_transfer.xml",
+        proxy.addr,
+        "u1",
+        1,
+        1,
+        &[],
+    );
+    for (pbx, run) in [(PBX_IP, a.finish()), ("127.0.0.4", b.finish())] {
+        assert_eq!((run.ok, run.failed), (1, 0), "{pbx}\n{}", run.report);
+    }
+    let taken: Vec<String> = svc
+        .log()
+        .iter()
+        .filter(|e| msg(e) == "new call")
+        .map(|e| field(e, "source"))
+        .collect();
+    assert_eq!(taken.len(), 2, "{taken:?}");
+    assert!(taken.contains(&PBX_IP.to_string()) && taken.contains(&"127.0.0.4".to_string()));
+    // Both were up at once: each call lasts seconds, and they started together.
+    let records = svc.wait_audit_calls(2, Duration::from_secs(10));
+    assert_eq!(records.len(), 2);
 }

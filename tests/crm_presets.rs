@@ -962,3 +962,65 @@ fn a_whole_call_is_verified_against_the_halopsa_preset() {
         "{log}"
     );
 }
+
+/// Every other preset too: a whole SIPp call from +15551234567 typing 1234#, the caller found
+/// in the vendor's fake (the number stored as people type it there, the PIN in the vendor's
+/// custom field), verified, transferred to the success extension. One thread per vendor.
+#[test]
+fn a_whole_call_is_verified_against_each_other_preset() {
+    use common::{free_udp_port, msg, repo, sipp_available, sipp_with_files, Service};
+    assert!(
+        sipp_available(),
+        "sipp not found: apt-get install -y sip-tester (see .ci/run)"
+    );
+    // The presets read their secrets from the environment; the names are the vendors'.
+    for v in VENDORS.iter() {
+        for (k, val) in v.env {
+            std::env::set_var(k, val);
+        }
+    }
+    let runs: Vec<_> = VENDORS
+        .iter()
+        .filter(|v| v.name != "halopsa")
+        .map(|v| {
+            std::thread::spawn(move || {
+                let fake = Fake::new(vec![Person {
+                    id: 4242,
+                    first: "Ann",
+                    last: "Lee",
+                    phones: vec![v.stored[1]],
+                    pin: PinField::Value("1234"),
+                }]);
+                let crm = HttpCrm::start((v.behave)(fake));
+                let tail = format!(
+                    "[audit]\nfile = \"audit.log\"\n[crm]\nkind = \"http_lookup\"\n[crm.http]\n\
+                     {}timeout_ms = 3000\n",
+                    (v.config)(&format!("http://{}", crm.addr))
+                );
+                let svc = Service::launch_full("127.0.0.1", "info", "", "", "", &tail);
+                let mp = free_udp_port().to_string();
+                let out = sipp_with_files(
+                    "uac_pin_transfer.xml",
+                    svc.udp,
+                    &["-m", "1", "-mp", &mp, "-key", "caller", "+15551234567"],
+                    &[(repo().join("scenarios/pcap/rfc4733_pin.pcap"), "dtmf.pcap")],
+                );
+                assert!(out.status.success(), "{}: SIPp call", v.name);
+                svc.wait_for(Duration::from_secs(10), |l| {
+                    l.iter().any(|e| msg(e) == "call ended")
+                });
+                let r = svc.audit_calls().pop().expect("a record");
+                assert_eq!(r["outcome"], "verified", "{}: {r}", v.name);
+                assert_eq!(r["contact_id"], "4242", "{}: {r}", v.name);
+                assert_eq!(r["transfer_target"], "1001", "{}: {r}", v.name);
+                let log = svc.raw_log();
+                for (_, secret) in v.env {
+                    assert!(!log.contains(secret), "{}: a secret in the log", v.name);
+                }
+            })
+        })
+        .collect();
+    for r in runs {
+        r.join().unwrap();
+    }
+}

@@ -689,12 +689,15 @@ impl World {
                     .unwrap(),
                 );
             }
-            Inbound::Reply(t) | Inbound::Refused(t, _) | Inbound::Malformed(Some(t)) => {
+            Inbound::Reply(t)
+            | Inbound::Refused(t, _)
+            | Inbound::Malformed(Some(t))
+            | Inbound::Denied(Some(t), _) => {
                 let m = Message::parse(&t.data, &Limits::default(), true).unwrap();
                 self.stateless.push(m.status().unwrap());
                 self.net.send(self.now, To::Pbx, Kind::Sip, &t.data);
             }
-            Inbound::Drop(_) | Inbound::Malformed(None) => {}
+            Inbound::Drop(_) | Inbound::Malformed(None) | Inbound::Denied(None, _) => {}
         }
     }
 

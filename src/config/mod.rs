@@ -52,6 +52,9 @@ pub enum ConfigError {
     /// The contacts file of the file CRM is unusable.
     #[error("{path}: {msg}")]
     Contacts { path: String, msg: String },
+    /// A secret (password file, environment variable) is missing or exposed.
+    #[error("{path}: {msg}")]
+    Secret { path: String, msg: String },
 }
 
 /// SIP transport of a listen address.
@@ -266,6 +269,42 @@ struct RawSip {
     min_session_expires_secs: u32,
     trusted_proxies: Vec<String>,
     source_header: String,
+    allow: Vec<String>,
+    denied: String,
+    requests_per_sec: f64,
+    requests_burst: f64,
+    calls_per_sec: f64,
+    calls_burst: f64,
+    max_calls_per_source: usize,
+    limited: String,
+    auth: Option<RawAuth>,
+}
+
+/// `[sip.auth]`: digest authentication of INVITEs (RFC 8760 / RFC 7616).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default = "d_realm")]
+    realm: String,
+    username: String,
+    #[serde(default)]
+    password_env: String,
+    #[serde(default)]
+    password_file: String,
+    #[serde(default = "d_algorithms")]
+    algorithms: Vec<String>,
+    #[serde(default = "d_nonce_ttl")]
+    nonce_ttl_secs: u64,
+}
+
+fn d_realm() -> String {
+    "pincoderouting".into()
+}
+fn d_algorithms() -> Vec<String> {
+    vec!["SHA-256".into(), "MD5".into()]
+}
+fn d_nonce_ttl() -> u64 {
+    300
 }
 
 impl Default for RawSip {
@@ -285,6 +324,15 @@ impl Default for RawSip {
             min_session_expires_secs: 90,
             trusted_proxies: Vec::new(),
             source_header: "X-Source-IP".into(),
+            allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            denied: "drop".into(),
+            requests_per_sec: 1000.0,
+            requests_burst: 2000.0,
+            calls_per_sec: 100.0,
+            calls_burst: 300.0,
+            max_calls_per_source: 0,
+            limited: "503".into(),
+            auth: None,
         }
     }
 }
@@ -339,6 +387,10 @@ pub struct SipConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// The header a trusted proxy writes the sender's address in (`X-Source-IP`).
     pub source_header: String,
+    /// Who may send SIP, and how fast (`allow`, rate limits, calls per source).
+    pub access: crate::sip::gate::AccessPolicy,
+    /// Digest authentication of INVITEs; `None`: trust comes from `allow` alone.
+    pub auth: Option<crate::sip::auth::AuthConfig>,
 }
 
 /// Media settings.
@@ -477,6 +529,133 @@ fn line_of(text: &str, key: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// `[sip] allow`, `denied`, the rate limits and `limited`.
+fn access_policy(
+    s: &RawSip,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<crate::sip::gate::AccessPolicy, ConfigError> {
+    use crate::sip::gate::{AccessPolicy, Action, Rate};
+    let allow = s
+        .allow
+        .iter()
+        .map(|c| c.parse().map_err(|m| invalid("allow", m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let denied = match s.denied.as_str() {
+        "drop" => Action::Drop,
+        "403" => Action::Reply,
+        d => return Err(invalid("denied", format!("'{d}': use \"drop\" or \"403\""))),
+    };
+    let limited = match s.limited.as_str() {
+        "drop" => Action::Drop,
+        "503" => Action::Reply,
+        d => {
+            return Err(invalid(
+                "limited",
+                format!("'{d}': use \"503\" or \"drop\""),
+            ))
+        }
+    };
+    let rate = |key: &str, per_sec: f64, burst: f64| -> Result<Option<Rate>, ConfigError> {
+        if !per_sec.is_finite() || !burst.is_finite() || per_sec < 0.0 || burst < 0.0 {
+            return Err(invalid(key, "must be a number >= 0".into()));
+        }
+        if per_sec == 0.0 {
+            return Ok(None);
+        }
+        // A burst below one token would refuse everything.
+        let burst = if burst == 0.0 { per_sec * 2.0 } else { burst };
+        Ok(Some(Rate {
+            per_sec,
+            burst: burst.max(1.0),
+        }))
+    };
+    Ok(AccessPolicy {
+        allow,
+        denied,
+        requests: rate("requests_per_sec", s.requests_per_sec, s.requests_burst)?,
+        calls: rate("calls_per_sec", s.calls_per_sec, s.calls_burst)?,
+        max_calls_per_source: s.max_calls_per_source,
+        limited,
+    })
+}
+
+/// `[sip.auth]`: checked here; the password itself is read by `load` (environment or a
+/// file only we can read), never written in the configuration.
+fn auth_config(
+    a: &RawAuth,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<crate::sip::auth::AuthConfig, ConfigError> {
+    use crate::sip::auth::{Algorithm, AuthConfig, PasswordSource};
+    if a.username.is_empty() || a.realm.is_empty() || a.realm.contains('"') {
+        return Err(invalid(
+            "username",
+            "[sip.auth] needs a username and a realm without quotes".into(),
+        ));
+    }
+    let algorithms = a
+        .algorithms
+        .iter()
+        .map(|n| {
+            Algorithm::from_name(n).ok_or_else(|| {
+                invalid(
+                    "algorithms",
+                    format!("'{n}': use \"SHA-256\" and/or \"MD5\""),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if algorithms.is_empty() {
+        return Err(invalid("algorithms", "name at least one".into()));
+    }
+    let source = match (a.password_env.as_str(), a.password_file.as_str()) {
+        (e, "") if !e.is_empty() => PasswordSource::Env(e.to_string()),
+        ("", f) if !f.is_empty() => PasswordSource::File(PathBuf::from(f)),
+        _ => {
+            return Err(invalid(
+                "password_env",
+                "[sip.auth] needs exactly one of password_env, password_file".into(),
+            ))
+        }
+    };
+    if a.nonce_ttl_secs == 0 || a.nonce_ttl_secs > 3600 {
+        return Err(invalid("nonce_ttl_secs", "must be 1..=3600".into()));
+    }
+    Ok(AuthConfig {
+        realm: a.realm.clone(),
+        username: a.username.clone(),
+        source,
+        password: None,
+        algorithms,
+        nonce_ttl: Duration::from_secs(a.nonce_ttl_secs),
+    })
+}
+
+/// Reads a secret from a file that only its owner may read: a group- or world-readable
+/// file is refused, naming it (the secret would be one `cat` away for every local user).
+pub fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
+    let shown = path.display().to_string();
+    let io = |source| ConfigError::Io {
+        path: shown.clone(),
+        source,
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::Secret {
+                path: shown,
+                msg: format!(
+                    "mode {:o} lets others read it; chmod 600 (only our user may read a secret file)",
+                    mode & 0o777
+                ),
+            });
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_string())
+}
+
 /// Parses and validates a configuration text; `path` is only used in messages.
 pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
@@ -597,6 +776,11 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             format!("'{}' is not a header name", s.source_header),
         ));
     }
+    let access = access_policy(&s, &invalid)?;
+    let auth = match &s.auth {
+        Some(a) => Some(auth_config(a, &invalid)?),
+        None => None,
+    };
     let rtp_bind = m
         .rtp_bind
         .parse()
@@ -693,6 +877,8 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             min_session_expires: s.min_session_expires_secs,
             trusted_proxies,
             source_header: s.source_header,
+            access,
+            auth,
         },
         media: MediaConfig {
             rtp_bind,
@@ -847,6 +1033,19 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             config.org_prompts.insert(org.name.clone(), Arc::new(set));
         }
     }
+    if let Some(auth) = &mut config.sip.auth {
+        let password = match &auth.source {
+            crate::sip::auth::PasswordSource::Env(var) => std::env::var(var)
+                .ok()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| ConfigError::Secret {
+                    path: shown.clone(),
+                    msg: format!("[sip.auth] password_env: environment variable {var} is not set"),
+                })?,
+            crate::sip::auth::PasswordSource::File(f) => read_secret_file(&base.join(f))?,
+        };
+        auth.password = Some(crate::sip::auth::Secret::new(password));
+    }
     // The file CRM reads its contacts' numbers with their organization's country code.
     let country_codes: std::collections::HashMap<String, String> = config
         .organizations
@@ -860,7 +1059,23 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         } else {
             format!("[crms.{name}]")
         };
-        let env = |k: &str| std::env::var(k).ok();
+        // `${NAME}` is an environment variable; `${file:PATH}` a file only we can read
+        // (relative to this file), refused — naming it — when group or world can read it.
+        let mut files = std::collections::HashMap::new();
+        if let CrmConfig::HttpLookup(h) | CrmConfig::HttpVerify(h) = &crm {
+            for v in h.headers.values() {
+                for part in v.split("${file:").skip(1) {
+                    let Some((p, _)) = part.split_once('}') else {
+                        continue;
+                    };
+                    files.insert(p.to_string(), read_secret_file(&base.join(p))?);
+                }
+            }
+        }
+        let env = |k: &str| match k.strip_prefix("file:") {
+            Some(p) => files.get(p).cloned(),
+            None => std::env::var(k).ok(),
+        };
         let fail = |msg: String| ConfigError::Contacts {
             path: shown.clone(),
             msg: format!("{label}: {msg}"),
@@ -1021,6 +1236,144 @@ mod tests {
         std::fs::write(d.path().join("orgs/c.toml"), "[[organization]]\nname = 3\n").unwrap();
         let e = load(&cfg).unwrap_err().to_string();
         assert!(e.contains("c.toml:2"), "{e}");
+    }
+
+    #[test]
+    fn access_policy_defaults_to_loopback_and_is_validated() {
+        use crate::sip::gate::{Action, Rate};
+        let c = parse("", "x").unwrap();
+        let a = &c.sip.access;
+        assert!(a.allows("127.0.0.1".parse().unwrap()));
+        assert!(a.allows("::1".parse().unwrap()));
+        assert!(!a.allows("192.0.2.1".parse().unwrap()), "closed by default");
+        assert_eq!(a.denied, Action::Drop);
+        assert_eq!(a.limited, Action::Reply);
+        assert_eq!(
+            a.requests,
+            Some(Rate {
+                per_sec: 1000.0,
+                burst: 2000.0
+            })
+        );
+        let c = parse(
+            "[sip]\nallow = []\ndenied = \"403\"\nrequests_per_sec = 0\ncalls_per_sec = 2\n\
+calls_burst = 0\nmax_calls_per_source = 3\nlimited = \"drop\"\n",
+            "x",
+        )
+        .unwrap();
+        let a = &c.sip.access;
+        assert!(a.allows("192.0.2.1".parse().unwrap()), "[] is open");
+        assert_eq!((a.denied, a.limited), (Action::Reply, Action::Drop));
+        assert_eq!(a.requests, None);
+        assert_eq!(
+            a.calls,
+            Some(Rate {
+                per_sec: 2.0,
+                burst: 4.0
+            })
+        );
+        assert_eq!(a.max_calls_per_source, 3);
+        for (bad, key) in [
+            ("allow = [\"10.0.0.0/40\"]", "allow"),
+            ("denied = \"reject\"", "denied"),
+            ("limited = \"429\"", "limited"),
+            ("requests_per_sec = -1", "requests_per_sec"),
+        ] {
+            let e = parse(&format!("[sip]\n{bad}\n"), "x.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("x.toml:2: {key}")), "{bad}: {e}");
+        }
+        let org = "[[organization]]\nname = \"o\"\npbx_host = \"h\"\npin_success_ext = \"1\"\n\
+pin_failed_ext = \"2\"\nallow = [\"192.0.2.0/24\"]\n";
+        let c = parse(org, "x").unwrap();
+        let o = &c.organizations[0];
+        assert!(o.allows("192.0.2.9".parse().unwrap()));
+        assert!(!o.allows("198.51.100.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn sip_auth_needs_one_password_source_and_known_algorithms() {
+        use crate::sip::auth::{Algorithm, PasswordSource};
+        let ok = parse(
+            "[sip.auth]\nusername = \"pbx\"\npassword_env = \"P\"\nalgorithms = [\"MD5\"]\n",
+            "x",
+        )
+        .unwrap();
+        let a = ok.sip.auth.unwrap();
+        assert_eq!(a.algorithms, vec![Algorithm::Md5]);
+        assert_eq!(a.source, PasswordSource::Env("P".into()));
+        assert!(a.password.is_none(), "parse reads no secret");
+        let d = parse(
+            "[sip.auth]\nusername = \"pbx\"\npassword_file = \"pw\"\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            d.sip.auth.unwrap().algorithms,
+            vec![Algorithm::Sha256, Algorithm::Md5]
+        );
+        for bad in [
+            "username = \"pbx\"\n",
+            "username = \"pbx\"\npassword_env = \"P\"\npassword_file = \"f\"\n",
+            "username = \"pbx\"\npassword_env = \"P\"\nalgorithms = [\"SHA-512-256\"]\n",
+            "username = \"pbx\"\npassword_env = \"P\"\nalgorithms = []\n",
+            "username = \"\"\npassword_env = \"P\"\n",
+            "username = \"pbx\"\npassword_env = \"P\"\nnonce_ttl_secs = 0\n",
+        ] {
+            assert!(parse(&format!("[sip.auth]\n{bad}"), "x").is_err(), "{bad}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_readable_by_others_are_refused_naming_the_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("sip-password");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = read_secret_file(&f).unwrap_err().to_string();
+            assert!(e.contains("sip-password"), "{mode:o}: {e}");
+            assert!(e.contains("chmod 600"), "{mode:o}: {e}");
+        }
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret_file(&f).unwrap(), "s3cret");
+        // Through load: [sip.auth] password_file, and a CRM header's ${file:...}.
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let cfg = d.path().join("c.toml");
+        let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/sip-config/prompts");
+        let contacts = concat!(env!("CARGO_MANIFEST_DIR"), "/sip-config/contacts.toml");
+        let base = format!("[prompts]\ndir = \"{prompts}\"\n[crm]\ncontacts = \"{contacts}\"\n");
+        std::fs::write(
+            &cfg,
+            format!("[sip.auth]\nusername = \"pbx\"\npassword_file = \"sip-password\"\n{base}"),
+        )
+        .unwrap();
+        let e = load(&cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("sip-password") && e.contains("lets others read"),
+            "{e}"
+        );
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = load(&cfg).unwrap();
+        assert!(c.sip.auth.unwrap().password.is_some());
+        let tok = d.path().join("crm-token");
+        std::fs::write(&tok, "t0ken").unwrap();
+        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::write(
+            &cfg,
+            format!(
+                "[prompts]\ndir = \"{prompts}\"\n[crm]\nkind = \"http_lookup\"\n[crm.http]\n\
+url = \"http://127.0.0.1:9/x?p={{phone}}\"\nheaders = {{ Authorization = \"Bearer ${{file:crm-token}}\" }}\n"
+            ),
+        )
+        .unwrap();
+        let e = load(&cfg).unwrap_err().to_string();
+        assert!(e.contains("crm-token"), "{e}");
+        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load(&cfg).is_ok());
     }
 
     #[test]

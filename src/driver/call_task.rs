@@ -76,8 +76,10 @@ struct CallGuard {
     call_id: String,
     /// The RTP port, while the call holds it.
     port: Option<u16>,
-    /// Counted in `Shared::active` (until the call ends).
+    /// Counted in `Shared::active` and the gate's calls per source (until the call ends).
     active: bool,
+    /// Where the INVITE came from (`Admission::source`; the gate counts calls per source).
+    source: std::net::IpAddr,
     /// The INVITE and its flow, until it has a final response.
     unanswered: Option<(Message, Flow)>,
     /// A BYE ready for an answered call whose code can no longer send one.
@@ -103,6 +105,7 @@ impl CallGuard {
     fn release_active(&mut self) {
         if std::mem::take(&mut self.active) {
             self.shared.active.fetch_sub(1, Ordering::Relaxed);
+            self.shared.gate().call_ended(self.source);
         }
     }
 }
@@ -183,12 +186,15 @@ pub(crate) fn admit(shared: &Arc<Shared>, config: Arc<Config>, adm: Admission, f
         }
     }
     shared.active.fetch_add(1, Ordering::Relaxed);
+    // Calls per source count the effective source: behind a proxy, each PBX apart.
+    shared.gate().call_started(adm.source);
     shared.calls_total.fetch_add(1, Ordering::Relaxed);
     let guard = CallGuard {
         shared: shared.clone(),
         call_id: call_id.clone(),
         port: None,
         active: true,
+        source: adm.source,
         unanswered: Some((adm.invite.clone(), flow)),
         bye: None,
         audited: false,
@@ -387,6 +393,7 @@ impl CallIo for DriverIo<'_> {
                     duration_ms = s.duration_ms,
                     rtp_rx = s.rtp.rx_packets,
                     rtp_rx_ignored = s.rtp.rx_ignored,
+                    rtp_rx_wrong_source = s.rtp.rx_wrong_source,
                     rtp_tx = s.rtp.tx_packets,
                     rtp_late_skipped = s.rtp.tx_late_skipped,
                     rtcp_rx = s.rtp.rtcp.rx,
@@ -637,6 +644,10 @@ impl CallGuard {
         };
         inc("in", now.rx_packets, before.rx_packets);
         inc("out", now.tx_packets, before.tx_packets);
+        if now.rx_wrong_source > before.rx_wrong_source {
+            m.rtp_wrong_source
+                .inc_by(now.rx_wrong_source - before.rx_wrong_source);
+        }
         if now.tx_late_skipped > before.tx_late_skipped {
             m.rtp_late_skipped
                 .inc_by(now.tx_late_skipped - before.tx_late_skipped);

@@ -42,6 +42,12 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// A `sip::gate::Rejection` name (a fixed set).
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SipLabels {
     /// `in` (received) or `out` (sent).
     pub direction: &'static str,
@@ -83,6 +89,8 @@ pub struct Metrics {
     pub parse_errors: Counter,
     pub overload_rejections: Counter,
     pub draining_rejections: Counter,
+    pub rejections: Family<ReasonLabels, Counter>,
+    pub rtp_wrong_source: Counter,
     pub lockouts_active: Gauge,
     pub rtp_packets: Family<DirectionLabels, Counter>,
     pub rtp_late_skipped: Counter,
@@ -114,6 +122,8 @@ impl Default for Metrics {
             parse_errors: Counter::default(),
             overload_rejections: Counter::default(),
             draining_rejections: Counter::default(),
+            rejections: Family::default(),
+            rtp_wrong_source: Counter::default(),
             lockouts_active: Gauge::default(),
             rtp_packets: Family::default(),
             rtp_late_skipped: Counter::default(),
@@ -187,6 +197,17 @@ impl Default for Metrics {
             "draining_rejections",
             "INVITEs and OPTIONS answered 503 while draining",
             m.draining_rejections.clone(),
+        );
+        r.register(
+            "sip_rejections",
+            "SIP messages turned away by the access policy, by reason: not_allowed, \
+             org_not_allowed, request_rate, call_rate, source_calls, auth",
+            m.rejections.clone(),
+        );
+        r.register(
+            "rtp_wrong_source",
+            "RTP packets dropped because they came from other than the latched address",
+            m.rtp_wrong_source.clone(),
         );
         r.register(
             "lockouts_active",
@@ -302,6 +323,15 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// Counts a message turned away by the access policy.
+    pub fn rejected(&self, why: crate::sip::gate::Rejection) {
+        self.rejections
+            .get_or_create(&ReasonLabels {
+                reason: why.as_str(),
+            })
+            .inc();
     }
 
     /// Counts one SIP message from its first bytes: a request by method (a fixed set, so a

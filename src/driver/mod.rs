@@ -85,6 +85,18 @@ pub(crate) struct Shared {
     pub draining: AtomicBool,
     /// When the running configuration was loaded (Unix seconds).
     pub config_loaded: std::sync::Mutex<std::time::SystemTime>,
+    /// Per-source rate limits and calls up (the policy is in the configuration).
+    pub gate: std::sync::Mutex<crate::sip::gate::Gate>,
+    /// Digest nonces (used only when `[sip.auth]` is configured).
+    pub auth: std::sync::Mutex<crate::sip::auth::Authenticator>,
+}
+
+impl Shared {
+    /// The gate, even if a panic elsewhere poisoned its lock (its state stays consistent:
+    /// every update is a single map operation).
+    pub fn gate(&self) -> std::sync::MutexGuard<'_, crate::sip::gate::Gate> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl CallTable for Shared {
@@ -293,6 +305,11 @@ impl Server {
                 metrics,
                 draining: AtomicBool::new(false),
                 config_loaded: std::sync::Mutex::new(std::time::SystemTime::now()),
+                gate: Default::default(),
+                auth: std::sync::Mutex::new(crate::sip::auth::Authenticator::new(
+                    rand::random(),
+                    std::time::Instant::now(),
+                )),
                 lockout,
             }),
             tcp,
@@ -486,7 +503,16 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, flow: Flow, data: &[u8], datagram: 
     shared.metrics.sip("in", data);
     let config = shared.config.load_full();
     let endpoint = Endpoint::new(config.clone());
-    match endpoint.handle(flow, data, datagram, shared.as_ref()) {
+    let now = std::time::Instant::now();
+    // Access control and the request rate, before a byte is parsed (sip::gate).
+    let passed = shared
+        .gate()
+        .request(&config.sip.access, now, flow.remote.ip());
+    let inbound = match passed {
+        Ok(()) => endpoint.handle(flow, data, datagram, shared.as_ref()),
+        Err(why) => endpoint.deny_raw(flow, data, datagram, why),
+    };
+    match inbound {
         Inbound::ToCall(msg) => deliver(shared, msg, flow),
         Inbound::Malformed(reply) => {
             shared.metrics.parse_errors.inc();
@@ -495,7 +521,14 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, flow: Flow, data: &[u8], datagram: 
                 send_sip_now(shared, t);
             }
         }
-        Inbound::NewCall(adm) => call_task::admit(shared, config, adm, flow),
+        Inbound::NewCall(adm) => new_call(shared, &endpoint, config, adm, flow, now),
+        Inbound::Denied(reply, why) => {
+            shared.metrics.rejected(why);
+            debug!(from = %flow.remote, reason = why.as_str(), "turned away");
+            if let Some(t) = reply {
+                send_sip_now(shared, t);
+            }
+        }
         Inbound::Reply(t) => {
             if shared.draining() && t.data.starts_with(b"SIP/2.0 503") {
                 shared.metrics.draining_rejections.inc();
@@ -542,6 +575,50 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, flow: Flow, data: &[u8], datagram: 
         }
         Inbound::Drop(why) => debug!(from = %flow.remote, why, "dropped"),
     }
+}
+
+/// A routed INVITE that would become a call: calls up from its source and the call rate
+/// (`sip::gate`), then digest authentication when `[sip.auth]` asks for it, then the call.
+fn new_call(
+    shared: &Arc<Shared>,
+    endpoint: &Endpoint,
+    config: Arc<Config>,
+    adm: crate::sip::endpoint::Admission,
+    flow: Flow,
+    now: std::time::Instant,
+) {
+    use crate::sip::auth::Verdict;
+    // Per source: the effective one (sip::source), so behind a proxy each PBX has its own
+    // call rate and calls-up count rather than all sharing the proxy's.
+    let limited = shared.gate().new_call(&config.sip.access, now, adm.source);
+    if let Err(why) = limited {
+        shared.metrics.rejected(why);
+        debug!(from = %flow.remote, reason = why.as_str(), "new call turned away");
+        if let Inbound::Denied(Some(t), _) = endpoint.deny(&adm.invite, flow, why) {
+            send_sip_now(shared, t);
+        }
+        return;
+    }
+    if let Some(auth) = &config.sip.auth {
+        let mut a = shared.auth.lock().unwrap_or_else(|e| e.into_inner());
+        if let Verdict::Challenge { stale, failed } = a.check(auth, now, &adm.invite) {
+            let r = a.challenge(auth, now, &adm.invite, stale, &config.sip.user_agent);
+            drop(a);
+            if failed {
+                shared.metrics.rejected(crate::sip::gate::Rejection::Auth);
+                debug!(from = %flow.remote, "digest authentication failed");
+            }
+            send_sip_now(
+                shared,
+                SipTransmit {
+                    flow: crate::sip::build::response_flow(&adm.invite, flow),
+                    data: r.to_bytes(),
+                },
+            );
+            return;
+        }
+    }
+    call_task::admit(shared, config, adm, flow);
 }
 
 fn deliver(shared: &Shared, msg: Message, flow: Flow) {

@@ -2,9 +2,11 @@
 //! dialogs (§12), SDP offer/answer (RFC 3264) and the stateless endpoint that routes
 //! datagrams to calls; `source` gives the address a request is trusted as coming from.
 
+pub mod auth;
 pub mod build;
 pub mod dialog;
 pub mod endpoint;
+pub mod gate;
 pub mod msg;
 pub mod sdp;
 pub mod source;
