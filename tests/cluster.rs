@@ -821,3 +821,56 @@ fn calls_per_source_count_each_pbx_behind_the_proxy() {
     let records = svc.wait_audit_calls(2, Duration::from_secs(10));
     assert_eq!(records.len(), 2);
 }
+
+/// Trunks that authenticate, behind the proxy: each instance challenges a new INVITE with
+/// nonces only it can check; the INVITE sent again with credentials keeps its Call-ID, and
+/// the proxy's Call-ID hash brings it back to the instance that challenged it. (Round
+/// robin would send most of them to an instance that never issued the nonce.)
+#[test]
+fn digest_authenticated_calls_reach_the_instance_that_challenged_them() {
+    let _t = turn();
+    assert!(sipp_available(), "apt-get install -y sip-tester");
+    const CALLS: usize = 30;
+    let started = Instant::now();
+    std::env::set_var("CLUSTER_TEST_SIP_PASSWORD", "cluster-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let contacts = cheap_contacts(dir.path());
+    let auth = "[sip.auth]\nusername = \"trunk\"\npassword_env = \"CLUSTER_TEST_SIP_PASSWORD\"\n\
+algorithms = [\"MD5\"]";
+    let svcs: Vec<Service> = (0..3).map(|_| instance_with(&contacts, auth)).collect();
+    let dests: Vec<String> = svcs.iter().map(|s| format!("sip:{}", s.udp)).collect();
+    let proxy = Kamailio::start(&dests);
+    // SIPp digests "sip:<remote address>" unless told the Request-URI.
+    let auth_uri = format!("pincoderouting@{}", proxy.addr);
+    let run = Sipp::run(
+        PBX_IP,
+        "uac_auth_pin_transfer.xml",
+        proxy.addr,
+        "u1",
+        CALLS,
+        10,
+        &[
+            "-au",
+            "trunk",
+            "-ap",
+            "cluster-secret",
+            "-auth_uri",
+            &auth_uri,
+        ],
+    )
+    .finish();
+    assert_eq!((run.ok, run.failed), (CALLS, 0), "{}", run.report);
+    run.assert_requests_came_through(proxy.addr);
+    let mut total = 0;
+    for s in &svcs {
+        let records = settled_records(s);
+        assert!(!records.is_empty(), "every instance carried calls");
+        assert_all_verified_through_the_proxy(&records);
+        total += records.len();
+    }
+    assert_eq!(total, CALLS);
+    eprintln!(
+        "{CALLS} authenticated calls, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
