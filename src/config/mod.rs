@@ -1373,7 +1373,8 @@ url = \"http://127.0.0.1:9/x?p={{phone}}\"\nheaders = {{ Authorization = \"Beare
         let e = load(&cfg).unwrap_err().to_string();
         assert!(e.contains("crm-token"), "{e}");
         std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(load(&cfg).is_ok());
+        let r = load(&cfg);
+        assert!(r.is_ok(), "{:?}", r.err());
     }
 
     #[test]

@@ -55,7 +55,12 @@ pub fn expand(what: &str, value: &str, env: Env) -> Result<String, String> {
             .ok_or_else(|| format!("{what}: unclosed ${{"))?;
         let (name, tail) = inner.split_at(end);
         let v = match name.strip_prefix("file:") {
-            Some(path) => read_secret_file(path).map_err(|e| format!("{what}: {e}"))?,
+            // The environment may resolve a file itself (the config loader: a path relative
+            // to the configuration file, checked owner-only); else the path as given.
+            Some(path) => match env(name) {
+                Some(v) => v,
+                None => read_secret_file(path).map_err(|e| format!("{what}: {e}"))?,
+            },
             None => env(name)
                 .ok_or_else(|| format!("{what}: environment variable {name} is not set"))?,
         };
