@@ -740,8 +740,8 @@ fn pin_calls_through_kamailio_over_tcp() {
 #[test]
 fn pbx_reinvite_and_bye_cross_the_proxy_to_udp_and_tcp() {
     let _t = turn();
-    // The dispatcher hashes Call-IDs over the two destinations: 16 calls use both but
-    // for a chance of 2 in 65,536.
+    // Round robin over the two destinations uses both (16 calls: enough should the
+    // dispatcher ever hash instead, 2 chances in 65,536 of one transport only).
     const CALLS: usize = 16;
     assert!(sipp_available(), "apt-get install -y sip-tester");
     let started = Instant::now();
@@ -823,9 +823,9 @@ fn calls_per_source_count_each_pbx_behind_the_proxy() {
 }
 
 /// Trunks that authenticate, behind the proxy: each instance challenges a new INVITE with
-/// nonces only it can check; the INVITE sent again with credentials keeps its Call-ID, and
-/// the proxy's Call-ID hash brings it back to the instance that challenged it. (Round
-/// robin would send most of them to an instance that never issued the nonce.)
+/// nonces only it can check; the proxy remembers which instance sent the 401 (by Call-ID)
+/// and sends the INVITE with credentials back to it. (Plain round robin sent every one of
+/// them to an instance that never issued the nonce: 0 of 30 got through.)
 #[test]
 fn digest_authenticated_calls_reach_the_instance_that_challenged_them() {
     let _t = turn();
