@@ -319,8 +319,18 @@ fn settled_records(svc: &Service) -> Vec<Value> {
 
 /// A SIPp run of PIN calls (1234# as RFC 4733) from PBX_IP through the proxy.
 struct Sipp {
-    child: Child,
+    /// Taken by `finish`; a run a failed assertion left behind is killed on drop.
+    child: Option<Child>,
     dir: tempfile::TempDir,
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 impl Sipp {
@@ -382,12 +392,15 @@ impl Sipp {
             .stderr(Stdio::piped())
             .spawn()
             .expect("run sipp (apt-get install sip-tester)");
-        Sipp { child, dir }
+        Sipp {
+            child: Some(child),
+            dir,
+        }
     }
 
     /// Waits for the run to end.
-    fn finish(self) -> Run {
-        let out = self.child.wait_with_output().unwrap();
+    fn finish(mut self) -> Run {
+        let out = self.child.take().unwrap().wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let count = |what: &str| -> usize {
             stdout
@@ -492,7 +505,7 @@ fn assert_all_verified_through_the_proxy(records: &[Value]) {
     }
 }
 
-/// 300 calls (the figure; about 32 s on the shared 2-core machine, so no need to
+/// 300 calls (the figure; 32–36 s on the shared 2-core machine, so no need to
 /// cut it) at 10 per second over three instances; at the 10th
 /// second one instance gets SIGTERM. It answers the probes 503, so Kamailio stops sending
 /// it calls within the probe interval (an INVITE that reaches it before gets 503 and fails
