@@ -20,6 +20,11 @@ fn main() -> std::io::Result<()> {
             "rfc4733_wrong3.pcap",
             rtp_pcap(&rfc4733_packets("9999#9999#9999#", 101, 400, 100, 100))?,
         ),
+        // One wrong PIN (one attempt per call: lockout tests).
+        (
+            "rfc4733_wrong1.pcap",
+            rtp_pcap(&rfc4733_packets("9999#", 101, 400, 100, 100))?,
+        ),
         // Silence only: no input.
         (
             "rfc4733_none.pcap",

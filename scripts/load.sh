@@ -16,6 +16,9 @@ default_organization = "default"
 [sip]
 listen = ["udp:127.0.0.1:$PORT"]
 max_calls = 10000
+# One SIPp source carries every call: no per-source limits here.
+requests_per_sec = 0
+calls_per_sec = 0
 [media]
 rtp_bind = "127.0.0.1"
 rtp_port_min = 10000

@@ -290,16 +290,6 @@ fn caller_hears_the_shipped_enter_pin_prompt_byte_for_byte() {
     );
 }
 
-/// The audit file's call records so far.
-fn audit_calls(svc: &Service) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(svc.dir.join("audit.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["kind"] == "call")
-        .collect()
-}
-
 #[test]
 fn pin_calls_end_in_the_right_transfer_with_one_audit_record_each() {
     require_sipp();
@@ -373,7 +363,7 @@ fn pin_calls_end_in_the_right_transfer_with_one_audit_record_each() {
         ended.iter().all(|e| field(e, "reason") == "Transferred"),
         "{ended:?}"
     );
-    let records = audit_calls(&svc);
+    let records = svc.audit_calls();
     assert_eq!(records.len(), cases.len(), "one audit record per call");
     for (pcap, _, caller, result, ext) in cases {
         // Match each case to its record by what it did.
@@ -414,10 +404,7 @@ fn inband_pin_is_verified_too() {
         &[(repo().join("scenarios/pcap/inband_pin.pcap"), "dtmf.pcap")],
     );
     assert!(out.status.success());
-    svc.wait_for(Duration::from_secs(10), |l| {
-        l.iter().any(|e| msg(e) == "call ended")
-    });
-    let r = &audit_calls(&svc)[0];
+    let r = &svc.wait_audit_calls(1, Duration::from_secs(10))[0];
     assert_eq!(r["outcome"], "verified", "{r}");
     assert_eq!(r["digit_source"], "inband", "{r}");
     assert_eq!(r["transfer_target"], "1001");
@@ -452,10 +439,7 @@ fn http_crm_verifies_and_a_crm_that_is_down_sends_callers_to_the_failure_ext() {
             &[(repo().join("scenarios/pcap/rfc4733_pin.pcap"), "dtmf.pcap")],
         );
         assert!(out.status.success(), "{result}");
-        svc.wait_for(Duration::from_secs(10), |l| {
-            l.iter().any(|e| msg(e) == "call ended")
-        });
-        let r = &audit_calls(&svc)[0];
+        let r = &svc.wait_audit_calls(1, Duration::from_secs(10))[0];
         assert_eq!(r["outcome"], result, "{r}");
         assert_eq!(r["transfer_target"], ext, "{r}");
     }
@@ -481,10 +465,7 @@ fn verify_webhook_judges_the_pin() {
         &[(repo().join("scenarios/pcap/rfc4733_pin.pcap"), "dtmf.pcap")],
     );
     assert!(out.status.success());
-    svc.wait_for(Duration::from_secs(10), |l| {
-        l.iter().any(|e| msg(e) == "call ended")
-    });
-    let r = &audit_calls(&svc)[0];
+    let r = &svc.wait_audit_calls(1, Duration::from_secs(10))[0];
     assert_eq!(r["outcome"], "verified", "{r}");
     assert_eq!(r["contact_id"], "crm-9");
     assert_eq!(r["transfer_target"], "1001");

@@ -6,12 +6,12 @@
 //! The flow decides; the call carries out its `FlowAction`s (prompts, REFER, hang-up) and
 //! feeds back digits, prompt completion, the CRM reply, the transfer outcome and timeouts.
 
-use super::lockout::{contact_key, number_key, Lockout};
-use super::verdict::{self, CheckResult, Pin, PinCheck, PinVerified};
+use super::lockout::{contact_key, number_key};
+use super::verdict::{self, CheckResult, LockState, Pin, PinCheck, PinVerified};
 use crate::config::org::{AnonymousPolicy, Organization, ResultCarrier};
 use crate::crm::{CrmReply, VerifyReply};
 use crate::media::dtmf::{DigitEvent, DigitSource};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Percent-encodes a URI header value (RFC 3261 §25.1 `hvalue`: unreserved kept).
@@ -46,6 +46,8 @@ pub enum Outcome {
     Anonymous,
     CrmError,
     LockedOut,
+    /// The shared lockout store (Redis) could not be reached in time: fails closed.
+    LockoutUnavailable,
     NotActivated,
     /// The caller hung up before a verdict.
     Abandoned,
@@ -62,6 +64,7 @@ impl Outcome {
             Outcome::Anonymous => "anonymous",
             Outcome::CrmError => "crm_error",
             Outcome::LockedOut => "locked_out",
+            Outcome::LockoutUnavailable => "lockout_unavailable",
             Outcome::NotActivated => "not_activated",
             Outcome::Abandoned => "abandoned",
         }
@@ -88,14 +91,21 @@ pub enum FlowAction {
     },
     /// Ask the CRM's verify webhook about this PIN; answer with `on_verify`.
     Verify(Pin),
-    /// Compare the PIN with the one on file, off the call's task; answer with `on_check`.
+    /// Settle a verdict off the call's task (the PIN comparison or the webhook's answer,
+    /// and the lockout bookkeeping); answer with `on_check`.
     Check(PinCheck),
+    /// Is any of these lockout keys locked? Answer with `on_lock_state`.
+    LockCheck(Vec<String>),
     /// End the call (BYE).
     Hangup,
 }
 
 #[derive(Debug)]
 enum State {
+    /// Asking the lockout store whether the caller's number is locked.
+    CheckingLock {
+        until: Instant,
+    },
     /// Prompting and collecting. `deadline` is unset while the prompt still plays.
     Collecting {
         attempt: u32,
@@ -143,6 +153,8 @@ pub struct FlowFacts {
     /// The PBX took the caller (directly or through the fallback).
     pub transferred: bool,
     pub answer_to_verdict_ms: Option<u64>,
+    /// From the end of the last entry (the `#`) to the REFER: what the caller waits.
+    pub entry_to_refer_ms: Option<u64>,
     pub crm_latency_ms: Option<u64>,
 }
 
@@ -150,13 +162,15 @@ pub struct FlowFacts {
 #[derive(Debug)]
 pub struct PinFlow {
     org: Arc<Organization>,
-    /// The lockout table shared across calls, and this caller's number key.
-    lockout: Option<Arc<Mutex<Lockout>>>,
+    /// Lockout is on (the store lives with the driver), and this caller's number key.
+    lockout: bool,
     number_key: Option<String>,
     state: State,
     crm: Option<CrmReply>,
     crm_asked: Option<Instant>,
     started: Instant,
+    /// When the last entry ended (its terminator, last key or timeout).
+    entry_ended: Option<Instant>,
     facts: FlowFacts,
     actions: Vec<FlowAction>,
     fallback_tried: bool,
@@ -173,7 +187,7 @@ impl PinFlow {
         org: Arc<Organization>,
         caller: Option<&str>,
         crm_asked: Option<Instant>,
-        lockout: Option<Arc<Mutex<Lockout>>>,
+        lockout: bool,
         remote_verify: bool,
     ) -> PinFlow {
         let caller_known = caller.is_some();
@@ -185,6 +199,7 @@ impl PinFlow {
             crm: None,
             crm_asked,
             started: now,
+            entry_ended: None,
             facts: FlowFacts::default(),
             actions: Vec::new(),
             fallback_tried: false,
@@ -192,13 +207,22 @@ impl PinFlow {
         };
         if !caller_known && f.org.anonymous == AnonymousPolicy::Fail {
             f.verdict(now, TransferTarget::Failure(Outcome::Anonymous));
-        } else if f.number_key.as_deref().is_some_and(|k| f.locked(now, k)) {
-            f.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
         } else {
             if !caller_known {
                 f.crm = Some(CrmReply::NotFound);
             }
-            f.prompt_entry(1, &["enter_pin"]);
+            // A locked number goes straight to the failure extension, before it is asked
+            // anything: the prompt starts when the store has answered (at once from memory,
+            // a round trip from Redis).
+            match f.number_key.clone().filter(|_| f.lockout) {
+                Some(k) => {
+                    f.actions.push(FlowAction::LockCheck(vec![k]));
+                    f.state = State::CheckingLock {
+                        until: now + CRM_DEADLINE,
+                    };
+                }
+                None => f.prompt_entry(1, &["enter_pin"]),
+            }
         }
         f
     }
@@ -229,6 +253,7 @@ impl PinFlow {
     /// Where the flow is, as an index into `call::PROGRESS`.
     pub fn progress(&self) -> u8 {
         match self.state {
+            State::CheckingLock { .. } => 1,
             State::Collecting { .. } => 2,
             State::AwaitingCrm { .. }
             | State::AwaitingCheck { .. }
@@ -331,6 +356,7 @@ impl PinFlow {
 
     fn entry_done(&mut self, now: Instant, attempt: u32, entry: Pin) {
         self.facts.attempts = attempt;
+        self.entry_ended = Some(now);
         if entry.len() < self.org.min_digits {
             let outcome = if entry.is_empty() {
                 Outcome::NoInput
@@ -359,19 +385,12 @@ impl PinFlow {
         self.judge(now, attempt, entry);
     }
 
-    fn locked(&self, now: Instant, key: &str) -> bool {
-        self.with_lockout(|l| l.is_locked(now, key))
-            .unwrap_or(false)
-    }
-
-    fn with_lockout<T>(&self, f: impl FnOnce(&mut Lockout) -> T) -> Option<T> {
-        let l = self.lockout.as_ref()?;
-        let mut guard = l.lock().ok()?;
-        Some(f(&mut guard))
-    }
-
-    /// The lockout keys of this caller: the contact (when known) and the number.
+    /// The lockout keys of this caller: the contact (when known) and the number; none
+    /// when lockout is off.
     fn keys(&self, contact: Option<&str>) -> Vec<String> {
+        if !self.lockout {
+            return Vec::new();
+        }
         let mut k: Vec<String> = contact
             .map(|c| contact_key(&self.org.name, c))
             .into_iter()
@@ -380,25 +399,13 @@ impl PinFlow {
         k
     }
 
-    /// The PIN was right for `contact`: clear its counters and transfer to success —
-    /// unless the contact is locked out.
-    fn accepted(&mut self, now: Instant, contact: &str, proof: PinVerified) {
-        if self.locked(now, &contact_key(&self.org.name, contact)) {
-            return self.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
-        }
-        let keys = self.keys(Some(contact));
-        self.with_lockout(|l| l.record_success(&keys));
-        self.verdict(now, TransferTarget::Success(proof));
-    }
-
-    /// The PIN was wrong: count it, and stop at once if that locked the caller out.
-    fn rejected(&mut self, now: Instant, attempt: u32, contact: Option<&str>) {
-        let keys = self.keys(contact);
-        self.with_lockout(|l| l.record_failure(now, &keys));
-        if keys.iter().any(|k| self.locked(now, k)) {
-            return self.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
-        }
-        self.failed_attempt(now, attempt, Outcome::WrongPin)
+    /// Waits for the settlement of a verdict (`on_check`).
+    fn settle(&mut self, now: Instant, attempt: u32, check: PinCheck) {
+        self.actions.push(FlowAction::Check(check));
+        self.state = State::AwaitingCheck {
+            attempt,
+            until: now + CRM_DEADLINE,
+        };
     }
 
     fn judge(&mut self, now: Instant, attempt: u32, entry: Pin) {
@@ -409,16 +416,10 @@ impl PinFlow {
         match reply {
             CrmReply::Found(contact) => {
                 self.facts.contact_id = Some(contact.id.clone());
-                // A locked contact is not even checked.
-                if self.locked(now, &contact_key(&self.org.name, &contact.id)) {
-                    return self.verdict(now, TransferTarget::Failure(Outcome::LockedOut));
-                }
-                self.actions
-                    .push(FlowAction::Check(PinCheck::new(contact, entry)));
-                self.state = State::AwaitingCheck {
-                    attempt,
-                    until: now + CRM_DEADLINE,
-                };
+                // Settled off the call's task: a locked caller or contact is not even
+                // compared; the outcome is counted for the lockout.
+                let keys = self.keys(Some(&contact.id));
+                self.settle(now, attempt, PinCheck::compare(contact, entry, keys));
             }
             // Unknown or ambiguous callers cannot be verified; say nothing that tells an
             // attacker whether the number is known, and do not make them retry.
@@ -454,6 +455,10 @@ impl PinFlow {
         }
         self.facts.answer_to_verdict_ms =
             Some(now.saturating_duration_since(self.started).as_millis() as u64);
+        // The REFER leaves with this verdict (same instant).
+        self.facts.entry_to_refer_ms = self
+            .entry_ended
+            .map(|t| now.saturating_duration_since(t).as_millis() as u64);
         // The REFER leaves now; the caller hears the announcements while the PBX carries
         // out the transfer (they stop when it ends: final NOTIFY or BYE).
         let refer = self.refer_for(&target);
@@ -519,14 +524,36 @@ impl PinFlow {
         FlowAction::Refer { uri, headers }
     }
 
-    /// The comparison asked for by `FlowAction::Check` is done.
+    /// The settlement asked for by `FlowAction::Check`.
     pub fn on_check(&mut self, now: Instant, result: CheckResult) {
         let State::AwaitingCheck { attempt, .. } = self.state else {
             return;
         };
-        match result.verified {
-            Some(v) => self.accepted(now, &result.contact_id, v),
-            None => self.rejected(now, attempt, Some(&result.contact_id)),
+        if result.contact_id.is_some() {
+            self.facts.contact_id = result.contact_id.clone();
+        }
+        match (result.lock, result.verified) {
+            // The lockout store could not answer: no verdict stands on it (fails closed).
+            (LockState::Unavailable, _) => {
+                self.verdict(now, TransferTarget::Failure(Outcome::LockoutUnavailable))
+            }
+            (LockState::Locked, _) => {
+                self.verdict(now, TransferTarget::Failure(Outcome::LockedOut))
+            }
+            (LockState::Open, Some(proof)) => self.verdict(now, TransferTarget::Success(proof)),
+            (LockState::Open, None) => self.failed_attempt(now, attempt, Outcome::WrongPin),
+        }
+    }
+
+    /// The lockout store's answer to `FlowAction::LockCheck` (the caller's number).
+    pub fn on_lock_state(&mut self, now: Instant, state: LockState) {
+        if !matches!(self.state, State::CheckingLock { .. }) {
+            return;
+        }
+        match state {
+            LockState::Locked => self.verdict(now, TransferTarget::Failure(Outcome::LockedOut)),
+            // Unavailable decides nothing here: the settlement of the PIN asks again.
+            LockState::Open | LockState::Unavailable => self.prompt_entry(1, &["enter_pin"]),
         }
     }
 
@@ -539,12 +566,15 @@ impl PinFlow {
         match reply {
             VerifyReply::Verified { contact_id } => {
                 self.facts.contact_id = Some(contact_id.clone());
+                let keys = self.keys(Some(&contact_id));
                 let proof = verdict::webhook_verified(contact_id.clone());
-                self.accepted(now, &contact_id, proof);
+                let check = PinCheck::remote(Some(contact_id), Some(proof), keys);
+                self.settle(now, attempt, check);
             }
             VerifyReply::Rejected { contact_id } => {
                 self.facts.contact_id = contact_id.clone();
-                self.rejected(now, attempt, contact_id.as_deref());
+                let keys = self.keys(contact_id.as_deref());
+                self.settle(now, attempt, PinCheck::remote(contact_id, None, keys));
             }
             VerifyReply::Error(_) => {
                 self.verdict(now, TransferTarget::Failure(Outcome::CrmError));
@@ -600,7 +630,8 @@ impl PinFlow {
             State::Collecting { deadline, .. } => *deadline,
             State::AwaitingCrm { until, .. }
             | State::AwaitingVerify { until, .. }
-            | State::AwaitingCheck { until, .. } => Some(*until),
+            | State::AwaitingCheck { until, .. }
+            | State::CheckingLock { until } => Some(*until),
             _ => None,
         }
     }
@@ -615,6 +646,11 @@ impl PinFlow {
             } if now >= d => {
                 // Inter-digit timeout with enough digits counts as a complete entry.
                 self.entry_done(now, attempt, entry);
+            }
+            // The store did not answer about the number: ask for the PIN; its settlement
+            // asks the store again (and fails closed if it is still away).
+            State::CheckingLock { until } if now >= until => {
+                self.prompt_entry(1, &["enter_pin"]);
             }
             // A comparison that never came back (a driver fault): never a verified caller.
             State::AwaitingCheck { until, .. } if now >= until => {

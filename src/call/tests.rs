@@ -147,8 +147,14 @@ struct Pbx {
     refers: Vec<Message>,
     /// Every request with when it arrived.
     requests_at: Vec<(Method, Instant)>,
+    /// Whether our first REFER arrived before our 200 to the INVITE.
+    refer_before_ok: Option<bool>,
     /// The PBX runs RTCP too (reports to us every ~5 s).
     rtcp: bool,
+    /// The PBX's Contact URI (behind a proxy: an address we must not send to directly).
+    contact: String,
+    /// Every request as received (Request-URI, Route headers).
+    requests_full: Vec<Message>,
     /// RTCP the PBX received from us: when, on which port, the bytes.
     rtcp_rx: Vec<(Instant, Kind, Vec<u8>)>,
 }
@@ -191,8 +197,11 @@ impl Pbx {
             refer_to: vec![],
             refers: vec![],
             requests_at: vec![],
+            refer_before_ok: None,
             rtcp: false,
             rtcp_rx: vec![],
+            contact: format!("sip:pbx@{PBX_SIP}"),
+            requests_full: vec![],
         }
     }
 
@@ -208,10 +217,11 @@ impl Pbx {
             "{method} sip:pincoderouting@192.0.2.10 SIP/2.0\r\n\
 Via: SIP/2.0/UDP {PBX_SIP};branch={branch};rport\r\nMax-Forwards: 70\r\n\
 From: <sip:+15551234567@192.0.2.1>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n\
-Contact: <sip:pbx@{PBX_SIP}>\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+Contact: <{}>\r\n{extra}Content-Length: {}\r\n\r\n{body}",
             self.tag,
             self.to_header(),
             self.call_id,
+            self.contact,
             body.len()
         );
         Message::parse(s.as_bytes(), &Limits::default(), true).unwrap()
@@ -343,7 +353,15 @@ m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r
             StartLine::Request { method, .. } => {
                 self.requests.push(method.clone());
                 self.requests_at.push((method.clone(), now));
+                self.requests_full.push(msg.clone());
                 if method == Method::Refer {
+                    if self.refer_before_ok.is_none() {
+                        let ok = self
+                            .responses
+                            .iter()
+                            .any(|(c, m)| *c == 200 && *m == Method::Invite);
+                        self.refer_before_ok = Some(!ok);
+                    }
                     self.refers.push(msg.clone());
                     self.refer_to
                         .push(msg.header("Refer-To").unwrap_or("").to_string());
@@ -492,6 +510,8 @@ struct World {
     crm: CrmSim,
     /// The blocking pool answers PIN checks (false: a check never comes back).
     answer_checks: bool,
+    /// The shared lockout store is unreachable (every store answer is Unavailable).
+    store_down: bool,
     lockout: Option<Arc<std::sync::Mutex<crate::call::lockout::Lockout>>>,
 }
 
@@ -502,6 +522,9 @@ struct WorldIo<'a> {
     net: &'a mut Net,
     crm: &'a CrmSim,
     answer_checks: bool,
+    store_down: bool,
+    /// The in-memory lockout store the driver would hold.
+    lockout: Option<&'a std::sync::Mutex<crate::call::lockout::Lockout>>,
     events: &'a mut Vec<CallEvent>,
     timed: &'a mut Vec<(Instant, CallEvent)>,
 }
@@ -534,11 +557,34 @@ impl crate::call::run::CallIo for WorldIo<'_> {
     fn event(&mut self, call: &mut Call, now: Instant, e: CallEvent) {
         if let (CallEvent::CheckPin(check), true) = (&e, self.answer_checks) {
             // The driver runs this on a blocking pool; here it is answered at once.
-            call.handle_check(now, check.clone().run());
+            let r = if self.store_down {
+                check.clone().unavailable()
+            } else {
+                check.clone().settle_in_memory(now, self.lockout)
+            };
+            call.handle_check(now, r);
         }
-        if let CallEvent::CrmLookup { organization, e164 } = &e {
+        if let CallEvent::LockCheck(keys) = &e {
+            let locked = self
+                .lockout
+                .and_then(|t| t.lock().ok())
+                .is_some_and(|mut t| keys.iter().any(|k| t.is_locked(now, k)));
+            let state = if self.store_down {
+                crate::call::verdict::LockState::Unavailable
+            } else if locked {
+                crate::call::verdict::LockState::Locked
+            } else {
+                crate::call::verdict::LockState::Open
+            };
+            call.handle_lock_state(now, state);
+        }
+        if let CallEvent::CrmLookup {
+            organization,
+            number,
+        } = &e
+        {
             let reply = match self.crm {
-                CrmSim::Directory(d) => Some(d.lookup(organization, e164)),
+                CrmSim::Directory(d) => Some(d.lookup(organization, number)),
                 CrmSim::Never => None,
                 CrmSim::Fails => Some(crate::crm::CrmReply::Error("HTTP 500".into())),
             };
@@ -595,6 +641,7 @@ impl World {
             pbx: Pbx::new("sim-call-1"),
             crm: CrmSim::Directory(Default::default()),
             answer_checks: true,
+            store_down: false,
             lockout: None,
         }
     }
@@ -635,19 +682,22 @@ impl World {
                             seed: 5,
                             org: adm.org,
                             caller: adm.caller,
-                            lockout: self.lockout.clone(),
+                            lockout: self.lockout.is_some(),
                             wall_clock: wall_clock(),
                         },
                     )
                     .unwrap(),
                 );
             }
-            Inbound::Reply(t) | Inbound::Refused(t, _) | Inbound::Malformed(Some(t)) => {
+            Inbound::Reply(t)
+            | Inbound::Refused(t, _)
+            | Inbound::Malformed(Some(t))
+            | Inbound::Denied(Some(t), _) => {
                 let m = Message::parse(&t.data, &Limits::default(), true).unwrap();
                 self.stateless.push(m.status().unwrap());
                 self.net.send(self.now, To::Pbx, Kind::Sip, &t.data);
             }
-            Inbound::Drop(_) | Inbound::Malformed(None) => {}
+            Inbound::Drop(_) | Inbound::Malformed(None) | Inbound::Denied(None, _) => {}
         }
     }
 
@@ -663,6 +713,8 @@ impl World {
                 net: &mut self.net,
                 crm: &self.crm,
                 answer_checks: self.answer_checks,
+                store_down: self.store_down,
+                lockout: self.lockout.as_deref(),
                 events: &mut self.events,
                 timed: &mut self.timed,
             };
@@ -1354,8 +1406,13 @@ fn directory(pin: &str) -> crate::crm::file::ContactDirectory {
 }
 
 fn flow_world(seed: u64, pin: &str) -> World {
+    flow_world_cfg(FLOW_ORG, seed, pin)
+}
+
+/// `flow_world` with another configuration (FLOW_ORG plus settings, say).
+fn flow_world_cfg(cfg: &str, seed: u64, pin: &str) -> World {
     let mut w = World::with_prompts(
-        FLOW_ORG,
+        cfg,
         seed,
         0.0,
         0.0,
@@ -1430,6 +1487,47 @@ fn pin_ok_rfc4733_refers_success_ext_then_byes_after_notify() {
     );
     assert!(r.flow.crm_latency_ms.is_some());
     assert_eq!(r.caller_e164.as_deref(), Some("+15551234567"));
+}
+
+/// Behind Kamailio: the INVITE comes from the proxy (192.0.2.1, where `WorldIo` checks all
+/// our SIP goes) with its double Record-Route (UDP toward us, TCP toward the PBX), and the
+/// PBX's Contact is an address we cannot reach. Our REFER and BYE go to the first route,
+/// with the route set as Route headers in order and the PBX's Contact as Request-URI.
+#[test]
+fn proxied_call_sends_refer_and_bye_through_the_record_route() {
+    let mut w = flow_world(510, "1234");
+    w.pbx.contact = "sip:pbx@198.51.100.7:5080;transport=tcp".into();
+    let rr = [
+        "<sip:192.0.2.1:5060;r2=on;lr;ftag=pbx-tag>",
+        "<sip:192.0.2.1:5060;transport=tcp;r2=on;lr;ftag=pbx-tag>",
+    ];
+    let sdp = Pbx::sdp(4000, "sendrecv");
+    let now = w.now;
+    w.pbx.invite(
+        now,
+        &format!("Record-Route: {}\r\nRecord-Route: {}\r\n", rr[0], rr[1]),
+        Some(sdp),
+    );
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(3.0);
+    let ours: Vec<&Message> = w
+        .pbx
+        .requests_full
+        .iter()
+        .filter(|m| matches!(m.method(), Some(Method::Refer | Method::Bye)))
+        .collect();
+    assert_eq!(ours.len(), 2, "REFER then BYE: {:?}", w.pbx.requests);
+    for m in ours {
+        assert!(
+            matches!(&m.start, StartLine::Request { uri, .. } if uri == &w.pbx.contact),
+            "{:?}",
+            m.start
+        );
+        assert_eq!(m.header_values("Route").collect::<Vec<_>>(), rr.to_vec());
+    }
+    assert_eq!(record(&w).summary.reason, EndReason::Transferred);
 }
 
 #[test]
@@ -1900,24 +1998,20 @@ fn verified_caller_is_referred_at_once_and_hears_verified_during_the_transfer() 
     let bye = request_times(&w, Method::Bye);
     assert_eq!(bye.len(), 1);
     assert!(bye[0] > refer[0] + 2.4, "BYE after the NOTIFY");
-    assert_eq!(record(&w).summary.reason, EndReason::Transferred);
+    let r = record(&w);
+    assert_eq!(r.summary.reason, EndReason::Transferred);
+    // The audit record says what the caller waited: the check is answered at once here.
+    assert!(
+        matches!(r.flow.entry_to_refer_ms, Some(ms) if ms < 5),
+        "{:?}",
+        r.flow
+    );
 }
 
 #[test]
 fn announcements_can_be_switched_off_per_organization() {
     let cfg = format!("{FLOW_ORG}announce_verdict = false\nannounce_transfer = false\n");
-    let mut w = World::with_prompts(
-        &cfg,
-        605,
-        0.0,
-        0.0,
-        crate::media::prompt::NAMES
-            .iter()
-            .map(|n| test_prompt(n, 300))
-            .collect(),
-    );
-    w.crm = CrmSim::Directory(directory("1234"));
-    w.pbx.send_rtp = false;
+    let mut w = flow_world_cfg(&cfg, 605, "1234");
     start(&mut w);
     w.run_for(0.5);
     let mut ts = 1000;
@@ -1996,10 +2090,7 @@ fn pin_result_rides_in_refer_to_or_on_the_refer_or_both() {
         ("pin_result_in = [\"refer_to\"]\n", true, false),
         ("pin_result_in = [\"refer_header\"]\n", false, true),
     ] {
-        let cfg = format!("{FLOW_ORG}{setting}");
-        let mut w = World::with_prompts(&cfg, 609, 0.0, 0.0, vec![]);
-        w.crm = CrmSim::Directory(directory("1234"));
-        w.pbx.send_rtp = false;
+        let mut w = flow_world_cfg(&format!("{FLOW_ORG}{setting}"), 609, "1234");
         start(&mut w);
         w.run_for(0.5);
         let mut ts = 1000;
@@ -2189,4 +2280,99 @@ fn rtcp_keeps_going_on_hold_as_receiver_reports() {
     assert!(held.iter().all(|g| g.2 == vec![PT_RR, PT_SDES]), "{held:?}");
     assert_eq!(got[0].2, vec![PT_SR, PT_SDES]);
     assert!(held.iter().all(|g| g.3.is_some_and(|b| b.ssrc == 99)));
+}
+
+/// A shared lockout store (Redis) that cannot be reached: the caller is still asked for the
+/// PIN, but no verdict stands without the store — the right PIN goes to the failure
+/// extension as lockout_unavailable (fail closed), never to the success one.
+#[test]
+fn lockout_store_down_fails_closed() {
+    use crate::call::lockout::{Lockout, LockoutPolicy};
+    let mut w = flow_world(611, "1234");
+    w.lockout = Some(Arc::new(std::sync::Mutex::new(Lockout::new(
+        LockoutPolicy::default(),
+    ))));
+    w.store_down = true;
+    start(&mut w);
+    w.run_for(0.5);
+    assert_eq!(started_at(&w, "enter_pin").len(), 1, "still asked");
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(3.0);
+    let r = record(&w);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::LockoutUnavailable));
+    assert!(w.pbx.refer_to[0].contains("sip:2002@"));
+}
+
+/// With lockout on, the caller's number is checked before the prompt; an in-memory store
+/// answers within the same drain, so the very first frame of the call is the prompt (marked),
+/// not a frame of silence before it.
+#[test]
+fn lockout_check_from_memory_does_not_delay_the_first_prompt_frame() {
+    use crate::call::lockout::{Lockout, LockoutPolicy};
+    let mut w = flow_world(612, "1234");
+    w.lockout = Some(Arc::new(std::sync::Mutex::new(Lockout::new(
+        LockoutPolicy::default(),
+    ))));
+    w.net.jitter = Duration::ZERO;
+    start(&mut w);
+    w.run_for(0.2);
+    let first = &w.pbx.received[0];
+    assert!(first.marker, "first packet starts the prompt");
+    let want = test_prompt("enter_pin", 300);
+    assert_eq!(first.payload[..], want.bytes(sdp::Codec::Pcmu)[..160]);
+}
+
+/// A verdict made at answer (a withheld number, a locked one) must not put the REFER ahead
+/// of our 200 — or ahead of the PBX's ACK, which confirms the dialog: the REFER waits.
+#[test]
+fn a_verdict_at_answer_sends_the_refer_after_the_ack() {
+    let mut w = flow_world(613, "1234");
+    w.pbx = Pbx::new("anon-order");
+    w.pbx.send_rtp = false;
+    w.pbx.tag = "anon".into();
+    w.net.jitter = Duration::ZERO;
+    let now = w.now;
+    w.pbx.invite(now, "", Some(Pbx::sdp(4000, "sendrecv")));
+    let inv = w.pbx.out.pop_back().unwrap();
+    let inv = String::from_utf8(inv).unwrap().replace(
+        "<sip:+15551234567@192.0.2.1>",
+        "\"Anonymous\" <sip:anonymous@anonymous.invalid>",
+    );
+    w.pbx.out.push_back(inv.into_bytes());
+    w.pbx.invite = None;
+    w.run_for(3.0);
+    let ok_at = w
+        .pbx
+        .responses
+        .iter()
+        .position(|(c, m)| *c == 200 && *m == Method::Invite);
+    assert!(ok_at.is_some());
+    let refer = request_times(&w, Method::Refer);
+    assert_eq!(
+        refer.len(),
+        1,
+        "{:?} {:?} {:?}",
+        w.pbx.requests,
+        w.pbx.responses,
+        w.events
+            .iter()
+            .filter(|e| !matches!(e, CallEvent::Prompt(_)))
+            .collect::<Vec<_>>()
+    );
+    // The REFER reached the PBX after it had sent its ACK (auto_ack on the 200).
+    assert!(
+        w.call.as_ref().unwrap().record().is_some(),
+        "{:?} {:?}",
+        w.pbx.requests,
+        w.pbx.responses
+    );
+    assert_eq!(record(&w).flow.outcome, Some(flow::Outcome::Anonymous));
+    assert_eq!(record(&w).summary.reason, EndReason::Transferred);
+    let first_refer_index = w.pbx.requests.iter().position(|m| *m == Method::Refer);
+    assert!(first_refer_index.is_some());
+    assert!(
+        w.pbx.refer_before_ok == Some(false),
+        "REFER arrived before our 200"
+    );
 }

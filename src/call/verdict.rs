@@ -108,6 +108,9 @@ impl StoredPin {
         if !parsed.algorithm.as_str().starts_with("argon2") {
             return Err("only argon2 hashes are accepted".into());
         }
+        if parsed.hash.is_none() || parsed.salt.is_none() {
+            return Err("the PHC string has no salt or no hash".into());
+        }
         Ok(StoredPin::Argon2(h.to_string()))
     }
 
@@ -151,33 +154,184 @@ pub(crate) fn webhook_verified(contact_id: String) -> PinVerified {
     PinVerified { contact_id }
 }
 
-/// A comparison of an entered PIN with the one on file, to be run off the call's task:
-/// an argon2 check takes milliseconds of CPU. Only the flow makes one; `run` is the only
-/// thing to do with it. Debug shows neither PIN.
+/// A verdict to settle off the call's task: the comparison of an entered PIN with the one
+/// on file (argon2 takes milliseconds of CPU) or a verify webhook's answer, together with
+/// the lockout bookkeeping for the caller's keys (numbers and contact), which may live in a
+/// shared store (Redis) that takes a network round trip. Only the flow makes one; the
+/// driver runs `LockoutStore`-side steps around `judge`. Debug shows neither PIN.
 #[derive(Debug, Clone)]
 pub struct PinCheck {
-    contact: Contact,
-    entered: Pin,
+    what: Judged,
+    /// The lockout keys to check before and record after (empty: no lockout).
+    keys: Vec<String>,
 }
 
-/// What a `PinCheck` found.
+#[derive(Debug, Clone)]
+enum Judged {
+    /// Compare this PIN with the contact's.
+    Compare { contact: Contact, entered: Pin },
+    /// The CRM's webhook judged already.
+    Remote {
+        contact_id: Option<String>,
+        verified: Option<PinVerified>,
+    },
+}
+
+/// Whether the lockout store let the verdict stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockState {
+    /// Not locked (and the outcome has been recorded).
+    Open,
+    /// A key is locked out: before the comparison, or because this failure locked it.
+    Locked,
+    /// The store could not be reached in time (the flow fails closed).
+    Unavailable,
+}
+
+/// What settling a `PinCheck` found.
 #[derive(Debug, Clone)]
 pub struct CheckResult {
-    pub contact_id: String,
-    /// The proof, when the PIN matched.
+    pub contact_id: Option<String>,
+    /// The proof, when the PIN matched (never with `lock` other than `Open`).
+    pub verified: Option<PinVerified>,
+    pub lock: LockState,
+}
+
+/// A judged `PinCheck`, before its outcome is recorded in the lockout store.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    pub contact_id: Option<String>,
     pub verified: Option<PinVerified>,
 }
 
 impl PinCheck {
-    pub(crate) fn new(contact: Contact, entered: Pin) -> PinCheck {
-        PinCheck { contact, entered }
+    pub(crate) fn compare(contact: Contact, entered: Pin, keys: Vec<String>) -> PinCheck {
+        PinCheck {
+            what: Judged::Compare { contact, entered },
+            keys,
+        }
     }
 
-    /// Runs the comparison (blocking: argon2).
-    pub fn run(self) -> CheckResult {
+    pub(crate) fn remote(
+        contact_id: Option<String>,
+        verified: Option<PinVerified>,
+        keys: Vec<String>,
+    ) -> PinCheck {
+        PinCheck {
+            what: Judged::Remote {
+                contact_id,
+                verified,
+            },
+            keys,
+        }
+    }
+
+    /// The lockout keys of this caller (organization-scoped number and contact).
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// Does the comparison need CPU (argon2), so belongs on a blocking pool?
+    pub fn is_costly(&self) -> bool {
+        matches!(
+            &self.what,
+            Judged::Compare {
+                contact: Contact {
+                    pin: Some(StoredPin::Argon2(_)),
+                    ..
+                },
+                ..
+            }
+        )
+    }
+
+    /// Makes the comparison (blocking for argon2) or takes the webhook's answer.
+    pub fn judge(self) -> Judgement {
+        match self.what {
+            Judged::Compare { contact, entered } => Judgement {
+                verified: verify(&contact, &entered),
+                contact_id: Some(contact.id),
+            },
+            Judged::Remote {
+                contact_id,
+                verified,
+            } => Judgement {
+                contact_id,
+                verified,
+            },
+        }
+    }
+
+    /// A key was already locked: no comparison is made.
+    pub fn locked(self) -> CheckResult {
+        let contact_id = match self.what {
+            Judged::Compare { contact, .. } => Some(contact.id),
+            Judged::Remote { contact_id, .. } => contact_id,
+        };
         CheckResult {
-            verified: verify(&self.contact, &self.entered),
-            contact_id: self.contact.id,
+            contact_id,
+            verified: None,
+            lock: LockState::Locked,
+        }
+    }
+
+    /// The store could not be asked: no verdict stands.
+    pub fn unavailable(self) -> CheckResult {
+        CheckResult {
+            lock: LockState::Unavailable,
+            ..self.locked()
+        }
+    }
+
+    /// Settles against an in-memory lockout table at `now` (the default store, and the
+    /// simulations): locked keys stop it before the comparison; a success clears the
+    /// keys; a failure counts and may lock them.
+    pub fn settle_in_memory(
+        self,
+        now: std::time::Instant,
+        table: Option<&std::sync::Mutex<crate::call::lockout::Lockout>>,
+    ) -> CheckResult {
+        let keys = self.keys.clone();
+        let with = |f: &mut dyn FnMut(&mut crate::call::lockout::Lockout) -> bool| {
+            table
+                .and_then(|t| t.lock().ok())
+                .map(|mut g| f(&mut g))
+                .unwrap_or(false)
+        };
+        if with(&mut |l| keys.iter().any(|k| l.is_locked(now, k))) {
+            return self.locked();
+        }
+        self.judge().record(|verified| {
+            with(&mut |l| {
+                if verified {
+                    l.record_success(&keys);
+                    false
+                } else {
+                    l.record_failure(now, &keys);
+                    keys.iter().any(|k| l.is_locked(now, k))
+                }
+            })
+        })
+    }
+}
+
+impl Judgement {
+    /// Records the outcome with `record(verified) -> now_locked` and gives the result.
+    pub fn record(self, record: impl FnOnce(bool) -> bool) -> CheckResult {
+        let locked = record(self.verified.is_some());
+        self.finish(if locked {
+            LockState::Locked
+        } else {
+            LockState::Open
+        })
+    }
+
+    /// The result, with what the store said.
+    pub fn finish(self, lock: LockState) -> CheckResult {
+        CheckResult {
+            verified: self.verified.filter(|_| lock == LockState::Open),
+            contact_id: self.contact_id,
+            lock,
         }
     }
 }

@@ -4,7 +4,7 @@
 pub mod org;
 
 use crate::crm::file::ContactDirectory;
-pub use org::Organization;
+pub use org::{Cidr, Organization};
 
 use crate::media::dtmf::DtmfMode;
 use crate::media::player::IdleMode;
@@ -52,6 +52,9 @@ pub enum ConfigError {
     /// The contacts file of the file CRM is unusable.
     #[error("{path}: {msg}")]
     Contacts { path: String, msg: String },
+    /// A secret (password file, environment variable) is missing or exposed.
+    #[error("{path}: {msg}")]
+    Secret { path: String, msg: String },
 }
 
 /// SIP transport of a listen address.
@@ -156,6 +159,40 @@ struct RawSecurity {
     lockout_failures: usize,
     lockout_window_secs: u64,
     lockout_secs: u64,
+    store: String,
+    store_timeout_ms: u64,
+    on_store_error: OnStoreError,
+}
+
+/// What a call does when the shared lockout store cannot be reached in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    /// No verdict stands without the store: the caller goes to the failure extension
+    /// (audited `lockout_unavailable`). A PIN is still never accepted unverified.
+    #[default]
+    FailClosed,
+    /// Verify without lockout while the store is away (counted and logged).
+    SkipLockout,
+}
+
+/// Where the lockout counters live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockoutStoreConfig {
+    /// In this process (one instance).
+    Memory,
+    /// In Redis, shared by every instance: `redis://host:port/db`.
+    Redis { url: String },
+}
+
+/// Lockout across calls and where it is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockoutConfig {
+    pub policy: crate::call::lockout::LockoutPolicy,
+    pub store: LockoutStoreConfig,
+    /// Deadline of each store operation.
+    pub store_timeout: Duration,
+    pub on_store_error: OnStoreError,
 }
 
 impl Default for RawSecurity {
@@ -164,6 +201,9 @@ impl Default for RawSecurity {
             lockout_failures: 5,
             lockout_window_secs: 900,
             lockout_secs: 900,
+            store: "memory".into(),
+            store_timeout_ms: 300,
+            on_store_error: OnStoreError::FailClosed,
         }
     }
 }
@@ -227,6 +267,44 @@ struct RawSip {
     t4_ms: u64,
     ring_ms: u64,
     min_session_expires_secs: u32,
+    trusted_proxies: Vec<String>,
+    source_header: String,
+    allow: Vec<String>,
+    denied: String,
+    requests_per_sec: f64,
+    requests_burst: f64,
+    calls_per_sec: f64,
+    calls_burst: f64,
+    max_calls_per_source: usize,
+    limited: String,
+    auth: Option<RawAuth>,
+}
+
+/// `[sip.auth]`: digest authentication of INVITEs (RFC 8760 / RFC 7616).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default = "d_realm")]
+    realm: String,
+    username: String,
+    #[serde(default)]
+    password_env: String,
+    #[serde(default)]
+    password_file: String,
+    #[serde(default = "d_algorithms")]
+    algorithms: Vec<String>,
+    #[serde(default = "d_nonce_ttl")]
+    nonce_ttl_secs: u64,
+}
+
+fn d_realm() -> String {
+    "pincoderouting".into()
+}
+fn d_algorithms() -> Vec<String> {
+    vec!["SHA-256".into(), "MD5".into()]
+}
+fn d_nonce_ttl() -> u64 {
+    300
 }
 
 impl Default for RawSip {
@@ -244,6 +322,17 @@ impl Default for RawSip {
             t4_ms: 5000,
             ring_ms: 0,
             min_session_expires_secs: 90,
+            trusted_proxies: Vec::new(),
+            source_header: "X-Source-IP".into(),
+            allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            denied: "drop".into(),
+            requests_per_sec: 1000.0,
+            requests_burst: 2000.0,
+            calls_per_sec: 100.0,
+            calls_burst: 300.0,
+            max_calls_per_source: 0,
+            limited: "503".into(),
+            auth: None,
         }
     }
 }
@@ -293,6 +382,15 @@ pub struct SipConfig {
     pub ring: Duration,
     /// Our Min-SE (RFC 4028 §5); smaller Session-Expires gets 422.
     pub min_session_expires: u32,
+    /// Proxies (Kamailio) whose `source_header` names the real sender of a request; for
+    /// trust decisions, see `sip::source::effective_source`. Empty: no proxy is believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// The header a trusted proxy writes the sender's address in (`X-Source-IP`).
+    pub source_header: String,
+    /// Who may send SIP, and how fast (`allow`, rate limits, calls per source).
+    pub access: crate::sip::gate::AccessPolicy,
+    /// Digest authentication of INVITEs; `None`: trust comes from `allow` alone.
+    pub auth: Option<crate::sip::auth::AuthConfig>,
 }
 
 /// Media settings.
@@ -345,14 +443,11 @@ fn crm_config(
             contacts: PathBuf::from(raw.contacts),
         }),
         ("http_lookup", Some(h)) => {
-            if !h.url.contains("{phone}") {
-                return Err(invalid("url", "the CRM url must contain {phone}".into()));
-            }
-            if h.timeout_ms == 0 || h.timeout_ms > 30_000 || h.retries > 5 {
-                return Err(invalid(
-                    "timeout_ms",
-                    "need 1..=30000 ms and at most 5 retries".into(),
-                ));
+            // Preset applied, templates, selectors and limits checked; errors start with
+            // the key they are about.
+            if let Err(e) = h.resolve() {
+                let (key, msg) = e.split_once(": ").unwrap_or(("url", e.as_str()));
+                return Err(invalid(key, msg.to_string()));
             }
             Ok(CrmConfig::HttpLookup(h))
         }
@@ -398,7 +493,7 @@ pub struct Config {
     /// The loaded CRMs by name (built by `load`, secrets from the environment).
     pub adapters: std::collections::HashMap<String, crate::crm::CrmAdapter>,
     /// Lockout across calls; `None` when `lockout_failures = 0`.
-    pub lockout: Option<crate::call::lockout::LockoutPolicy>,
+    pub lockout: Option<LockoutConfig>,
     pub admin: AdminConfig,
 }
 
@@ -432,6 +527,133 @@ fn line_of(text: &str, key: &str) -> usize {
         })
         .map(|i| i + 1)
         .unwrap_or(0)
+}
+
+/// `[sip] allow`, `denied`, the rate limits and `limited`.
+fn access_policy(
+    s: &RawSip,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<crate::sip::gate::AccessPolicy, ConfigError> {
+    use crate::sip::gate::{AccessPolicy, Action, Rate};
+    let allow = s
+        .allow
+        .iter()
+        .map(|c| c.parse().map_err(|m| invalid("allow", m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let denied = match s.denied.as_str() {
+        "drop" => Action::Drop,
+        "403" => Action::Reply,
+        d => return Err(invalid("denied", format!("'{d}': use \"drop\" or \"403\""))),
+    };
+    let limited = match s.limited.as_str() {
+        "drop" => Action::Drop,
+        "503" => Action::Reply,
+        d => {
+            return Err(invalid(
+                "limited",
+                format!("'{d}': use \"503\" or \"drop\""),
+            ))
+        }
+    };
+    let rate = |key: &str, per_sec: f64, burst: f64| -> Result<Option<Rate>, ConfigError> {
+        if !per_sec.is_finite() || !burst.is_finite() || per_sec < 0.0 || burst < 0.0 {
+            return Err(invalid(key, "must be a number >= 0".into()));
+        }
+        if per_sec == 0.0 {
+            return Ok(None);
+        }
+        // A burst below one token would refuse everything.
+        let burst = if burst == 0.0 { per_sec * 2.0 } else { burst };
+        Ok(Some(Rate {
+            per_sec,
+            burst: burst.max(1.0),
+        }))
+    };
+    Ok(AccessPolicy {
+        allow,
+        denied,
+        requests: rate("requests_per_sec", s.requests_per_sec, s.requests_burst)?,
+        calls: rate("calls_per_sec", s.calls_per_sec, s.calls_burst)?,
+        max_calls_per_source: s.max_calls_per_source,
+        limited,
+    })
+}
+
+/// `[sip.auth]`: checked here; the password itself is read by `load` (environment or a
+/// file only we can read), never written in the configuration.
+fn auth_config(
+    a: &RawAuth,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<crate::sip::auth::AuthConfig, ConfigError> {
+    use crate::sip::auth::{Algorithm, AuthConfig, PasswordSource};
+    if a.username.is_empty() || a.realm.is_empty() || a.realm.contains('"') {
+        return Err(invalid(
+            "username",
+            "[sip.auth] needs a username and a realm without quotes".into(),
+        ));
+    }
+    let algorithms = a
+        .algorithms
+        .iter()
+        .map(|n| {
+            Algorithm::from_name(n).ok_or_else(|| {
+                invalid(
+                    "algorithms",
+                    format!("'{n}': use \"SHA-256\" and/or \"MD5\""),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if algorithms.is_empty() {
+        return Err(invalid("algorithms", "name at least one".into()));
+    }
+    let source = match (a.password_env.as_str(), a.password_file.as_str()) {
+        (e, "") if !e.is_empty() => PasswordSource::Env(e.to_string()),
+        ("", f) if !f.is_empty() => PasswordSource::File(PathBuf::from(f)),
+        _ => {
+            return Err(invalid(
+                "password_env",
+                "[sip.auth] needs exactly one of password_env, password_file".into(),
+            ))
+        }
+    };
+    if a.nonce_ttl_secs == 0 || a.nonce_ttl_secs > 3600 {
+        return Err(invalid("nonce_ttl_secs", "must be 1..=3600".into()));
+    }
+    Ok(AuthConfig {
+        realm: a.realm.clone(),
+        username: a.username.clone(),
+        source,
+        password: None,
+        algorithms,
+        nonce_ttl: Duration::from_secs(a.nonce_ttl_secs),
+    })
+}
+
+/// Reads a secret from a file that only its owner may read: a group- or world-readable
+/// file is refused, naming it (the secret would be one `cat` away for every local user).
+pub fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
+    let shown = path.display().to_string();
+    let io = |source| ConfigError::Io {
+        path: shown.clone(),
+        source,
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::Secret {
+                path: shown,
+                msg: format!(
+                    "mode {:o} lets others read it; chmod 600 (only our user may read a secret file)",
+                    mode & 0o777
+                ),
+            });
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// Parses and validates a configuration text; `path` is only used in messages.
@@ -538,6 +760,27 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             "RFC 4028 requires at least 90".into(),
         ));
     }
+    let trusted_proxies = s
+        .trusted_proxies
+        .iter()
+        .map(|c| c.parse::<Cidr>().map_err(|e| invalid("trusted_proxies", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if s.source_header.is_empty()
+        || !s
+            .source_header
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            "source_header",
+            format!("'{}' is not a header name", s.source_header),
+        ));
+    }
+    let access = access_policy(&s, &invalid)?;
+    let auth = match &s.auth {
+        Some(a) => Some(auth_config(a, &invalid)?),
+        None => None,
+    };
     let rtp_bind = m
         .rtp_bind
         .parse()
@@ -589,6 +832,21 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             ),
         ));
     }
+    let lockout_store = match raw.security.store.trim() {
+        "" | "memory" => LockoutStoreConfig::Memory,
+        u if u.starts_with("redis://")
+            || u.starts_with("rediss://")
+            || u.starts_with("unix://") =>
+        {
+            LockoutStoreConfig::Redis { url: u.to_string() }
+        }
+        other => {
+            return Err(invalid(
+                "store",
+                format!("'{other}': \"memory\" or a redis://host:port/db URL"),
+            ))
+        }
+    };
     let admin = AdminConfig {
         listen: match raw.admin.listen.trim() {
             "" => None,
@@ -617,6 +875,10 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             },
             ring: Duration::from_millis(s.ring_ms),
             min_session_expires: s.min_session_expires_secs,
+            trusted_proxies,
+            source_header: s.source_header,
+            access,
+            auth,
         },
         media: MediaConfig {
             rtp_bind,
@@ -647,10 +909,15 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         crms,
         adapters: Default::default(),
         audit_file: (!raw.audit.file.is_empty()).then(|| PathBuf::from(raw.audit.file)),
-        lockout: (raw.security.lockout_failures > 0).then(|| crate::call::lockout::LockoutPolicy {
-            failures: raw.security.lockout_failures,
-            window: Duration::from_secs(raw.security.lockout_window_secs.max(1)),
-            cooldown: Duration::from_secs(raw.security.lockout_secs.max(1)),
+        lockout: (raw.security.lockout_failures > 0).then(|| LockoutConfig {
+            policy: crate::call::lockout::LockoutPolicy {
+                failures: raw.security.lockout_failures,
+                window: Duration::from_secs(raw.security.lockout_window_secs.max(1)),
+                cooldown: Duration::from_secs(raw.security.lockout_secs.max(1)),
+            },
+            store: lockout_store,
+            store_timeout: Duration::from_millis(raw.security.store_timeout_ms.max(1)),
+            on_store_error: raw.security.on_store_error,
         }),
         admin,
     })
@@ -766,13 +1033,49 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             config.org_prompts.insert(org.name.clone(), Arc::new(set));
         }
     }
+    if let Some(auth) = &mut config.sip.auth {
+        let password = match &auth.source {
+            crate::sip::auth::PasswordSource::Env(var) => std::env::var(var)
+                .ok()
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| ConfigError::Secret {
+                    path: shown.clone(),
+                    msg: format!("[sip.auth] password_env: environment variable {var} is not set"),
+                })?,
+            crate::sip::auth::PasswordSource::File(f) => read_secret_file(&base.join(f))?,
+        };
+        auth.password = Some(crate::sip::auth::Secret::new(password));
+    }
+    // The file CRM reads its contacts' numbers with their organization's country code.
+    let country_codes: std::collections::HashMap<String, String> = config
+        .organizations
+        .iter()
+        .map(|o| (o.name.clone(), o.country_code.clone()))
+        .collect();
+    let country_code_of = |org: &str| country_codes.get(org).cloned();
     for (name, crm) in config.crms.clone() {
         let label = if name.is_empty() {
             "[crm]".to_string()
         } else {
             format!("[crms.{name}]")
         };
-        let env = |k: &str| std::env::var(k).ok();
+        // `${NAME}` is an environment variable; `${file:PATH}` a file only we can read
+        // (relative to this file), refused — naming it — when group or world can read it.
+        let mut files = std::collections::HashMap::new();
+        if let CrmConfig::HttpLookup(h) | CrmConfig::HttpVerify(h) = &crm {
+            for v in h.headers.values() {
+                for part in v.split("${file:").skip(1) {
+                    let Some((p, _)) = part.split_once('}') else {
+                        continue;
+                    };
+                    files.insert(p.to_string(), read_secret_file(&base.join(p))?);
+                }
+            }
+        }
+        let env = |k: &str| match k.strip_prefix("file:") {
+            Some(p) => files.get(p).cloned(),
+            None => std::env::var(k).ok(),
+        };
         let fail = |msg: String| ConfigError::Contacts {
             path: shown.clone(),
             msg: format!("{label}: {msg}"),
@@ -780,12 +1083,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let adapter = match crm {
             CrmConfig::File { contacts } => {
                 let contacts_path = base.join(contacts);
-                let dir = ContactDirectory::load(&contacts_path).map_err(|msg| {
-                    ConfigError::Contacts {
-                        path: contacts_path.display().to_string(),
-                        msg,
-                    }
-                })?;
+                let dir =
+                    ContactDirectory::load(&contacts_path, &country_code_of).map_err(|msg| {
+                        ConfigError::Contacts {
+                            path: contacts_path.display().to_string(),
+                            msg,
+                        }
+                    })?;
                 crate::crm::CrmAdapter::File(Arc::new(dir))
             }
             CrmConfig::HttpLookup(h) => crate::crm::CrmAdapter::Lookup(Arc::new(
@@ -932,6 +1236,145 @@ mod tests {
         std::fs::write(d.path().join("orgs/c.toml"), "[[organization]]\nname = 3\n").unwrap();
         let e = load(&cfg).unwrap_err().to_string();
         assert!(e.contains("c.toml:2"), "{e}");
+    }
+
+    #[test]
+    fn access_policy_defaults_to_loopback_and_is_validated() {
+        use crate::sip::gate::{Action, Rate};
+        let c = parse("", "x").unwrap();
+        let a = &c.sip.access;
+        assert!(a.allows("127.0.0.1".parse().unwrap()));
+        assert!(a.allows("::1".parse().unwrap()));
+        assert!(!a.allows("192.0.2.1".parse().unwrap()), "closed by default");
+        assert_eq!(a.denied, Action::Drop);
+        assert_eq!(a.limited, Action::Reply);
+        assert_eq!(
+            a.requests,
+            Some(Rate {
+                per_sec: 1000.0,
+                burst: 2000.0
+            })
+        );
+        let c = parse(
+            "[sip]\nallow = []\ndenied = \"403\"\nrequests_per_sec = 0\ncalls_per_sec = 2\n\
+calls_burst = 0\nmax_calls_per_source = 3\nlimited = \"drop\"\n",
+            "x",
+        )
+        .unwrap();
+        let a = &c.sip.access;
+        assert!(a.allows("192.0.2.1".parse().unwrap()), "[] is open");
+        assert_eq!((a.denied, a.limited), (Action::Reply, Action::Drop));
+        assert_eq!(a.requests, None);
+        assert_eq!(
+            a.calls,
+            Some(Rate {
+                per_sec: 2.0,
+                burst: 4.0
+            })
+        );
+        assert_eq!(a.max_calls_per_source, 3);
+        for (bad, key) in [
+            ("allow = [\"10.0.0.0/40\"]", "allow"),
+            ("denied = \"reject\"", "denied"),
+            ("limited = \"429\"", "limited"),
+            ("requests_per_sec = -1", "requests_per_sec"),
+        ] {
+            let e = parse(&format!("[sip]\n{bad}\n"), "x.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("x.toml:2: {key}")), "{bad}: {e}");
+        }
+        let org = "[[organization]]\nname = \"o\"\npbx_host = \"h\"\npin_success_ext = \"1\"\n\
+pin_failed_ext = \"2\"\nallow = [\"192.0.2.0/24\"]\n";
+        let c = parse(org, "x").unwrap();
+        let o = &c.organizations[0];
+        assert!(o.allows("192.0.2.9".parse().unwrap()));
+        assert!(!o.allows("198.51.100.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn sip_auth_needs_one_password_source_and_known_algorithms() {
+        use crate::sip::auth::{Algorithm, PasswordSource};
+        let ok = parse(
+            "[sip.auth]\nusername = \"pbx\"\npassword_env = \"P\"\nalgorithms = [\"MD5\"]\n",
+            "x",
+        )
+        .unwrap();
+        let a = ok.sip.auth.unwrap();
+        assert_eq!(a.algorithms, vec![Algorithm::Md5]);
+        assert_eq!(a.source, PasswordSource::Env("P".into()));
+        assert!(a.password.is_none(), "parse reads no secret");
+        let d = parse(
+            "[sip.auth]\nusername = \"pbx\"\npassword_file = \"pw\"\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            d.sip.auth.unwrap().algorithms,
+            vec![Algorithm::Sha256, Algorithm::Md5]
+        );
+        for bad in [
+            "username = \"pbx\"\n",
+            "username = \"pbx\"\npassword_env = \"P\"\npassword_file = \"f\"\n",
+            "username = \"pbx\"\npassword_env = \"P\"\nalgorithms = [\"SHA-512-256\"]\n",
+            "username = \"pbx\"\npassword_env = \"P\"\nalgorithms = []\n",
+            "username = \"\"\npassword_env = \"P\"\n",
+            "username = \"pbx\"\npassword_env = \"P\"\nnonce_ttl_secs = 0\n",
+        ] {
+            assert!(parse(&format!("[sip.auth]\n{bad}"), "x").is_err(), "{bad}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_readable_by_others_are_refused_naming_the_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("sip-password");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = read_secret_file(&f).unwrap_err().to_string();
+            assert!(e.contains("sip-password"), "{mode:o}: {e}");
+            assert!(e.contains("chmod 600"), "{mode:o}: {e}");
+        }
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret_file(&f).unwrap(), "s3cret");
+        // Through load: [sip.auth] password_file, and a CRM header's ${file:...}.
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let cfg = d.path().join("c.toml");
+        let prompts = concat!(env!("CARGO_MANIFEST_DIR"), "/sip-config/prompts");
+        let contacts = concat!(env!("CARGO_MANIFEST_DIR"), "/sip-config/contacts.toml");
+        let base = format!("[prompts]\ndir = \"{prompts}\"\n[crm]\ncontacts = \"{contacts}\"\n");
+        std::fs::write(
+            &cfg,
+            format!("[sip.auth]\nusername = \"pbx\"\npassword_file = \"sip-password\"\n{base}"),
+        )
+        .unwrap();
+        let e = load(&cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("sip-password") && e.contains("lets others read"),
+            "{e}"
+        );
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = load(&cfg).unwrap();
+        assert!(c.sip.auth.unwrap().password.is_some());
+        let tok = d.path().join("crm-token");
+        std::fs::write(&tok, "t0ken").unwrap();
+        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::write(
+            &cfg,
+            format!(
+                "[prompts]\ndir = \"{prompts}\"\n[crm]\nkind = \"http_lookup\"\n[crm.http]\n\
+url = \"http://127.0.0.1:9/x?p={{phone}}\"\nheaders = {{ Authorization = \"Bearer ${{file:crm-token}}\" }}\n"
+            ),
+        )
+        .unwrap();
+        let e = load(&cfg).unwrap_err().to_string();
+        assert!(e.contains("crm-token"), "{e}");
+        std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let r = load(&cfg);
+        assert!(r.is_ok(), "{:?}", r.err());
     }
 
     #[test]

@@ -109,6 +109,8 @@ pub(super) struct RawOrganization {
     match_header: Option<HeaderMatch>,
     #[serde(default)]
     match_source: Vec<String>,
+    #[serde(default)]
+    allow: Vec<String>,
     pbx_host: String,
     pin_success_ext: String,
     pin_failed_ext: String,
@@ -222,6 +224,9 @@ pub struct Organization {
     pub match_to_user: Vec<String>,
     pub match_header: Option<HeaderMatch>,
     pub match_source: Vec<Cidr>,
+    /// Sources this organization's calls may come from (on top of `[sip] allow`); empty:
+    /// whatever `[sip] allow` lets in.
+    pub allow: Vec<Cidr>,
     pub pbx_host: String,
     pub pin_success_ext: String,
     pub pin_failed_ext: String,
@@ -311,6 +316,12 @@ impl Organization {
                 "country_code is digits, e.g. \"1\"".into(),
             ));
         }
+        if !crate::crm::phone::known_country_code(&r.country_code) {
+            return Err(bad(
+                "country_code",
+                format!("{} is not a country calling code", r.country_code),
+            ));
+        }
         let terminator = key(&r.terminator, "terminator").map_err(|m| bad("terminator", m))?;
         let clear_key = key(&r.clear_key, "clear_key").map_err(|m| bad("clear_key", m))?;
         if terminator.is_some() && terminator == clear_key {
@@ -338,6 +349,7 @@ impl Organization {
         };
         Ok(Organization {
             match_source: cidrs("match_source", &r.match_source)?,
+            allow: cidrs("allow", &r.allow)?,
             trusted_sources: cidrs("trusted_sources", &r.trusted_sources)?,
             name: r.name,
             enabled: r.enabled,
@@ -372,6 +384,12 @@ impl Organization {
 
     /// Does this INVITE from `src` belong here? Every criterion the organization sets must
     /// hold; one that sets none matches nothing (it can still be the default).
+    /// May this organization's calls come from `src` (its `allow`; empty: anyone that
+    /// `[sip] allow` lets in)?
+    pub fn allows(&self, src: IpAddr) -> bool {
+        self.allow.is_empty() || self.allow.iter().any(|c| c.contains(src))
+    }
+
     pub fn matches(&self, invite: &Message, src: IpAddr) -> bool {
         let mut any = false;
         if !self.match_user.is_empty() {

@@ -76,8 +76,10 @@ struct CallGuard {
     call_id: String,
     /// The RTP port, while the call holds it.
     port: Option<u16>,
-    /// Counted in `Shared::active` (until the call ends).
+    /// Counted in `Shared::active` and the gate's calls per source (until the call ends).
     active: bool,
+    /// Where the INVITE came from (`Admission::source`; the gate counts calls per source).
+    source: std::net::IpAddr,
     /// The INVITE and its flow, until it has a final response.
     unanswered: Option<(Message, Flow)>,
     /// A BYE ready for an answered call whose code can no longer send one.
@@ -103,6 +105,7 @@ impl CallGuard {
     fn release_active(&mut self) {
         if std::mem::take(&mut self.active) {
             self.shared.active.fetch_sub(1, Ordering::Relaxed);
+            self.shared.gate().call_ended(self.source);
         }
     }
 }
@@ -183,12 +186,15 @@ pub(crate) fn admit(shared: &Arc<Shared>, config: Arc<Config>, adm: Admission, f
         }
     }
     shared.active.fetch_add(1, Ordering::Relaxed);
+    // Calls per source count the effective source: behind a proxy, each PBX apart.
+    shared.gate().call_started(adm.source);
     shared.calls_total.fetch_add(1, Ordering::Relaxed);
     let guard = CallGuard {
         shared: shared.clone(),
         call_id: call_id.clone(),
         port: None,
         active: true,
+        source: adm.source,
         unanswered: Some((adm.invite.clone(), flow)),
         bye: None,
         audited: false,
@@ -320,30 +326,55 @@ impl CallIo for DriverIo<'_> {
                 }
             }
             CallEvent::CheckPin(check) => {
-                // argon2 takes milliseconds of CPU: never on the call's (async) task.
-                let inbox = self.inbox.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _ = inbox.blocking_send(CallInput::Checked(check.run()));
+                // The lockout store may be a network away and argon2 takes milliseconds of
+                // CPU: never on the call's task.
+                let (inbox, shared) = (self.inbox.clone(), self.g.shared.clone());
+                tokio::spawn(async move {
+                    let r = super::lockout_store::settle(&shared.lockout, check).await;
+                    let _ = inbox.send(CallInput::Checked(r)).await;
                 });
             }
-            CallEvent::CrmLookup { organization, e164 } => {
+            CallEvent::LockCheck(keys) => match &self.g.shared.lockout {
+                // The in-memory store answers at once (before the first prompt frame).
+                super::lockout_store::LockoutStore::Memory(m) => {
+                    let state = super::lockout_store::memory_lock_state(m, &keys);
+                    call.handle_lock_state(now, state);
+                }
+                _ => {
+                    let (inbox, shared) = (self.inbox.clone(), self.g.shared.clone());
+                    tokio::spawn(async move {
+                        let state = super::lockout_store::lock_state(&shared.lockout, &keys).await;
+                        let _ = inbox.send(CallInput::LockState(state)).await;
+                    });
+                }
+            },
+            CallEvent::CrmLookup {
+                organization,
+                number,
+            } => {
                 let config = self.g.shared.config.load();
                 match crm_of(&config, &organization) {
                     // HTTP adapters answer through the call's inbox, while the prompt plays.
                     Some(CrmAdapter::Lookup(http)) => {
                         let (http, inbox) = (http.clone(), self.inbox.clone());
                         let shared = self.g.shared.clone();
+                        let call_id = call.call_id().to_string();
                         tokio::spawn(async move {
                             let asked = Instant::now();
-                            let reply = http.lookup(&organization, &e164).await;
+                            let reply = http.lookup(&organization, &number).await;
                             crm_done(&shared, "http_lookup", crm_outcome(&reply), asked);
+                            // Why (a timeout, HTTP 429, "contact 7: PIN field is empty"):
+                            // the adapter's errors never hold a PIN or a secret.
+                            if let crate::crm::CrmReply::Error(e) = &reply {
+                                warn!(call_id, organization, error = %e, "CRM lookup failed");
+                            }
                             let _ = inbox.send(CallInput::Crm(reply)).await;
                         });
                     }
                     // The embedded file CRM answers at once.
                     Some(CrmAdapter::File(dir)) => {
                         let asked = Instant::now();
-                        let reply = dir.lookup(&organization, &e164);
+                        let reply = dir.lookup(&organization, &number);
                         crm_done(&self.g.shared, "file", crm_outcome(&reply), asked);
                         call.handle_crm(now, reply);
                     }
@@ -362,6 +393,7 @@ impl CallIo for DriverIo<'_> {
                     duration_ms = s.duration_ms,
                     rtp_rx = s.rtp.rx_packets,
                     rtp_rx_ignored = s.rtp.rx_ignored,
+                    rtp_rx_wrong_source = s.rtp.rx_wrong_source,
                     rtp_tx = s.rtp.tx_packets,
                     rtp_late_skipped = s.rtp.tx_late_skipped,
                     rtcp_rx = s.rtp.rtcp.rx,
@@ -380,6 +412,9 @@ impl CallIo for DriverIo<'_> {
                             outcome: outcome.to_string(),
                         })
                         .inc();
+                    if let Some(ms) = r.flow.entry_to_refer_ms {
+                        m.entry_to_refer.observe(ms as f64 / 1000.0);
+                    }
                     if r.flow.transfer_target.is_some() {
                         let result = if r.flow.transferred {
                             "transferred"
@@ -432,6 +467,8 @@ async fn run(
         flow.remote,
     );
     let seed: u64 = rand::random();
+    // Behind a proxy, `from` is the proxy and `source` the PBX it named.
+    let source = adm.source;
     let setup = CallSetup {
         invite: adm.invite,
         offer: adm.offer,
@@ -445,7 +482,7 @@ async fn run(
         seed,
         org: adm.org,
         caller: adm.caller,
-        lockout: shared.lockout.clone(),
+        lockout: shared.lockout.is_on(),
         wall_clock: WallClock {
             at: Instant::now(),
             since_unix: std::time::SystemTime::now()
@@ -453,7 +490,7 @@ async fn run(
                 .unwrap_or_default(),
         },
     };
-    info!(from = %flow.remote, transport = flow.transport.as_str(), rtp_port = port, "new call");
+    info!(from = %flow.remote, %source, transport = flow.transport.as_str(), rtp_port = port, "new call");
     fault_point(&g.call_id, "new");
     let mut call = match Call::new(Instant::now(), config, setup) {
         Ok(c) => c,
@@ -535,6 +572,7 @@ async fn run(
                 Some(CallInput::Crm(reply)) => call.handle_crm(Instant::now(), reply),
                 Some(CallInput::Verify(reply)) => call.handle_verify(Instant::now(), reply),
                 Some(CallInput::Checked(r)) => call.handle_check(Instant::now(), r),
+                Some(CallInput::LockState(st)) => call.handle_lock_state(Instant::now(), st),
                 Some(CallInput::Shutdown) | None => call.shutdown(Instant::now()),
             },
             r = recv_media(sock.as_ref().map(|s| &s.rtp), &mut rx_buf) => {
@@ -606,6 +644,10 @@ impl CallGuard {
         };
         inc("in", now.rx_packets, before.rx_packets);
         inc("out", now.tx_packets, before.tx_packets);
+        if now.rx_wrong_source > before.rx_wrong_source {
+            m.rtp_wrong_source
+                .inc_by(now.rx_wrong_source - before.rx_wrong_source);
+        }
         if now.tx_late_skipped > before.tx_late_skipped {
             m.rtp_late_skipped
                 .inc_by(now.tx_late_skipped - before.tx_late_skipped);

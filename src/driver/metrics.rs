@@ -42,6 +42,12 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// A `sip::gate::Rejection` name (a fixed set).
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SipLabels {
     /// `in` (received) or `out` (sent).
     pub direction: &'static str,
@@ -78,10 +84,13 @@ pub struct Metrics {
     pub crm_requests: Family<CrmLabels, Counter>,
     pub crm_latency: Family<AdapterLabels, Histogram, fn() -> Histogram>,
     pub refers: Family<ResultLabels, Counter>,
+    pub entry_to_refer: Histogram,
     pub sip_messages: Family<SipLabels, Counter>,
     pub parse_errors: Counter,
     pub overload_rejections: Counter,
     pub draining_rejections: Counter,
+    pub rejections: Family<ReasonLabels, Counter>,
+    pub rtp_wrong_source: Counter,
     pub lockouts_active: Gauge,
     pub rtp_packets: Family<DirectionLabels, Counter>,
     pub rtp_late_skipped: Counter,
@@ -108,10 +117,13 @@ impl Default for Metrics {
             crm_requests: Family::default(),
             crm_latency: Family::new_with_constructor(latency_histogram),
             refers: Family::default(),
+            entry_to_refer: latency_histogram(),
             sip_messages: Family::default(),
             parse_errors: Counter::default(),
             overload_rejections: Counter::default(),
             draining_rejections: Counter::default(),
+            rejections: Family::default(),
+            rtp_wrong_source: Counter::default(),
             lockouts_active: Gauge::default(),
             rtp_packets: Family::default(),
             rtp_late_skipped: Counter::default(),
@@ -162,6 +174,11 @@ impl Default for Metrics {
             m.refers.clone(),
         );
         r.register(
+            "pin_entry_to_refer_seconds",
+            "From the caller's last key (#) to our REFER: what a caller waits for the transfer",
+            m.entry_to_refer.clone(),
+        );
+        r.register(
             "sip_messages",
             "SIP messages by direction and method (requests) or status class (responses)",
             m.sip_messages.clone(),
@@ -180,6 +197,17 @@ impl Default for Metrics {
             "draining_rejections",
             "INVITEs and OPTIONS answered 503 while draining",
             m.draining_rejections.clone(),
+        );
+        r.register(
+            "sip_rejections",
+            "SIP messages turned away by the access policy, by reason: not_allowed, \
+             org_not_allowed, request_rate, call_rate, source_calls, auth",
+            m.rejections.clone(),
+        );
+        r.register(
+            "rtp_wrong_source",
+            "RTP packets dropped because they came from other than the latched address",
+            m.rtp_wrong_source.clone(),
         );
         r.register(
             "lockouts_active",
@@ -235,7 +263,7 @@ impl Metrics {
     /// Creates every series whose labels are known in advance at zero, so dashboards and
     /// alerts see 0 rather than nothing (organizations come from the configuration).
     pub fn init_series(&self, organizations: &[String]) {
-        const OUTCOMES: [&str; 10] = [
+        const OUTCOMES: [&str; 11] = [
             "verified",
             "wrong_pin",
             "no_input",
@@ -243,6 +271,7 @@ impl Metrics {
             "anonymous",
             "crm_error",
             "locked_out",
+            "lockout_unavailable",
             "not_activated",
             "abandoned",
             "refused",
@@ -294,6 +323,15 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// Counts a message turned away by the access policy.
+    pub fn rejected(&self, why: crate::sip::gate::Rejection) {
+        self.rejections
+            .get_or_create(&ReasonLabels {
+                reason: why.as_str(),
+            })
+            .inc();
     }
 
     /// Counts one SIP message from its first bytes: a request by method (a fixed set, so a

@@ -6,6 +6,7 @@
 mod admin;
 mod audit;
 mod call_task;
+mod lockout_store;
 pub mod metrics;
 mod ports;
 mod tcp;
@@ -37,8 +38,10 @@ pub(crate) enum CallInput {
     Crm(crate::crm::CrmReply),
     /// The verify webhook's answer.
     Verify(crate::crm::VerifyReply),
-    /// A PIN comparison done on the blocking pool.
+    /// A verdict settled (PIN comparison and lockout store).
     Checked(crate::call::verdict::CheckResult),
+    /// The lockout store's answer about the caller's number.
+    LockState(crate::call::verdict::LockState),
     Shutdown,
 }
 
@@ -75,13 +78,25 @@ pub(crate) struct Shared {
     pub audit: AuditSink,
     /// Call-IDs of INVITEs refused lately, so a retransmitted one is audited once.
     pub refused: DashMap<String, std::time::Instant>,
-    /// Failed-PIN counters across calls.
-    pub lockout: Option<Arc<std::sync::Mutex<crate::call::lockout::Lockout>>>,
+    /// Failed-PIN counters across calls (memory or Redis).
+    pub lockout: lockout_store::LockoutStore,
     pub metrics: metrics::Metrics,
     /// SIGTERM/SIGINT came: readiness 503, new calls and OPTIONS 503, calls go on.
     pub draining: AtomicBool,
     /// When the running configuration was loaded (Unix seconds).
     pub config_loaded: std::sync::Mutex<std::time::SystemTime>,
+    /// Per-source rate limits and calls up (the policy is in the configuration).
+    pub gate: std::sync::Mutex<crate::sip::gate::Gate>,
+    /// Digest nonces (used only when `[sip.auth]` is configured).
+    pub auth: std::sync::Mutex<crate::sip::auth::Authenticator>,
+}
+
+impl Shared {
+    /// The gate, even if a panic elsewhere poisoned its lock (its state stays consistent:
+    /// every update is a single map operation).
+    pub fn gate(&self) -> std::sync::MutexGuard<'_, crate::sip::gate::Gate> {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl CallTable for Shared {
@@ -101,7 +116,7 @@ impl Shared {
     pub fn refresh_gauges(&self) {
         let m = &self.metrics;
         m.calls_in_progress.set(self.active() as i64);
-        if let Some(l) = &self.lockout {
+        if let Some(l) = self.lockout.memory() {
             if let Ok(l) = l.lock() {
                 m.lockouts_active
                     .set(l.locked_count(std::time::Instant::now()) as i64);
@@ -158,6 +173,9 @@ pub enum DriverError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The lockout store's settings are unusable (a bad Redis URL).
+    #[error("{0}")]
+    Lockout(String),
     /// The audit file cannot be opened.
     #[error("cannot open the audit file {path}: {source}")]
     Audit {
@@ -263,6 +281,8 @@ impl Server {
                     .unwrap_or_default(),
                 source,
             })?;
+        let lockout = lockout_store::LockoutStore::new(config.lockout.as_ref())
+            .map_err(DriverError::Lockout)?;
         let metrics = metrics::Metrics::default();
         let orgs: Vec<String> = config
             .organizations
@@ -285,9 +305,12 @@ impl Server {
                 metrics,
                 draining: AtomicBool::new(false),
                 config_loaded: std::sync::Mutex::new(std::time::SystemTime::now()),
-                lockout: config.lockout.map(|p| {
-                    Arc::new(std::sync::Mutex::new(crate::call::lockout::Lockout::new(p)))
-                }),
+                gate: Default::default(),
+                auth: std::sync::Mutex::new(crate::sip::auth::Authenticator::new(
+                    rand::random(),
+                    std::time::Instant::now(),
+                )),
+                lockout,
             }),
             tcp,
             admin,
@@ -480,7 +503,16 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, flow: Flow, data: &[u8], datagram: 
     shared.metrics.sip("in", data);
     let config = shared.config.load_full();
     let endpoint = Endpoint::new(config.clone());
-    match endpoint.handle(flow, data, datagram, shared.as_ref()) {
+    let now = std::time::Instant::now();
+    // Access control and the request rate, before a byte is parsed (sip::gate).
+    let passed = shared
+        .gate()
+        .request(&config.sip.access, now, flow.remote.ip());
+    let inbound = match passed {
+        Ok(()) => endpoint.handle(flow, data, datagram, shared.as_ref()),
+        Err(why) => endpoint.deny_raw(flow, data, datagram, why),
+    };
+    match inbound {
         Inbound::ToCall(msg) => deliver(shared, msg, flow),
         Inbound::Malformed(reply) => {
             shared.metrics.parse_errors.inc();
@@ -489,7 +521,14 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, flow: Flow, data: &[u8], datagram: 
                 send_sip_now(shared, t);
             }
         }
-        Inbound::NewCall(adm) => call_task::admit(shared, config, adm, flow),
+        Inbound::NewCall(adm) => new_call(shared, &endpoint, config, adm, flow, now),
+        Inbound::Denied(reply, why) => {
+            shared.metrics.rejected(why);
+            debug!(from = %flow.remote, reason = why.as_str(), "turned away");
+            if let Some(t) = reply {
+                send_sip_now(shared, t);
+            }
+        }
         Inbound::Reply(t) => {
             if shared.draining() && t.data.starts_with(b"SIP/2.0 503") {
                 shared.metrics.draining_rejections.inc();
@@ -536,6 +575,50 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, flow: Flow, data: &[u8], datagram: 
         }
         Inbound::Drop(why) => debug!(from = %flow.remote, why, "dropped"),
     }
+}
+
+/// A routed INVITE that would become a call: calls up from its source and the call rate
+/// (`sip::gate`), then digest authentication when `[sip.auth]` asks for it, then the call.
+fn new_call(
+    shared: &Arc<Shared>,
+    endpoint: &Endpoint,
+    config: Arc<Config>,
+    adm: crate::sip::endpoint::Admission,
+    flow: Flow,
+    now: std::time::Instant,
+) {
+    use crate::sip::auth::Verdict;
+    // Per source: the effective one (sip::source), so behind a proxy each PBX has its own
+    // call rate and calls-up count rather than all sharing the proxy's.
+    let limited = shared.gate().new_call(&config.sip.access, now, adm.source);
+    if let Err(why) = limited {
+        shared.metrics.rejected(why);
+        debug!(from = %flow.remote, reason = why.as_str(), "new call turned away");
+        if let Inbound::Denied(Some(t), _) = endpoint.deny(&adm.invite, flow, why) {
+            send_sip_now(shared, t);
+        }
+        return;
+    }
+    if let Some(auth) = &config.sip.auth {
+        let mut a = shared.auth.lock().unwrap_or_else(|e| e.into_inner());
+        if let Verdict::Challenge { stale, failed } = a.check(auth, now, &adm.invite) {
+            let r = a.challenge(auth, now, &adm.invite, stale, &config.sip.user_agent);
+            drop(a);
+            if failed {
+                shared.metrics.rejected(crate::sip::gate::Rejection::Auth);
+                debug!(from = %flow.remote, "digest authentication failed");
+            }
+            send_sip_now(
+                shared,
+                SipTransmit {
+                    flow: crate::sip::build::response_flow(&adm.invite, flow),
+                    data: r.to_bytes(),
+                },
+            );
+            return;
+        }
+    }
+    call_task::admit(shared, config, adm, flow);
 }
 
 fn deliver(shared: &Shared, msg: Message, flow: Flow) {

@@ -28,6 +28,14 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>)
                 continue;
             }
         };
+        // A stranger gets no connection at all ([sip] allow; closed at once, counted).
+        if !shared.config.load().sip.access.allows(peer.ip()) {
+            shared
+                .metrics
+                .rejected(crate::sip::gate::Rejection::NotAllowed);
+            debug!(%peer, "tcp connection from a source not allowed; closed");
+            continue;
+        }
         if shared.tcp_conns.len() >= MAX_CONNECTIONS {
             warn!(%peer, "too many tcp connections; refusing");
             continue;
@@ -74,10 +82,7 @@ async fn connection(
             }
         }
     });
-    let limits = Limits {
-        max_message: shared.config.load().sip.max_message_bytes,
-        ..Limits::default()
-    };
+    let limits = Limits::for_message(shared.config.load().sip.max_message_bytes);
     let flow = Flow {
         transport: Transport::Tcp,
         conn: id,

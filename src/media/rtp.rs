@@ -1,7 +1,8 @@
 //! One call's RTP stream (RFC 3550), sans-IO: validates what arrives (version, payload
 //! type, source after latching — symmetric RTP), and paces what we send on an absolute
 //! clock (`epoch + n * ptime`), so there is no drift and a late wake-up is visible.
-//! Header coding is the `rtp` crate's; the hot path allocates nothing. Owns the call's
+//! Headers we send are coded by the `rtp` crate; received ones are read by `parse_header`
+//! (the crate's reader panics on some extensions); the hot path allocates nothing. Owns the call's
 //! RTCP (`media::rtcp`): the reception statistics it reports and its timer.
 
 use crate::media::player::{Fill, Player};
@@ -12,7 +13,7 @@ use crate::sip::sdp::{Codec, Negotiated};
 use rtp::header::Header;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use webrtc_util::marshal::{Marshal, MarshalSize, Unmarshal};
+use webrtc_util::marshal::{Marshal, MarshalSize};
 
 /// Largest RTP datagram we look at; anything larger is dropped unread.
 pub const MAX_RTP_PACKET: usize = 1500;
@@ -28,6 +29,8 @@ pub struct RtpStats {
     pub rx_packets: u64,
     /// Packets dropped: malformed, wrong payload type, wrong source after latching.
     pub rx_ignored: u64,
+    /// Of those, packets from other than the latched address (injection, a stale peer).
+    pub rx_wrong_source: u64,
     pub tx_packets: u64,
     /// Payload octets sent (the SR's octet count).
     pub tx_octets: u64,
@@ -58,6 +61,45 @@ pub enum RtpReject {
     WrongPayloadType,
     WrongSource,
     NotReceiving,
+}
+
+/// What we read of a received RTP header (RFC 3550 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpHeader {
+    pub padding: bool,
+    pub marker: bool,
+    pub payload_type: u8,
+    pub sequence_number: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+}
+
+/// Reads the fixed header and skips the CSRCs and any header extension (checked to fit),
+/// returning the payload. Not the `rtp` crate's `Header::unmarshal`: that panics on an RFC
+/// 8285 extension element running past the extension (a peer's packet could end the call;
+/// found by fuzzing, fuzz/regressions/rtp/) and allocates per packet. We use neither the
+/// CSRCs nor the extension elements.
+pub fn parse_header(data: &[u8]) -> Option<(RtpHeader, &[u8])> {
+    let (head, rest) = data.split_first_chunk::<12>()?;
+    let [b0, b1, s0, s1, t0, t1, t2, t3, x0, x1, x2, x3] = *head;
+    let csrcs = usize::from(b0 & 0x0f) * 4;
+    let rest = rest.get(csrcs..)?;
+    let rest = if b0 & 0x10 != 0 {
+        let (ext, rest) = rest.split_first_chunk::<4>()?;
+        let [_, _, w0, w1] = *ext;
+        rest.get(usize::from(u16::from_be_bytes([w0, w1])) * 4..)?
+    } else {
+        rest
+    };
+    let h = RtpHeader {
+        padding: b0 & 0x20 != 0,
+        marker: b1 & 0x80 != 0,
+        payload_type: b1 & 0x7f,
+        sequence_number: u16::from_be_bytes([s0, s1]),
+        timestamp: u32::from_be_bytes([t0, t1, t2, t3]),
+        ssrc: u32::from_be_bytes([x0, x1, x2, x3]),
+    };
+    Some((h, rest))
 }
 
 /// The RTP session state of one call.
@@ -198,7 +240,12 @@ impl RtpSession {
                     self.latched = Some(src);
                 }
             }
-            Err(_) => self.stats.rx_ignored += 1,
+            Err(e) => {
+                self.stats.rx_ignored += 1;
+                if *e == RtpReject::WrongSource {
+                    self.stats.rx_wrong_source += 1;
+                }
+            }
         }
         r.map(|(p, _)| p)
     }
@@ -220,9 +267,7 @@ impl RtpSession {
                 return Err(RtpReject::WrongSource);
             }
         }
-        let mut buf = data;
-        let h = Header::unmarshal(&mut buf).map_err(|_| RtpReject::Malformed)?;
-        let mut payload = buf;
+        let (h, mut payload) = parse_header(data).ok_or(RtpReject::Malformed)?;
         if h.padding {
             let pad = *payload.last().ok_or(RtpReject::Malformed)? as usize;
             if pad == 0 || pad > payload.len() {
@@ -380,6 +425,7 @@ mod tests {
     use super::*;
     use crate::media::player::IdleMode;
     use crate::sip::sdp::Direction;
+    use webrtc_util::marshal::Unmarshal;
 
     fn neg() -> Negotiated {
         Negotiated {
@@ -540,6 +586,56 @@ mod tests {
         );
         assert_eq!(s.stats().rx_packets, 2);
         assert_eq!(s.stats().rx_ignored, 2);
+        assert_eq!(
+            s.stats().rx_wrong_source,
+            1,
+            "the wrong source is counted apart"
+        );
+        // Another port on the latched host is another source too.
+        let moved: SocketAddr = "198.51.100.7:31002".parse().unwrap();
+        assert_eq!(
+            s.handle_packet(t0, moved, &pkt(0, 5, false)),
+            Err(RtpReject::WrongSource)
+        );
+        assert_eq!(s.stats().rx_wrong_source, 2);
+        assert_eq!(
+            s.destination(),
+            Some(nat),
+            "a stranger never moves the latch"
+        );
+    }
+
+    #[test]
+    fn an_extension_element_past_its_extension_is_no_panic() {
+        // Fuzzing found it: the rtp crate's Header::unmarshal panicked ("advance out of
+        // bounds") on an RFC 8285 two-byte-header element (profile 0x1000) whose length
+        // runs past the extension block, so one packet from anyone could end a call.
+        let t0 = crate::testutil::epoch();
+        let mut s = RtpSession::new(t0, neg(), 1, 0, 0);
+        let src: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let mut p = vec![0x90, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 7];
+        // Extension: profile 0x1000, one word: element id 1, length 255 (past the end).
+        p.extend_from_slice(&[0x10, 0x00, 0x00, 0x01, 0x01, 0xff, 0xaa, 0xbb]);
+        p.extend_from_slice(&[0xFF; 160]);
+        assert_eq!(
+            s.handle_packet(t0, src, &p),
+            Ok(RtpPayload::Audio(&[0xFF; 160][..])),
+            "the extension is skipped whole; its elements are none of our business"
+        );
+        // An extension longer than the packet, or CSRCs past the end: malformed.
+        let mut long = p.clone();
+        long[15] = 0xff;
+        assert_eq!(s.handle_packet(t0, src, &long), Err(RtpReject::Malformed));
+        let mut csrc = p[..20].to_vec();
+        csrc[0] = 0x8f;
+        assert_eq!(s.handle_packet(t0, src, &csrc), Err(RtpReject::Malformed));
+        // The fuzzer's own input, replayed as it was found.
+        crate::fuzzing::rtp(
+            t0,
+            include_bytes!(
+                "../../fuzz/regressions/rtp/crash-326a082580ab418ae8e64554fe715df87e381e11"
+            ),
+        );
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! unknown dialog, 200 OPTIONS, 405/501, 503 overloaded). Holds no per-call state.
 
 use super::build::{response, response_flow, response_with_reason, stamp_via, stateless_tag};
+use super::gate::{Action, Rejection};
 use super::msg::{Limits, Message, Method, NameAddr, ParseError, StartLine, Uri};
 use super::sdp::{self, LocalMedia, Sdp, SdpError};
+use super::source::effective_source;
 use super::{Flow, SipTransmit, ACCEPT, ALLOW, SUPPORTED};
 use crate::call::identity::{self, Caller};
 use crate::config::{Config, Organization};
@@ -23,6 +25,9 @@ pub enum Inbound {
     Reply(SipTransmit),
     /// An INVITE refused: send the reply and write the audit record.
     Refused(SipTransmit, Refusal),
+    /// Turned away by the access policy (an organization's `allow`): the reply to send,
+    /// if the policy says to answer, and why (counted, not audited: floods are cheap).
+    Denied(Option<SipTransmit>, Rejection),
     /// Bytes that did not parse: the 400/413 to send when one can be addressed.
     Malformed(Option<SipTransmit>),
     /// Nothing to do (stray ACK, response to nobody).
@@ -39,6 +44,9 @@ pub struct Admission {
     pub org: Arc<Organization>,
     /// Who is calling.
     pub caller: Caller,
+    /// Where the INVITE is taken to come from (`sip::source::effective_source`): the
+    /// packet's source, or the address a trusted proxy named.
+    pub source: IpAddr,
 }
 
 /// An INVITE refused before it became a call: what the audit record says.
@@ -86,10 +94,7 @@ pub fn session_expires(msg: &Message) -> Option<(u32, Option<String>)> {
 
 impl Endpoint {
     pub fn new(config: Arc<Config>) -> Self {
-        let limits = Limits {
-            max_message: config.sip.max_message_bytes,
-            ..Limits::default()
-        };
+        let limits = Limits::for_message(config.sip.max_message_bytes);
         Endpoint { config, limits }
     }
 
@@ -166,9 +171,31 @@ impl Endpoint {
             StartLine::Request { method, .. } => method.clone(),
         };
         stamp_via(&mut msg, flow.remote);
+        if method != Method::Ack {
+            if let Some((code, reason)) = request_uri_fault(&msg) {
+                let tag = stateless_tag(&msg);
+                let ua = &self.config.sip.user_agent;
+                let r = response_with_reason(&msg, code, reason, Some(&tag), ua);
+                return self.reply(&msg, flow, r);
+            }
+        }
+        // §8.2.2.3: an extension we lack in Require is 420 on any request but ACK and
+        // CANCEL, in a dialog or not. A new INVITE is checked in admission (audited).
+        let new_invite = method == Method::Invite && msg.to_tag().is_none();
+        if !matches!(method, Method::Ack | Method::Cancel) && !new_invite {
+            let unsupported = unsupported_required(&msg);
+            if !unsupported.is_empty() {
+                let tag = stateless_tag(&msg);
+                let mut r = response(&msg, 420, Some(&tag), &self.config.sip.user_agent);
+                r.push_header("Unsupported", unsupported.join(", "));
+                return self.reply(&msg, flow, r);
+            }
+        }
         if calls.contains(msg.call_id()) {
             return Inbound::ToCall(msg);
         }
+        // Every trust decision below uses this address, never flow.remote directly.
+        let source = effective_source(&msg, flow.remote.ip(), &self.config.sip);
         match method {
             Method::Invite if msg.to_tag().is_none() && calls.draining() => {
                 let tag = stateless_tag(&msg);
@@ -182,11 +209,13 @@ impl Endpoint {
                 r.push_header("Retry-After", self.config.sip.retry_after_secs.to_string());
                 let org = self
                     .config
-                    .organization_for(&msg, flow.remote.ip())
+                    .organization_for(&msg, source)
                     .map(|o| o.name.clone());
                 self.refuse(&msg, flow, org.as_deref(), r)
             }
-            Method::Invite if msg.to_tag().is_none() => self.admit(msg, flow, calls.active()),
+            Method::Invite if msg.to_tag().is_none() => {
+                self.admit(msg, flow, source, calls.active())
+            }
             Method::Ack => Inbound::Drop("ACK outside any call"),
             Method::Options if msg.to_tag().is_none() && calls.draining() => {
                 self.simple(&msg, flow, 503)
@@ -203,31 +232,28 @@ impl Endpoint {
         }
     }
 
-    fn admit(&self, invite: Message, flow: Flow, active: usize) -> Inbound {
+    fn admit(&self, invite: Message, flow: Flow, source: IpAddr, active: usize) -> Inbound {
         let ua = &self.config.sip.user_agent;
         let tag = stateless_tag(&invite);
-        let Some(org) = self
-            .config
-            .organization_for(&invite, flow.remote.ip())
-            .cloned()
-        else {
+        let Some(org) = self.config.organization_for(&invite, source).cloned() else {
             let r = response(&invite, 404, Some(&tag), ua);
             return self.refuse(&invite, flow, None, r);
         };
+        // An organization's allow list judges the effective source: behind a proxy, the PBX.
+        if !org.allows(source) {
+            return self.deny(&invite, flow, Rejection::OrgNotAllowed);
+        }
         if !org.enabled {
             let r = response_with_reason(&invite, 480, "PIN Routing Not Activated", Some(&tag), ua);
             return self.refuse(&invite, flow, Some(&org.name), r);
         }
-        let caller = identity::caller(&invite, flow.remote.ip(), &org);
+        let caller = identity::caller(&invite, source, &org);
         if active >= self.config.sip.max_calls {
             let mut r = response(&invite, 503, Some(&tag), ua);
             r.push_header("Retry-After", self.config.sip.retry_after_secs.to_string());
             return self.refuse(&invite, flow, Some(&org.name), r);
         }
-        let unsupported: Vec<&str> = invite
-            .header_values("Require")
-            .filter(|t| !t.eq_ignore_ascii_case("timer"))
-            .collect();
+        let unsupported = unsupported_required(&invite);
         if !unsupported.is_empty() {
             let mut r = response(&invite, 420, Some(&tag), ua);
             r.push_header("Unsupported", unsupported.join(", "));
@@ -269,6 +295,7 @@ impl Endpoint {
                 offer: None,
                 org,
                 caller,
+                source,
             });
         }
         if !invite
@@ -299,38 +326,90 @@ impl Endpoint {
             session_id: 0,
         };
         let m = &self.config.media;
-        match sdp::answer(&offer, &m.codecs, m.ptime_ms, &probe, 0) {
-            Ok(_) => Inbound::NewCall(Admission {
-                invite,
-                offer: Some(offer),
-                org,
-                caller,
-            }),
-            Err(e) => {
-                let code = if e == SdpError::NoCommonCodec {
-                    488
-                } else {
-                    400
-                };
-                let reason = if code == 488 {
-                    "Not Acceptable Here".to_string()
-                } else {
-                    format!("Bad Request ({e})")
-                };
-                let mut r = response_with_reason(&invite, code, &reason, Some(&tag), ua);
-                if code == 488 {
-                    let names: Vec<&str> = m.codecs.iter().map(|c| c.name()).collect();
-                    r.push_header(
-                        "Warning",
-                        format!(
-                            "305 pincoderouting \"Incompatible media format: only {} accepted\"",
-                            names.join("/")
-                        ),
-                    );
-                    r.push_header("Accept", ACCEPT);
-                }
-                self.refuse(&invite, flow, Some(&org.name), r)
+        let refusal = match sdp::answer(&offer, &m.codecs, m.ptime_ms, &probe, 0) {
+            // An initial offer must say where media goes: c=0.0.0.0 (or ::) would make a
+            // call that never hears the caller's RTP address from its SDP.
+            Ok((neg, _)) if neg.remote.is_none() => (
+                301,
+                "Incompatible network address formats: unspecified c= address".into(),
+            ),
+            Ok(_) => {
+                return Inbound::NewCall(Admission {
+                    invite,
+                    offer: Some(offer),
+                    org,
+                    caller,
+                    source,
+                })
             }
+            Err(SdpError::NoCommonCodec) => {
+                let names: Vec<&str> = m.codecs.iter().map(|c| c.name()).collect();
+                (
+                    305,
+                    format!(
+                        "Incompatible media format: only {} accepted",
+                        names.join("/")
+                    ),
+                )
+            }
+            Err(e) => match e.warning() {
+                Some((code, text)) => (code, format!("{text}: {e}")),
+                None => {
+                    let reason = format!("Bad Request ({e})");
+                    let r = response_with_reason(&invite, 400, &reason, Some(&tag), ua);
+                    return self.refuse(&invite, flow, Some(&org.name), r);
+                }
+            },
+        };
+        let (warn_code, text) = refusal;
+        let mut r = response(&invite, 488, Some(&tag), ua);
+        r.push_header("Warning", format!("{warn_code} pincoderouting \"{text}\""));
+        r.push_header("Accept", ACCEPT);
+        self.refuse(&invite, flow, Some(&org.name), r)
+    }
+
+    /// A request turned away by the access policy: 403 (denied) or 503 + Retry-After
+    /// (rate or call limits) when the policy says to answer, else nothing. Never for ACK.
+    pub fn deny(&self, req: &Message, flow: Flow, why: Rejection) -> Inbound {
+        let policy = &self.config.sip.access;
+        let action = match why {
+            Rejection::NotAllowed | Rejection::OrgNotAllowed => policy.denied,
+            _ => policy.limited,
+        };
+        if action == Action::Drop || req.method().is_none_or(|m| *m == Method::Ack) {
+            return Inbound::Denied(None, why);
+        }
+        let tag = stateless_tag(req);
+        let mut r = response(req, why.status(), Some(&tag), &self.config.sip.user_agent);
+        if why.status() == 503 {
+            r.push_header("Retry-After", self.config.sip.retry_after_secs.to_string());
+        }
+        Inbound::Denied(
+            Some(SipTransmit {
+                flow: response_flow(req, flow),
+                data: r.to_bytes(),
+            }),
+            why,
+        )
+    }
+
+    /// Raw bytes turned away before routing (a stranger, a source over its request rate):
+    /// parsed only when the policy says to answer, and answered only if they parse.
+    pub fn deny_raw(&self, flow: Flow, data: &[u8], datagram: bool, why: Rejection) -> Inbound {
+        let policy = &self.config.sip.access;
+        let action = match why {
+            Rejection::NotAllowed | Rejection::OrgNotAllowed => policy.denied,
+            _ => policy.limited,
+        };
+        if action == Action::Drop {
+            return Inbound::Denied(None, why);
+        }
+        match Message::parse(data, &self.limits, datagram) {
+            Ok(mut m) if m.method().is_some() => {
+                stamp_via(&mut m, flow.remote);
+                self.deny(&m, flow, why)
+            }
+            _ => Inbound::Denied(None, why),
         }
     }
 
@@ -344,6 +423,7 @@ impl Endpoint {
         stamp_via(&mut skeleton, flow.remote);
         let (code, reason) = match err {
             ParseError::TooLarge(_) => (413, "Request Entity Too Large".to_string()),
+            ParseError::VersionNotSupported => (505, "Version Not Supported".to_string()),
             e => (400, format!("Bad Request ({e})")),
         };
         let tag = stateless_tag(&skeleton);
@@ -372,12 +452,11 @@ fn lenient_skeleton(data: &[u8], limits: &Limits) -> Option<Message> {
     let mut parts = first.split(' ');
     let method = parts.next()?;
     let uri = parts.next()?;
+    // Any method token (of any length: the message limit bounds it) is answered; a
+    // response, or a first line that is not even a token, is not.
     if method.starts_with("SIP/")
         || method.is_empty()
-        || method.len() > 32
-        || !method
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        || !method.bytes().all(|b| b.is_ascii_graphic())
     {
         return None;
     }
@@ -401,7 +480,10 @@ fn lenient_skeleton(data: &[u8], limits: &Limits) -> Option<Message> {
             .iter()
             .find(|(long, short, _)| n == *long || n == *short)
         {
-            if v.len() < 1024 && !v.contains(|c: char| c.is_control() && c != '\t') {
+            // Every Via, but one each of the others: a 400 for a duplicated CSeq must not
+            // echo the duplicate.
+            let repeat = *canon != "Via" && headers.iter().any(|(n, _)| n == canon);
+            if !repeat && v.len() < 1024 && !v.contains(|c: char| c.is_control() && c != '\t') {
                 headers.push((canon.to_string(), v.trim().to_string()));
             }
         }
@@ -419,6 +501,33 @@ fn lenient_skeleton(data: &[u8], limits: &Limits) -> Option<Message> {
         return None;
     }
     Some(m)
+}
+
+/// The option tags in Require that we do not support (we support `timer`, RFC 4028).
+fn unsupported_required(msg: &Message) -> Vec<&str> {
+    msg.header_values("Require")
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("timer"))
+        .collect()
+}
+
+/// A Request-URI we cannot serve: 416 for a scheme other than sip, sips or tel (§8.2.2.1),
+/// 400 for a sip/sips URI without a usable host.
+fn request_uri_fault(msg: &Message) -> Option<(u16, &'static str)> {
+    let StartLine::Request { uri, .. } = &msg.start else {
+        return None;
+    };
+    let scheme = uri.split_once(':').map(|(s, _)| s).unwrap_or("");
+    if !["sip", "sips", "tel"]
+        .iter()
+        .any(|k| scheme.eq_ignore_ascii_case(k))
+    {
+        return Some((416, "Unsupported URI Scheme"));
+    }
+    match Uri::parse(uri) {
+        Some(u) if u.scheme == "tel" || !u.host.is_empty() => None,
+        _ => Some((400, "Bad Request (malformed Request-URI)")),
+    }
 }
 
 /// What keeps an INVITE from creating a dialog (§12.1.1), named for the 400's reason
@@ -489,7 +598,10 @@ CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\
 
     fn status(i: Inbound) -> (u16, Message) {
         match i {
-            Inbound::Reply(t) | Inbound::Refused(t, _) | Inbound::Malformed(Some(t)) => {
+            Inbound::Reply(t)
+            | Inbound::Refused(t, _)
+            | Inbound::Malformed(Some(t))
+            | Inbound::Denied(Some(t), _) => {
                 let m = Message::parse(&t.data, &Limits::default(), false).unwrap();
                 (m.status().unwrap(), m)
             }
@@ -655,6 +767,320 @@ CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\
                 &Table(1, "new-call")
             ),
             Inbound::ToCall(_)
+        ));
+    }
+
+    /// An organization's allow list judges the PBX a trusted proxy names, not the proxy.
+    #[test]
+    fn an_organization_allow_list_behind_a_proxy_judges_the_pbx() {
+        let cfg = "[sip]\ntrusted_proxies = [\"192.0.2.1\"]\n[[organization]]\nname = \"narrow\"\n\
+enabled = true\nmatch_user = [\"narrow\"]\npbx_host = \"pbx\"\npin_success_ext = \"1\"\n\
+pin_failed_ext = \"2\"\nallow = [\"198.51.100.0/24\"]\n";
+        let e = Endpoint::new(Arc::new(crate::config::parse(cfg, "t").unwrap()));
+        let t = Table(0, "");
+        let inv = |src: &str| {
+            req(
+                "INVITE",
+                &format!("Content-Type: application/sdp\r\nX-Source-IP: {src}\r\n"),
+                SDP,
+            )
+            .replace("INVITE sip:pin@", "INVITE sip:narrow@")
+        };
+        // flow() is the proxy (192.0.2.1), outside the organization's list.
+        assert!(matches!(
+            e.handle(flow(), inv("198.51.100.7").as_bytes(), true, &t),
+            Inbound::NewCall(a) if a.source == "198.51.100.7".parse::<IpAddr>().unwrap()
+        ));
+        assert!(matches!(
+            e.handle(flow(), inv("203.0.113.9").as_bytes(), true, &t),
+            Inbound::Denied(None, Rejection::OrgNotAllowed)
+        ));
+    }
+
+    /// Behind Kamailio every INVITE comes from the proxy: the organization's address block
+    /// and the PAI trust must see the PBX's address, which only a trusted proxy can name.
+    #[test]
+    fn trust_decisions_use_the_trusted_proxys_source_header() {
+        let by_source = "[[organization]]\nname = \"acme\"\nenabled = true\nmatch_source = [\"198.51.100.0/24\"]\n\
+trusted_sources = [\"198.51.100.0/24\"]\npbx_host = \"pbx\"\npin_success_ext = \"1\"\n\
+pin_failed_ext = \"2\"\n";
+        let proxied = |sip: &str| {
+            Endpoint::new(Arc::new(
+                crate::config::parse(&format!("[sip]\n{sip}\n{by_source}"), "t").unwrap(),
+            ))
+        };
+        let t = Table(0, "");
+        let inv = req(
+            "INVITE",
+            "P-Asserted-Identity: <sip:+15557654321@pbx>\r\nX-Source-IP: 198.51.100.7\r\n",
+            "",
+        )
+        .replace("sip:pin@", "sip:someone@");
+        // From the trusted proxy (flow() is 192.0.2.1): the PBX's block, and its PAI.
+        let e = proxied("trusted_proxies = [\"192.0.2.0/24\"]");
+        match e.handle(flow(), inv.as_bytes(), true, &t) {
+            Inbound::NewCall(a) => {
+                assert_eq!(a.org.name, "acme");
+                assert_eq!(a.source, "198.51.100.7".parse::<IpAddr>().unwrap());
+                assert_eq!(a.caller.e164(), Some("+15557654321"), "PAI trusted");
+            }
+            other => panic!("{other:?}"),
+        }
+        // No proxy configured, or a packet from elsewhere: the header means nothing.
+        for (e, from) in [
+            (proxied(""), flow()),
+            (
+                e,
+                Flow {
+                    remote: "203.0.113.5:5060".parse().unwrap(),
+                    ..flow()
+                },
+            ),
+        ] {
+            assert_eq!(status(e.handle(from, inv.as_bytes(), true, &t)).0, 404);
+        }
+        // A PBX inside the block calling directly still matches, by its packet source.
+        let direct = Flow {
+            remote: "198.51.100.9:5060".parse().unwrap(),
+            ..flow()
+        };
+        let plain = inv.replace("X-Source-IP: 198.51.100.7\r\n", "");
+        match proxied("trusted_proxies = [\"192.0.2.0/24\"]").handle(
+            direct,
+            plain.as_bytes(),
+            true,
+            &t,
+        ) {
+            Inbound::NewCall(a) => assert_eq!(a.source, direct.remote.ip()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn reason(m: &Message) -> &str {
+        match &m.start {
+            StartLine::Response { reason, .. } => reason,
+            StartLine::Request { .. } => "",
+        }
+    }
+
+    #[test]
+    fn request_uri_schemes_other_than_sip_sips_tel_get_416() {
+        let e = ep("");
+        let t = Table(0, "");
+        for uri in [
+            "mailto:pin@example.com",
+            "urn:service:sos",
+            "http://192.0.2.10/",
+            "nobodyknowsthisscheme:totallyopaque",
+        ] {
+            let m = req("OPTIONS", "", "").replace("sip:pin@192.0.2.10", uri);
+            let (c, r) = status(e.handle(flow(), m.as_bytes(), true, &t));
+            assert_eq!(c, 416, "{uri}");
+            assert_eq!(reason(&r), "Unsupported URI Scheme");
+        }
+        // In a dialog too (before the call sees it); never for ACK.
+        let bye = req("BYE", "", "").replace("sip:pin@192.0.2.10", "mailto:x@y");
+        assert_eq!(
+            status(e.handle(flow(), bye.as_bytes(), true, &Table(1, "new-call"))).0,
+            416
+        );
+        let ack = req("ACK", "", "").replace("sip:pin@192.0.2.10", "mailto:x@y");
+        assert!(matches!(
+            e.handle(flow(), ack.as_bytes(), true, &t),
+            Inbound::Drop(_)
+        ));
+        for ok in [
+            "sips:pin@192.0.2.10",
+            "tel:+15551234567",
+            "SIP:pin@192.0.2.10",
+        ] {
+            let m = req("OPTIONS", "", "").replace("sip:pin@192.0.2.10", ok);
+            assert_eq!(
+                status(e.handle(flow(), m.as_bytes(), true, &t)).0,
+                200,
+                "{ok}"
+            );
+        }
+        let no_host = req("OPTIONS", "", "").replace("sip:pin@192.0.2.10", "sip:pin@");
+        let (c, r) = status(e.handle(flow(), no_host.as_bytes(), true, &t));
+        assert_eq!(c, 400);
+        assert!(reason(&r).contains("Request-URI"), "{}", reason(&r));
+    }
+
+    #[test]
+    fn require_with_an_unknown_extension_is_420_on_every_request_but_ack_and_cancel() {
+        let e = ep("");
+        let t = Table(0, "");
+        let in_call = Table(1, "new-call");
+        let req_foo = "Require: foo, timer\r\n";
+        let (c, r) = status(e.handle(flow(), req("OPTIONS", req_foo, "").as_bytes(), true, &t));
+        assert_eq!(c, 420);
+        assert_eq!(r.header("Unsupported"), Some("foo"));
+        for m in ["BYE", "INFO", "UPDATE", "NOTIFY"] {
+            let (c, r) = status(e.handle(flow(), req(m, req_foo, "").as_bytes(), true, &in_call));
+            assert_eq!(c, 420, "{m} in a dialog");
+            assert_eq!(r.header("Unsupported"), Some("foo"));
+        }
+        let reinvite = req("INVITE", "Require: 100rel\r\n", "").replace(
+            "To: <sip:pin@192.0.2.10>",
+            "To: <sip:pin@192.0.2.10>;tag=zz",
+        );
+        let (c, r) = status(e.handle(flow(), reinvite.as_bytes(), true, &in_call));
+        assert_eq!((c, r.header("Unsupported")), (420, Some("100rel")));
+        // CANCEL and ACK are exempt (§8.2.2.3): they reach the call.
+        for m in ["CANCEL", "ACK"] {
+            assert!(
+                matches!(
+                    e.handle(flow(), req(m, req_foo, "").as_bytes(), true, &in_call),
+                    Inbound::ToCall(_)
+                ),
+                "{m}"
+            );
+        }
+        // Only `timer`: fine.
+        let timer = req("OPTIONS", "Require: timer\r\n", "");
+        assert_eq!(status(e.handle(flow(), timer.as_bytes(), true, &t)).0, 200);
+    }
+
+    #[test]
+    fn strict_framing_and_versions_are_answered() {
+        let e = ep("");
+        let t = Table(0, "");
+        let good = req("OPTIONS", "", "");
+        let v2 = good.replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia");
+        let (c, r) = status(e.handle(flow(), v2.as_bytes(), true, &t));
+        assert_eq!(c, 505);
+        assert_eq!(r.call_id(), "new-call");
+        let two_cl = good.replace("Content-Length: 0", "Content-Length: 0\r\nl: 5");
+        let (c, r) = status(e.handle(flow(), two_cl.as_bytes(), true, &t));
+        assert_eq!(c, 400);
+        assert!(reason(&r).contains("Content-Length"), "{}", reason(&r));
+        let dup = good.replace("CSeq: 1 OPTIONS", "CSeq: 1 OPTIONS\r\nCSeq: 2 OPTIONS");
+        let (c, r) = status(e.handle(flow(), dup.as_bytes(), true, &t));
+        assert_eq!(c, 400);
+        assert!(reason(&r).contains("CSeq"), "{}", reason(&r));
+        // The 400 echoes the CSeq as it came (§8.2.6), so only its first line is read.
+        let big = good.replace("CSeq: 1 OPTIONS", "CSeq: 2147483648 OPTIONS");
+        match e.handle(flow(), big.as_bytes(), true, &t) {
+            Inbound::Malformed(Some(r)) => assert!(r.data.starts_with(b"SIP/2.0 400 ")),
+            other => panic!("{other:?}"),
+        }
+        let nul = good.replace("OPTIONS sip:pin@", "OPTIONS sip:p\0in@");
+        assert_eq!(status(e.handle(flow(), nul.as_bytes(), true, &t)).0, 400);
+        let contact = good.replace("Contact: <sip:a@192.0.2.1>", "Contact: <sip:a@192.0.2.1");
+        let (c, r) = status(e.handle(flow(), contact.as_bytes(), true, &t));
+        assert_eq!(c, 400);
+        assert!(reason(&r).contains("Contact"), "{}", reason(&r));
+        let spaced = good.replace("Via: SIP/2.0/UDP", "Via: SIP  /   2.0 /UDP");
+        assert_eq!(status(e.handle(flow(), spaced.as_bytes(), true, &t)).0, 200);
+        // A method token of any length (up to the message limit: it is sent twice) is
+        // answered 501.
+        let long = "Z".repeat(7000);
+        let m = req(&long, "", "");
+        let (c, r) = status(e.handle(flow(), m.as_bytes(), true, &t));
+        assert_eq!(c, 501);
+        assert!(r.header("Allow").is_some());
+    }
+
+    #[test]
+    fn initial_offers_without_a_usable_unicast_audio_stream_get_488_with_a_warning() {
+        let e = ep("");
+        let t = Table(0, "");
+        let inv = |sdp: &str| req("INVITE", "Content-Type: application/sdp\r\n", sdp);
+        for (from, to, warn) in [
+            ("c=IN IP4 192.0.2.1", "c=IN IP4 0.0.0.0", "301 "),
+            ("c=IN IP4 192.0.2.1", "c=IN IP4 233.252.0.1/32", "330 "),
+            ("m=audio 4000", "m=audio 0", "304 "),
+            ("m=audio 4000", "m=audio 65536", "304 "),
+            ("RTP/AVP 0", "RTP/AVP 18", "305 "),
+        ] {
+            let (c, r) = status(e.handle(flow(), inv(&SDP.replace(from, to)).as_bytes(), true, &t));
+            assert_eq!(c, 488, "{to}");
+            let w = r.header("Warning").unwrap_or("");
+            assert!(w.starts_with(warn), "{to}: {w}");
+        }
+        // Video beside audio, even a malformed video stream: the call is taken.
+        let av = format!("{SDP}m=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264\r\n");
+        assert!(matches!(
+            e.handle(flow(), inv(&av).as_bytes(), true, &t),
+            Inbound::NewCall(_)
+        ));
+        // A Via port 0 gets 400, not an answered call.
+        let via0 = inv(SDP).replace("192.0.2.1:5060;branch", "192.0.2.1:0;branch");
+        let (c, r) = status(e.handle(flow(), via0.as_bytes(), true, &t));
+        assert_eq!(c, 400);
+        assert!(reason(&r).contains("Via"), "{}", reason(&r));
+    }
+
+    #[test]
+    fn an_organization_allow_list_turns_other_sources_away() {
+        let org =
+            "[[organization]]\nname = \"narrow\"\nenabled = true\nmatch_user = [\"narrow\"]\n\
+pbx_host = \"pbx\"\npin_success_ext = \"1\"\npin_failed_ext = \"2\"\nallow = [\"192.0.2.0/30\"]\n";
+        let t = Table(0, "");
+        let inv = req("INVITE", "Content-Type: application/sdp\r\n", SDP)
+            .replace("INVITE sip:pin@", "INVITE sip:narrow@");
+        let stranger = Flow {
+            remote: "198.51.100.7:5060".parse().unwrap(),
+            ..flow()
+        };
+        // Silently by default...
+        let e = ep(org);
+        assert!(matches!(
+            e.handle(flow(), inv.as_bytes(), true, &t),
+            Inbound::NewCall(_)
+        ));
+        assert!(matches!(
+            e.handle(stranger, inv.as_bytes(), true, &t),
+            Inbound::Denied(None, Rejection::OrgNotAllowed)
+        ));
+        // ...or with a 403 when configured.
+        let e = ep(&format!("[sip]\ndenied = \"403\"\n{org}"));
+        match e.handle(stranger, inv.as_bytes(), true, &t) {
+            Inbound::Denied(Some(r), Rejection::OrgNotAllowed) => {
+                assert!(r.data.starts_with(b"SIP/2.0 403 Forbidden\r\n"));
+                assert_eq!(r.flow.remote, stranger.remote);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Other organizations are not narrowed by it.
+        assert!(matches!(
+            e.handle(stranger, req("INVITE", "", "").as_bytes(), true, &t),
+            Inbound::NewCall(_)
+        ));
+    }
+
+    #[test]
+    fn denials_before_routing_answer_only_when_configured_and_never_an_ack() {
+        let opts = req("OPTIONS", "", "");
+        let quiet = ep("");
+        assert!(matches!(
+            quiet.deny_raw(flow(), opts.as_bytes(), true, Rejection::NotAllowed),
+            Inbound::Denied(None, Rejection::NotAllowed)
+        ));
+        let loud = ep("[sip]\ndenied = \"403\"\nretry_after_secs = 9\n");
+        let (c, _) = status(loud.deny_raw(flow(), opts.as_bytes(), true, Rejection::NotAllowed));
+        assert_eq!(c, 403);
+        let (c, m) = status(loud.deny_raw(flow(), opts.as_bytes(), true, Rejection::RequestRate));
+        assert_eq!(c, 503);
+        assert_eq!(m.header("Retry-After"), Some("9"));
+        for quiet_input in [
+            req("ACK", "", ""),
+            "garbage".to_string(),
+            "SIP/2.0 200 OK\r\n\r\n".into(),
+        ] {
+            assert!(
+                matches!(
+                    loud.deny_raw(flow(), quiet_input.as_bytes(), true, Rejection::NotAllowed),
+                    Inbound::Denied(None, _)
+                ),
+                "{quiet_input}"
+            );
+        }
+        let drop_limits = ep("[sip]\nlimited = \"drop\"\n");
+        assert!(matches!(
+            drop_limits.deny_raw(flow(), opts.as_bytes(), true, Rejection::CallRate),
+            Inbound::Denied(None, Rejection::CallRate)
         ));
     }
 

@@ -17,7 +17,9 @@ pub struct Limits {
     pub max_message: usize,
     /// Number of header lines after unfolding.
     pub max_headers: usize,
-    /// Length of one (unfolded) header line, bytes.
+    /// Length of one (unfolded) header line, bytes. As long as the message by default:
+    /// RFC 4475 §3.1.1.11 has valid messages with very long values, and a method token
+    /// of any length (echoed in CSeq) must still be answered 501.
     pub max_header_line: usize,
 }
 
@@ -26,7 +28,18 @@ impl Default for Limits {
         Limits {
             max_message: 16 * 1024,
             max_headers: 128,
-            max_header_line: 4096,
+            max_header_line: 16 * 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits for a configured message size: one header line may be as long as that.
+    pub fn for_message(max_message: usize) -> Limits {
+        Limits {
+            max_message,
+            max_header_line: max_message,
+            ..Limits::default()
         }
     }
 }
@@ -53,9 +66,19 @@ pub enum ParseError {
     /// Too many header lines, or one too long.
     #[error("header limits exceeded")]
     HeaderLimits,
-    /// Content-Length is not a number.
+    /// Content-Length is not a plain decimal number (negative, empty, overflowing), or
+    /// two Content-Length headers (`l:` counts) disagree.
     #[error("bad Content-Length")]
     BadContentLength,
+    /// The request line names a SIP version other than 2.0 (answered 505).
+    #[error("SIP version not supported")]
+    VersionNotSupported,
+    /// A header that may appear once (From, To, Call-ID, CSeq, Max-Forwards) came twice.
+    #[error("{0} more than once")]
+    Duplicate(&'static str),
+    /// A header we read is present but unparseable (Contact).
+    #[error("malformed {0}")]
+    BadValue(&'static str),
     /// Content-Length says more than the datagram holds.
     #[error("body shorter than Content-Length")]
     Truncated,
@@ -164,6 +187,9 @@ const COMPACT: &[(&str, &str)] = &[
     ("u", "Allow-Events"),
 ];
 
+/// Headers that may appear once only (§20: no comma-separated list form).
+const SINGLE: [&str; 5] = ["From", "To", "Call-ID", "CSeq", "Max-Forwards"];
+
 const CANONICAL: &[&str] = &[
     "Via",
     "From",
@@ -220,6 +246,24 @@ fn header_end(buf: &[u8]) -> Option<usize> {
     }
 }
 
+/// A Content-Length value (§20.14: `1*DIGIT`): no sign, no blanks inside, no overflow.
+fn content_length(v: &str) -> Result<usize, ParseError> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseError::BadContentLength);
+    }
+    v.parse().map_err(|_| ParseError::BadContentLength)
+}
+
+/// A second Content-Length (or `l:`) must say the same as the first: when they disagree
+/// the body's length would be a guess, so the message is a 400 on any transport.
+fn agree(seen: Option<usize>, n: usize) -> Result<usize, ParseError> {
+    match seen {
+        Some(m) if m != n => Err(ParseError::BadContentLength),
+        _ => Ok(n),
+    }
+}
+
 /// TCP framing (RFC 3261 §18.3): how many bytes at the front of `buf` form one message.
 /// Leading CRLFs (keep-alives, RFC 5626 §3.5.1) are reported as `Skip(n)`.
 #[derive(Debug, PartialEq, Eq)]
@@ -254,11 +298,7 @@ pub fn frame_stream(buf: &[u8], limits: &Limits) -> Result<Frame, ParseError> {
         if let Some((n, v)) = line.split_once(':') {
             let n = n.trim();
             if n.eq_ignore_ascii_case("content-length") || n.eq_ignore_ascii_case("l") {
-                len = Some(
-                    v.trim()
-                        .parse::<usize>()
-                        .map_err(|_| ParseError::BadContentLength)?,
-                );
+                len = Some(agree(len, content_length(v)?)?);
             }
         }
     }
@@ -326,11 +366,10 @@ impl Message {
             headers.push((canonical_name(name), value.trim().to_string()));
         }
 
-        let cl = headers
-            .iter()
-            .find(|(n, _)| n == "Content-Length")
-            .map(|(_, v)| v.parse::<usize>().map_err(|_| ParseError::BadContentLength))
-            .transpose()?;
+        let mut cl = None;
+        for (_, v) in headers.iter().filter(|(n, _)| n == "Content-Length") {
+            cl = Some(agree(cl, content_length(v)?)?);
+        }
         let body = match cl {
             // §18.3: bytes past Content-Length in a datagram are discarded.
             Some(n) => Bytes::copy_from_slice(rest.get(..n).ok_or(ParseError::Truncated)?),
@@ -347,8 +386,16 @@ impl Message {
     }
 
     fn check_mandatory(&self) -> Result<(), ParseError> {
+        // §7.3.1 / RFC 4475 §3.1.2.19: single-valued headers appear once.
+        for name in SINGLE {
+            if self.headers.iter().filter(|(n, _)| n == name).count() > 1 {
+                return Err(ParseError::Duplicate(name));
+            }
+        }
         let via = self.top_via().ok_or(ParseError::Mandatory("Via"))?;
-        if via.host.is_empty() {
+        // A request from port 0 cannot be answered (and an INVITE's RTP would go nowhere).
+        let request = matches!(self.start, StartLine::Request { .. });
+        if via.host.is_empty() || (request && via.port == Some(0)) {
             return Err(ParseError::Mandatory("Via"));
         }
         self.header("From")
@@ -366,6 +413,13 @@ impl Message {
             // CSeq method must match, except the ACK/CANCEL rules which use their own method.
             if m != *method {
                 return Err(ParseError::Mandatory("CSeq"));
+            }
+            // A Contact we may have to use must parse (a request's; a peer's response is
+            // taken as it comes: we only ever read the Contact of requests).
+            for c in self.header_values("Contact") {
+                if NameAddr::parse(c).is_none() {
+                    return Err(ParseError::BadValue("Contact"));
+                }
             }
         }
         Ok(())
@@ -411,10 +465,18 @@ impl Message {
         self.header("Call-ID").unwrap_or("")
     }
 
+    /// CSeq number and method. The number is `1*DIGIT` below 2^31 (§8.1.1.5).
     pub fn cseq(&self) -> Option<(u32, Method)> {
         let v = self.header("CSeq")?;
         let mut it = v.split_whitespace();
-        let n = it.next()?.parse().ok()?;
+        let n = it.next()?;
+        if !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n: u32 = n.parse().ok()?;
+        if n >= 1 << 31 {
+            return None;
+        }
         let m = Method::parse(it.next()?);
         if it.next().is_some() {
             return None;
@@ -487,7 +549,25 @@ impl Message {
     }
 }
 
+/// `SIP/x.y` with digits: a version, if not ours (§7.1: compared case-insensitively).
+fn is_sip_version(v: &str) -> bool {
+    v.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+        && v.get(4..).is_some_and(|n| {
+            n.split_once('.').is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && a.bytes().all(|c| c.is_ascii_digit())
+                    && b.bytes().all(|c| c.is_ascii_digit())
+            })
+        })
+}
+
 fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
+    // A NUL or any other control byte in the start line is no SIP (§25.1: SP-separated
+    // tokens of visible characters).
+    if line.chars().any(|c| c.is_control()) {
+        return Err(ParseError::BadStartLine);
+    }
     if let Some(rest) = line.strip_prefix("SIP/2.0 ") {
         let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
         let code: u16 = code.parse().map_err(|_| ParseError::BadStartLine)?;
@@ -505,8 +585,15 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     else {
         return Err(ParseError::BadStartLine);
     };
-    if m.is_empty() || !m.chars().all(is_token_char) || ver != "SIP/2.0" || uri.is_empty() {
+    if m.is_empty() || !m.chars().all(is_token_char) || uri.is_empty() {
         return Err(ParseError::BadStartLine);
+    }
+    if !ver.eq_ignore_ascii_case("SIP/2.0") {
+        return Err(if is_sip_version(ver) {
+            ParseError::VersionNotSupported
+        } else {
+            ParseError::BadStartLine
+        });
     }
     if !uri.contains(':') {
         return Err(ParseError::BadStartLine);
@@ -560,8 +647,11 @@ fn parse_params(s: &str) -> Vec<(String, Option<String>)> {
             None => out.push((seg.to_ascii_lowercase(), None)),
         }
     };
+    let mut escaped = false;
     for (i, c) in b.iter().enumerate() {
         match c {
+            _ if escaped => escaped = false,
+            b'\\' if quote => escaped = true,
             b'"' => quote = !quote,
             b';' if !quote => {
                 push(&s[start..i]);
@@ -604,13 +694,18 @@ pub struct Via {
 }
 
 impl Via {
+    /// Parses `SIP/2.0/UDP host[:port][;params]`. LWS around each `/` is legal
+    /// (§25.1 SLASH = SWS "/" SWS; RFC 4475 §3.1.1.1: `SIP  /   2.0 /UDP`).
     pub fn parse(v: &str) -> Option<Via> {
-        let (proto, rest) = v.trim().split_once(|c: char| c.is_whitespace())?;
-        let mut p = proto.split('/');
-        let (Some(name), Some(ver), Some(transport)) = (p.next(), p.next(), p.next()) else {
-            return None;
-        };
-        if !name.trim().eq_ignore_ascii_case("SIP") || ver.trim() != "2.0" {
+        let (name, rest) = v.trim().split_once('/')?;
+        let (ver, rest) = rest.split_once('/')?;
+        let rest = rest.trim_start();
+        let (transport, rest) = rest.split_once(|c: char| c.is_whitespace())?;
+        if !name.trim().eq_ignore_ascii_case("SIP")
+            || ver.trim() != "2.0"
+            || transport.is_empty()
+            || !transport.chars().all(is_token_char)
+        {
             return None;
         }
         let rest = rest.trim();
@@ -701,10 +796,15 @@ impl NameAddr {
     }
 }
 
+/// The first `c` outside a quoted string; `\"` inside quotes is a quoted-pair (§25.1).
 fn find_unquoted(s: &str, c: char) -> Option<usize> {
     let mut quote = false;
-    for (i, ch) in s.char_indices() {
+    let mut chars = s.char_indices();
+    while let Some((i, ch)) = chars.next() {
         match ch {
+            '\\' if quote => {
+                chars.next();
+            }
             '"' => quote = !quote,
             x if x == c && !quote => return Some(i),
             _ => {}
@@ -795,6 +895,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         408 => "Request Timeout",
         413 => "Request Entity Too Large",
         415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
         420 => "Bad Extension",
         422 => "Session Interval Too Small",
         480 => "Temporarily Unavailable",
@@ -936,6 +1037,195 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: abc\r\nCSeq: 1 FOO\r\nContent
         assert_eq!(p(&many).unwrap_err(), ParseError::HeaderLimits);
         let cseq = INVITE.replace("314159 INVITE", "314159 BYE");
         assert_eq!(p(&cseq).unwrap_err(), ParseError::Mandatory("CSeq"));
+    }
+
+    /// A minimal valid OPTIONS with `extra` header lines, for the strictness rules.
+    fn opt(extra: &str) -> String {
+        format!(
+            "OPTIONS sip:x@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\n\
+From: <sip:a@192.0.2.1>;tag=1\r\nTo: <sip:x@192.0.2.10>\r\nCall-ID: c1\r\nCSeq: 7 OPTIONS\r\n{extra}\r\n"
+        )
+    }
+
+    #[test]
+    fn a_tortuous_but_valid_request_parses() {
+        // In the spirit of RFC 4475 §3.1.1.1: compact and odd-case names, folding inside
+        // values and around Via's slashes, spaces before colons, escaped quotes in display
+        // names, unknown headers with unusual values, a Request-URI with escapes.
+        let m = "INVITE sip:pin%40x@192.0.2.10;unknownparam SIP/2.0\r\n\
+TO :\r\n <sip:pin@192.0.2.10>\r\n\
+from   : \"A Caller \\\\\\\"\"   <sip:caller@192.0.2.1>\r\n  ;\r\n  tag = 77fq3z\r\n\
+MaX-fOrWaRdS: 0068\r\n\
+Call-ID: tortuous.7c1d@192.0.2.1\r\n\
+Content-Length   : 0\r\n\
+cseq: 0009\r\n  INVITE\r\n\
+Via  : SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;rport;branch=z9hG4bKq81\r\n\
+s :\r\n\
+X-Invented:   a value\r\n that goes on\r\n\
+X-Odd-Value: ;;,,;;,;\r\n\
+m:\"Say \\\"hi\\\"\" <sip:caller@192.0.2.1> ; p1 =\r\n      v1 ;\r\n  p2 ; q = 0.5\r\n\r\n";
+        let msg = p(m).unwrap();
+        assert_eq!(msg.cseq(), Some((9, Method::Invite)));
+        assert_eq!(msg.call_id(), "tortuous.7c1d@192.0.2.1");
+        assert_eq!(msg.from_tag().as_deref(), Some("77fq3z"));
+        let via = msg.top_via().unwrap();
+        assert_eq!(
+            (via.transport.as_str(), via.host.as_str()),
+            ("UDP", "192.0.2.2")
+        );
+        assert_eq!(via.branch(), Some("z9hG4bKq81"));
+        let from = msg.from().unwrap();
+        assert_eq!(from.uri, "sip:caller@192.0.2.1");
+        let contact = NameAddr::parse(msg.header("Contact").unwrap()).unwrap();
+        assert_eq!(contact.uri, "sip:caller@192.0.2.1");
+        assert_eq!(contact.param("p1"), Some("v1"));
+        assert_eq!(contact.param("q"), Some("0.5"));
+        assert_eq!(msg.header("X-Invented"), Some("a value that goes on"));
+    }
+
+    #[test]
+    fn content_length_must_be_one_plain_number() {
+        // Two that agree are fine; two that disagree (long or compact form) are not, on a
+        // datagram or on a stream.
+        let body = "Content-Type: text/plain\r\n";
+        let same = format!(
+            "{}abcd",
+            opt(&format!("{body}Content-Length: 4\r\nl: 4\r\n"))
+        );
+        assert_eq!(&p(&same).unwrap().body[..], b"abcd");
+        for pair in [
+            "Content-Length: 4\r\nl: 2\r\n",
+            "l: 2\r\nContent-Length: 4\r\n",
+        ] {
+            let two = format!("{}abcd", opt(&format!("{body}{pair}")));
+            assert_eq!(p(&two).unwrap_err(), ParseError::BadContentLength, "{pair}");
+            assert_eq!(
+                frame_stream(two.as_bytes(), &Limits::default()),
+                Err(ParseError::BadContentLength),
+                "{pair}"
+            );
+        }
+        for bad in ["-1", "+4", "4 4", "", "0x4", "99999999999999999999999"] {
+            let m = format!("{}abcd", opt(&format!("Content-Length: {bad}\r\n")));
+            assert_eq!(p(&m).unwrap_err(), ParseError::BadContentLength, "{bad:?}");
+            assert_eq!(
+                frame_stream(m.as_bytes(), &Limits::default()),
+                Err(ParseError::BadContentLength),
+                "{bad:?}"
+            );
+        }
+        // A datagram longer than Content-Length: the rest is ignored; shorter: an error.
+        let long = format!("{}abcdEXTRA", opt("Content-Length: 4\r\n"));
+        assert_eq!(&p(&long).unwrap().body[..], b"abcd");
+        let short = format!("{}ab", opt("Content-Length: 4\r\n"));
+        assert_eq!(p(&short).unwrap_err(), ParseError::Truncated);
+    }
+
+    #[test]
+    fn cseq_is_below_2_31_and_single_valued_headers_appear_once() {
+        let base = opt("");
+        let cseq = |n: &str| base.replace("CSeq: 7 OPTIONS", &format!("CSeq: {n} OPTIONS"));
+        assert_eq!(
+            p(&cseq("2147483647")).unwrap().cseq().unwrap().0,
+            2147483647
+        );
+        assert_eq!(p(&cseq("0")).unwrap().cseq().unwrap().0, 0);
+        for bad in ["2147483648", "4294967295", "4294967296", "-1", "+1", "1.0"] {
+            assert_eq!(
+                p(&cseq(bad)).unwrap_err(),
+                ParseError::Mandatory("CSeq"),
+                "{bad}"
+            );
+        }
+        for (dup, name) in [
+            ("CSeq: 8 OPTIONS\r\n", "CSeq"),
+            ("i: other\r\n", "Call-ID"),
+            ("Call-ID: c1\r\n", "Call-ID"),
+            ("f: <sip:b@192.0.2.1>;tag=2\r\n", "From"),
+            ("To: <sip:y@192.0.2.10>\r\n", "To"),
+            ("Max-Forwards: 70\r\nMax-Forwards: 69\r\n", "Max-Forwards"),
+        ] {
+            assert_eq!(
+                p(&opt(dup)).unwrap_err(),
+                ParseError::Duplicate(name),
+                "{dup}"
+            );
+        }
+        // Headers that may repeat still do.
+        assert!(p(&opt(
+            "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK2\r\nSupported: timer\r\nSupported: path\r\n"
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn control_bytes_in_the_start_line_and_versions() {
+        let base = opt("");
+        for bad in [
+            base.replace("sip:x@192.0.2.10", "sip:x\0@192.0.2.10"),
+            base.replace("OPTIONS sip", "OPT\x01IONS sip"),
+            base.replace("sip:x@", "sip:x\x7f@"),
+            base.replace(" SIP/2.0\r\nVia", " SIP/2.0\x0b\r\nVia"),
+        ] {
+            assert_eq!(p(&bad).unwrap_err(), ParseError::BadStartLine, "{bad:?}");
+        }
+        let v7 = base.replace(" SIP/2.0\r\nVia", " SIP/7.0\r\nVia");
+        assert_eq!(p(&v7).unwrap_err(), ParseError::VersionNotSupported);
+        let v21 = base.replace(" SIP/2.0\r\nVia", " SIP/2.1\r\nVia");
+        assert_eq!(p(&v21).unwrap_err(), ParseError::VersionNotSupported);
+        let junk = base.replace(" SIP/2.0\r\nVia", " HTTP/1.1\r\nVia");
+        assert_eq!(p(&junk).unwrap_err(), ParseError::BadStartLine);
+        // §7.1: the version is compared case-insensitively.
+        let lower = base.replace(" SIP/2.0\r\nVia", " sip/2.0\r\nVia");
+        assert!(p(&lower).is_ok());
+    }
+
+    #[test]
+    fn via_with_lws_around_slashes_and_port_zero() {
+        let spaced = opt("").replace(
+            "Via: SIP/2.0/UDP 192.0.2.1:5060",
+            "Via: SIP  /   2.0 /UDP 192.0.2.1:5060",
+        );
+        let via = p(&spaced).unwrap().top_via().unwrap();
+        assert_eq!((via.transport.as_str(), via.port), ("UDP", Some(5060)));
+        // Folded across lines, as in RFC 4475's short tortuous INVITE.
+        let folded = opt("").replace(
+            "Via: SIP/2.0/UDP 192.0.2.1:5060",
+            "v:  SIP / 2.0\r\n  / TCP     192.0.2.1:5060",
+        );
+        let via = p(&folded).unwrap().top_via().unwrap();
+        assert_eq!(via.transport, "TCP");
+        assert_eq!(via.branch(), Some("z9hG4bK1"));
+        for bad in [
+            "SIP/2.0/UDP 192.0.2.1:0",
+            "SIP/2.0 192.0.2.1",
+            "SIP/2.0/ 192.0.2.1",
+            "SIP/2.0/UDP",
+        ] {
+            let m = opt("").replace("Via: SIP/2.0/UDP 192.0.2.1:5060", &format!("Via: {bad}"));
+            assert_eq!(p(&m).unwrap_err(), ParseError::Mandatory("Via"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn long_method_tokens_parse_and_bad_contacts_name_the_header() {
+        let long = "X".repeat(8000);
+        let m = opt("").replace("OPTIONS", &long);
+        let m = p(&m).unwrap();
+        assert_eq!(m.method(), Some(&Method::Other(long.clone())));
+        for bad in [
+            "<sip:a@192.0.2.1",
+            "\"x\" <sip:a@192.0.2.1",
+            "<>",
+            "nocolon",
+        ] {
+            let m = opt(&format!("Contact: {bad}\r\n"));
+            assert_eq!(p(&m).unwrap_err(), ParseError::BadValue("Contact"), "{bad}");
+        }
+        // A response's Contact is not ours to judge.
+        let resp = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <>\r\n\r\n";
+        assert!(p(resp).is_ok());
     }
 
     #[test]

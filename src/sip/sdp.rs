@@ -83,6 +83,26 @@ pub enum SdpError {
     /// No audio stream offers PCMU or PCMA.
     #[error("no common codec (need PCMU or PCMA)")]
     NoCommonCodec,
+    /// The only audio streams are multicast (we do unicast only).
+    #[error("multicast media not available")]
+    Multicast,
+    /// No audio stream we can use: none offered, port 0, a port out of range, no address,
+    /// or a malformed line in it. The reason is that of the first audio stream.
+    #[error("no usable audio stream ({0})")]
+    NoUsableAudio(&'static str),
+}
+
+impl SdpError {
+    /// The RFC 3261 §20.43 Warning code and text for a 488, when the SDP was understood
+    /// but cannot be taken (`None` for a malformed SDP, which is a 400).
+    pub fn warning(&self) -> Option<(u16, &'static str)> {
+        match self {
+            SdpError::Malformed(_) => None,
+            SdpError::NoCommonCodec => Some((305, "Incompatible media format")),
+            SdpError::Multicast => Some((330, "Multicast not available")),
+            SdpError::NoUsableAudio(_) => Some((304, "Media type not available")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -98,6 +118,15 @@ struct MediaDesc {
     rtcp_mux: bool,
     /// `a=rtcp:port [IN IP4 addr]` (RFC 3605).
     rtcp: Option<(u16, Option<IpAddr>)>,
+    /// Why this stream cannot be used, if a line of it was malformed (RFC 3264 §6: such a
+    /// stream is answered with port 0; the others still count).
+    broken: Option<&'static str>,
+}
+
+impl MediaDesc {
+    fn mark(&mut self, why: &'static str) {
+        self.broken.get_or_insert(why);
+    }
 }
 
 /// A parsed session description (only what offer/answer needs).
@@ -124,6 +153,16 @@ fn parse_conn(v: &str) -> Result<IpAddr, SdpError> {
         .map_err(|_| SdpError::Malformed("c= address"))
 }
 
+/// `a=rtpmap:<pt> <name>/<rate>[/<channels>]`.
+fn parse_rtpmap(val: &str) -> Option<(u8, String, u32)> {
+    let (pt, enc) = val.split_once(' ')?;
+    let pt: u8 = pt.parse().ok()?;
+    let mut e = enc.trim().split('/');
+    let name = e.next().unwrap_or("").to_string();
+    let rate = e.next().and_then(|r| r.parse().ok())?;
+    Some((pt, name, rate))
+}
+
 /// `a=rtcp:` value: a port, optionally a connection address (RFC 3605 §2.1). A broken one
 /// is ignored (port + 1 then applies), not a reason to refuse the offer.
 fn parse_rtcp_attr(v: &str) -> Option<(u16, Option<IpAddr>)> {
@@ -147,6 +186,11 @@ fn parse_direction(a: &str) -> Option<Direction> {
 }
 
 impl Sdp {
+    /// How many m= lines the description has.
+    pub fn media_count(&self) -> usize {
+        self.media.len()
+    }
+
     pub fn parse(body: &[u8]) -> Result<Sdp, SdpError> {
         let text = std::str::from_utf8(body).map_err(|_| SdpError::Malformed("not UTF-8"))?;
         let mut sdp = Sdp::default();
@@ -165,33 +209,39 @@ impl Sdp {
                     }
                     seen_v = true;
                 }
-                "c" => {
-                    let ip = parse_conn(v)?;
-                    match sdp.media.last_mut() {
-                        Some(m) => m.conn = Some(ip),
-                        None => sdp.conn = Some(ip),
-                    }
-                }
+                "c" => match (sdp.media.last_mut(), parse_conn(v)) {
+                    (Some(m), Ok(ip)) => m.conn = Some(ip),
+                    // A bad address spoils its own stream only.
+                    (Some(m), Err(_)) => m.mark("c= address"),
+                    (None, ip) => sdp.conn = Some(ip?),
+                },
                 "m" => {
                     if sdp.media.len() >= MAX_MEDIA {
                         return Err(SdpError::Malformed("too many m= lines"));
                     }
+                    // Kind and proto are needed to answer the line, even with port 0.
                     let mut it = v.split_whitespace();
                     let kind = it.next().ok_or(SdpError::Malformed("m="))?;
-                    let port = it
-                        .next()
-                        .and_then(|p| p.split('/').next())
-                        .and_then(|p| p.parse::<u16>().ok())
-                        .ok_or(SdpError::Malformed("m= port"))?;
+                    let port = it.next().ok_or(SdpError::Malformed("m= port"))?;
                     let proto = it.next().ok_or(SdpError::Malformed("m= proto"))?;
                     let fmts: Vec<String> = it.take(64).map(str::to_string).collect();
-                    sdp.media.push(MediaDesc {
+                    let mut m = MediaDesc {
                         kind: kind.to_string(),
-                        port,
                         proto: proto.to_string(),
                         fmts,
                         ..Default::default()
-                    });
+                    };
+                    // `port[/count]`; out of 1..=65535 (or not a number) cannot be used.
+                    match port.split('/').next().and_then(|p| p.parse::<u16>().ok()) {
+                        Some(p) => m.port = p,
+                        None => m.mark("m= port out of range"),
+                    }
+                    if !kind.chars().all(|c| c.is_ascii_alphanumeric())
+                        || !proto.chars().all(|c| c.is_ascii_graphic())
+                    {
+                        return Err(SdpError::Malformed("m="));
+                    }
+                    sdp.media.push(m);
                 }
                 "a" => {
                     attrs += 1;
@@ -210,18 +260,10 @@ impl Sdp {
                         continue;
                     };
                     match name {
-                        "rtpmap" => {
-                            let (pt, enc) =
-                                val.split_once(' ').ok_or(SdpError::Malformed("rtpmap"))?;
-                            let pt: u8 = pt.parse().map_err(|_| SdpError::Malformed("rtpmap"))?;
-                            let mut e = enc.trim().split('/');
-                            let name = e.next().unwrap_or("").to_string();
-                            let rate = e
-                                .next()
-                                .and_then(|r| r.parse().ok())
-                                .ok_or(SdpError::Malformed("rtpmap rate"))?;
-                            m.rtpmap.push((pt, name, rate));
-                        }
+                        "rtpmap" => match parse_rtpmap(val) {
+                            Some(r) => m.rtpmap.push(r),
+                            None => m.mark("rtpmap"),
+                        },
                         "ptime" => m.ptime = val.trim().parse().ok(),
                         "rtcp-mux" => m.rtcp_mux = true,
                         "rtcp" => m.rtcp = parse_rtcp_attr(val),
@@ -365,23 +407,43 @@ pub fn answer(
     version: u64,
 ) -> Result<(Negotiated, String), SdpError> {
     let mut chosen: Option<(usize, Negotiated)> = None;
+    // Why the audio streams seen so far could not be used, for the error.
+    let (mut codec_miss, mut multicast, mut first_why) = (false, false, None);
     for (i, m) in offer.media.iter().enumerate() {
-        if chosen.is_some() || m.kind != "audio" || m.port == 0 || !m.proto.starts_with("RTP/") {
+        if chosen.is_some() || m.kind != "audio" {
+            continue;
+        }
+        let conn = m.conn.or(offer.conn);
+        let why = if let Some(b) = m.broken {
+            Some(b)
+        } else if m.port == 0 {
+            Some("port 0")
+        } else if !m.proto.starts_with("RTP/") {
+            Some("not RTP")
+        } else if conn.is_none() {
+            Some("no c= line")
+        } else if conn.is_some_and(|c| c.is_multicast()) {
+            multicast = true;
+            Some("multicast")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            first_why.get_or_insert(why);
             continue;
         }
         let offered: Vec<(Codec, u8)> = m.fmts.iter().filter_map(|f| codec_of(m, f)).collect();
         let pick = prefs
             .iter()
             .find_map(|p| offered.iter().find(|(c, _)| c == p).copied());
-        let Some((codec, pt)) = pick else { continue };
+        let Some((codec, pt)) = pick else {
+            codec_miss = true;
+            continue;
+        };
         let dir = m
             .direction
             .or(offer.direction)
             .unwrap_or(Direction::SendRecv);
-        let conn = m.conn.or(offer.conn);
-        if conn.is_none() {
-            return Err(SdpError::Malformed("no c= line"));
-        }
         // Old-style hold (RFC 2543): c=0.0.0.0 means the peer receives nothing.
         let dir = if conn.is_some_and(|c| c.is_unspecified()) {
             match dir {
@@ -406,7 +468,13 @@ pub fn answer(
             },
         ));
     }
-    let (idx, neg) = chosen.ok_or(SdpError::NoCommonCodec)?;
+    let (idx, neg) = chosen.ok_or(if codec_miss {
+        SdpError::NoCommonCodec
+    } else if multicast {
+        SdpError::Multicast
+    } else {
+        SdpError::NoUsableAudio(first_why.unwrap_or("no audio stream"))
+    })?;
     let mut s = String::with_capacity(300);
     write_session(&mut s, local, version);
     for (i, m) in offer.media.iter().enumerate() {
@@ -423,7 +491,13 @@ pub fn answer(
                 s.push_str("a=rtcp-mux\r\n");
             }
         } else {
-            let _ = write!(s, "m={} 0 {} {}\r\n", m.kind, m.proto, m.fmts.join(" "));
+            // Rejected (RFC 3264 §6): port 0, formats echoed (one is required).
+            let fmts = if m.fmts.is_empty() {
+                "0".to_string()
+            } else {
+                m.fmts.join(" ")
+            };
+            let _ = write!(s, "m={} 0 {} {fmts}\r\n", m.kind, m.proto);
         }
     }
     Ok((neg, s))
@@ -445,7 +519,7 @@ pub fn accept_answer(answer: &Sdp, prefs: &[Codec], ptime: u32) -> Result<Negoti
     let m = answer
         .media
         .iter()
-        .find(|m| m.kind == "audio" && m.port != 0)
+        .find(|m| m.kind == "audio" && m.port != 0 && m.broken.is_none())
         .ok_or(SdpError::NoCommonCodec)?;
     let (codec, pt) = m
         .fmts
@@ -556,13 +630,96 @@ m=audio 4000 RTP/AVP 8\r\nc=IN IP6 2001:db8::2\r\na=ptime:15\r\n";
             "garbage",
             "v=1\r\n",
             "v=0\r\nc=IN IP4 nope\r\n",
-            "v=0\r\nm=audio x RTP/AVP 0\r\n",
-            "v=0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:zz PCMU/8000\r\n",
+            "v=0\r\nm=\r\n",
+            "v=0\r\nm=audio 4000\r\n",
+            "v=0\r\nm=au\x01dio 4000 RTP/AVP 0\r\n",
         ] {
             assert!(Sdp::parse(bad.as_bytes()).is_err(), "{bad}");
         }
+        // A malformed line inside the only audio stream makes it unusable: 488, not 400.
+        for (bad, why) in [
+            ("m=audio x RTP/AVP 0\r\n", "m= port out of range"),
+            ("m=audio 70000 RTP/AVP 0\r\n", "m= port out of range"),
+            (
+                "m=audio 4000 RTP/AVP 0\r\na=rtpmap:zz PCMU/8000\r\n",
+                "rtpmap",
+            ),
+            ("m=audio 4000 RTP/AVP 0\r\nc=IN IP4 nope\r\n", "c= address"),
+            ("m=audio 0 RTP/AVP 0\r\n", "port 0"),
+        ] {
+            let sdp = format!("v=0\r\nc=IN IP4 192.0.2.1\r\n{bad}");
+            let e = ans(&sdp, &[Codec::Pcmu]).unwrap_err();
+            assert_eq!(e, SdpError::NoUsableAudio(why), "{bad}");
+            assert_eq!(e.warning().map(|w| w.0), Some(304));
+        }
         let no_c = "v=0\r\nm=audio 4000 RTP/AVP 0\r\n";
-        assert!(ans(no_c, &[Codec::Pcmu]).is_err());
+        assert_eq!(
+            ans(no_c, &[Codec::Pcmu]).unwrap_err(),
+            SdpError::NoUsableAudio("no c= line")
+        );
+        assert_eq!(
+            ans("v=0\r\nc=IN IP4 192.0.2.1\r\n", &[Codec::Pcmu]).unwrap_err(),
+            SdpError::NoUsableAudio("no audio stream")
+        );
+    }
+
+    #[test]
+    fn a_broken_other_stream_is_refused_alone_and_audio_negotiated() {
+        // RFC 3264 §6: video with an unknown/malformed rtpmap and a bad port, an unknown
+        // media kind: each answered with port 0, in order; the audio stream is taken.
+        let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+m=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264\r\na=rtpmap:x y/z\r\n\
+m=image 99999 udptl t38\r\n\
+m=audio 4000 RTP/AVP 0\r\n\
+m=text 6000 RTP/AVP\r\n";
+        let (n, body) = ans(sdp, &[Codec::Pcmu]).unwrap();
+        assert_eq!(n.remote, Some("192.0.2.1:4000".parse().unwrap()));
+        let m: Vec<&str> = body.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(
+            m,
+            vec![
+                "m=video 0 RTP/AVP 96",
+                "m=image 0 udptl t38",
+                "m=audio 10000 RTP/AVP 0",
+                "m=text 0 RTP/AVP 0"
+            ]
+        );
+        // The same broken video with a broken audio stream: nothing usable remains.
+        let bad_audio = sdp.replace("m=audio 4000", "m=audio 0");
+        assert!(matches!(
+            ans(&bad_audio, &[Codec::Pcmu]),
+            Err(SdpError::NoUsableAudio(_))
+        ));
+        // A second, good audio stream rescues a broken first one.
+        let two = sdp.replace(
+            "m=audio 4000 RTP/AVP 0\r\n",
+            "m=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU\r\nm=audio 4002 RTP/AVP 8\r\n",
+        );
+        let (n, body) = ans(&two, &[Codec::Pcmu, Codec::Pcma]).unwrap();
+        assert_eq!(n.codec, Codec::Pcma);
+        assert!(
+            body.contains("m=audio 0 RTP/AVP 0\r\nm=audio 10000 RTP/AVP 8"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn multicast_audio_is_refused_with_its_own_warning() {
+        let sdp = OFFER.replace("c=IN IP4 192.0.2.1", "c=IN IP4 233.252.0.1/127");
+        let e = ans(&sdp, &[Codec::Pcmu]).unwrap_err();
+        assert_eq!(e, SdpError::Multicast);
+        assert_eq!(e.warning().map(|w| w.0), Some(330));
+        let v6 = OFFER.replace("c=IN IP4 192.0.2.1", "c=IN IP6 ff0e::1");
+        assert_eq!(ans(&v6, &[Codec::Pcmu]).unwrap_err(), SdpError::Multicast);
+        // No G.711 is 305, and it wins over a multicast stream elsewhere.
+        let g729 = OFFER.replace("18 8 0 96", "18");
+        assert_eq!(
+            ans(&g729, &[Codec::Pcmu])
+                .unwrap_err()
+                .warning()
+                .map(|w| w.0),
+            Some(305)
+        );
     }
 
     #[test]

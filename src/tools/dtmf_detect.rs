@@ -317,12 +317,10 @@ pub fn detect_pcap(bytes: &[u8], epoch: Instant) -> Result<Vec<StreamReport>, De
         if udp.len() < 12 || b0 >> 6 != 2 || (72..=76).contains(&(b1 & 0x7F)) {
             return; // not RTP (or RTCP)
         }
-        let mut buf = udp;
-        let Ok(h) = <rtp::header::Header as webrtc_util::marshal::Unmarshal>::unmarshal(&mut buf)
-        else {
+        // Our reader, not the rtp crate's (which panics on some header extensions).
+        let Some((h, payload)) = crate::media::rtp::parse_header(udp) else {
             return;
         };
-        let payload = buf;
         let t0 = *first_time.get_or_insert(time);
         let now = epoch + time.saturating_sub(t0);
         let s = streams.entry((src, dst, h.ssrc)).or_insert_with(|| Stream {

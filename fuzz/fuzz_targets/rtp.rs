@@ -1,0 +1,12 @@
+#![no_main]
+//! Fuzz target `rtp`: see `pincoderouting::fuzzing::rtp`.
+use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// One virtual epoch for the whole run (the core never reads the clock itself).
+static T0: OnceLock<Instant> = OnceLock::new();
+
+fuzz_target!(|data: &[u8]| {
+    pincoderouting::fuzzing::rtp(*T0.get_or_init(Instant::now), data);
+});

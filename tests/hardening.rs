@@ -1,0 +1,272 @@
+//! Black-box: the real binary answers as RFC 3261 / RFC 4475 expect — strict where the
+//! RFC is strict (Content-Length, single-valued headers, CSeq range, control bytes, URI
+//! schemes, Require, SIP version, unusable media), lenient where it is lenient (LWS in
+//! Via, any method token, extra media streams) — over UDP, and over TCP where framing
+//! matters. Each rule has its unit test in `src/sip`; this is the class end to end.
+
+// Black-box tests are a driver: they may read the clock.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+/// An out-of-dialog request from 127.0.0.1 with `extra` header lines and a body.
+fn request(method: &str, call_id: &str, extra: &str, body: &str) -> String {
+    format!(
+        "{method} sip:pincoderouting@127.0.0.1 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{call_id};rport\r\n\
+From: <sip:+15551234567@127.0.0.1>;tag=1\r\nTo: <sip:pincoderouting@127.0.0.1>\r\n\
+Call-ID: {call_id}\r\nCSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+
+fn invite(call_id: &str, sdp: &str) -> String {
+    request(
+        "INVITE",
+        call_id,
+        "Contact: <sip:t@127.0.0.1:9>\r\nContent-Type: application/sdp\r\n",
+        sdp,
+    )
+}
+
+/// Sends one datagram; the first reply's text (None if nothing came within 1 s).
+fn ask(to: SocketAddr, data: &[u8]) -> Option<String> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    s.send_to(data, to).unwrap();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, _) = s.recv_from(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        // A 100 Trying is not the answer we are after.
+        if !text.starts_with("SIP/2.0 100 ") {
+            return Some(text);
+        }
+    }
+}
+
+fn status_line(reply: &str) -> &str {
+    reply.lines().next().unwrap_or("")
+}
+
+fn header<'a>(reply: &'a str, name: &str) -> Option<&'a str> {
+    reply.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn strict_and_lenient_rules_end_to_end() {
+    let mut svc = Service::start("", "");
+    let to = svc.udp;
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "two Content-Lengths that disagree",
+            request("OPTIONS", "h-cl2", "l: 3\r\n", ""),
+            "SIP/2.0 400 Bad Request (bad Content-Length)",
+        ),
+        (
+            "a negative Content-Length",
+            request("OPTIONS", "h-clneg", "", "")
+                .replace("Content-Length: 0", "Content-Length: -1"),
+            "SIP/2.0 400 Bad Request (bad Content-Length)",
+        ),
+        (
+            "an overflowing Content-Length",
+            request("OPTIONS", "h-clbig", "", "")
+                .replace("Content-Length: 0", "Content-Length: 184467440737095516160"),
+            "SIP/2.0 400 Bad Request (bad Content-Length)",
+        ),
+        (
+            "a body shorter than Content-Length",
+            request("OPTIONS", "h-short", "", "")
+                .replace("Content-Length: 0", "Content-Length: 10"),
+            "SIP/2.0 400 Bad Request (body shorter than Content-Length)",
+        ),
+        (
+            "an unparseable From",
+            request("OPTIONS", "h-from", "", "")
+                .replace("From: <sip:+15551234567@127.0.0.1>;tag=1", "From: <sip:x@y"),
+            "SIP/2.0 400 Bad Request (missing or malformed From)",
+        ),
+        (
+            "an unparseable To",
+            request("OPTIONS", "h-to", "", "")
+                .replace("To: <sip:pincoderouting@127.0.0.1>", "To: "),
+            "SIP/2.0 400 Bad Request (missing or malformed To)",
+        ),
+        (
+            "an unparseable Contact",
+            request(
+                "OPTIONS",
+                "h-contact",
+                "Contact: \"x\" <sip:t@127.0.0.1:9\r\n",
+                "",
+            ),
+            "SIP/2.0 400 Bad Request (malformed Contact)",
+        ),
+        (
+            "a CSeq of 2^31",
+            request("OPTIONS", "h-cseq", "", "")
+                .replace("CSeq: 1 OPTIONS", "CSeq: 2147483648 OPTIONS"),
+            "SIP/2.0 400 Bad Request (missing or malformed CSeq)",
+        ),
+        (
+            "a second Call-ID",
+            request("OPTIONS", "h-dupcid", "i: other\r\n", ""),
+            "SIP/2.0 400 Bad Request (Call-ID more than once)",
+        ),
+        (
+            "a second CSeq",
+            request("OPTIONS", "h-dupcseq", "CSeq: 2 OPTIONS\r\n", ""),
+            "SIP/2.0 400 Bad Request (CSeq more than once)",
+        ),
+        (
+            "a NUL in the start line",
+            request("OPTIONS", "h-nul", "", "")
+                .replace("sip:pincoderouting@", "sip:pincode\0routing@"),
+            "SIP/2.0 400 Bad Request (bad start line)",
+        ),
+        (
+            "an INVITE from Via port 0",
+            invite("h-via0", SDP).replace("127.0.0.1:9;branch", "127.0.0.1:0;branch"),
+            "SIP/2.0 400 Bad Request (missing or malformed Via)",
+        ),
+        (
+            "a mailto: Request-URI",
+            request("OPTIONS", "h-mailto", "", "").replace(
+                "sip:pincoderouting@127.0.0.1 SIP",
+                "mailto:pin@example.com SIP",
+            ),
+            "SIP/2.0 416 Unsupported URI Scheme",
+        ),
+        (
+            "Require with an extension on OPTIONS",
+            request("OPTIONS", "h-require", "Require: nosuchext\r\n", ""),
+            "SIP/2.0 420 Bad Extension",
+        ),
+        (
+            "SIP/7.0",
+            request("OPTIONS", "h-v7", "", "")
+                .replace("127.0.0.1 SIP/2.0\r\n", "127.0.0.1 SIP/7.0\r\n"),
+            "SIP/2.0 505 Version Not Supported",
+        ),
+        (
+            "a method token of 5000 characters",
+            request(&"X".repeat(5000), "h-longmethod", "", ""),
+            "SIP/2.0 501 Not Implemented",
+        ),
+        (
+            "Via with spaces around the slashes",
+            request("OPTIONS", "h-lws", "", "")
+                .replace("Via: SIP/2.0/UDP", "Via: SIP  /   2.0 /UDP"),
+            "SIP/2.0 200 OK",
+        ),
+        (
+            "a multicast audio address",
+            invite(
+                "h-mcast",
+                &SDP.replace("c=IN IP4 127.0.0.1", "c=IN IP4 233.252.0.1/16"),
+            ),
+            "SIP/2.0 488 Not Acceptable Here",
+        ),
+        (
+            "an unspecified audio address",
+            invite(
+                "h-unspec",
+                &SDP.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0"),
+            ),
+            "SIP/2.0 488 Not Acceptable Here",
+        ),
+        (
+            "audio on port 0",
+            invite("h-port0", &SDP.replace("m=audio 9", "m=audio 0")),
+            "SIP/2.0 488 Not Acceptable Here",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, msg, want) in &cases {
+        let got = ask(to, msg.as_bytes());
+        let line = got.as_deref().map(status_line).unwrap_or("(no reply)");
+        if line != *want {
+            wrong.push(format!("{what}: got {line:?}, want {want:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The 420 lists what we lack; the 488s carry their RFC 3261 §20.43 warning codes.
+    let r = ask(
+        to,
+        request("OPTIONS", "h-req2", "Require: nosuchext\r\n", "").as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(header(&r, "Unsupported"), Some("nosuchext"), "{r}");
+    for (sdp, code) in [
+        (
+            SDP.replace("c=IN IP4 127.0.0.1", "c=IN IP4 233.252.0.1"),
+            "330 ",
+        ),
+        (
+            SDP.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0"),
+            "301 ",
+        ),
+        (SDP.replace("m=audio 9", "m=audio 0"), "304 "),
+        (SDP.replace("RTP/AVP 0", "RTP/AVP 18"), "305 "),
+    ] {
+        let r = ask(to, invite(&format!("h-w{code}"), &sdp).as_bytes()).unwrap();
+        let w = header(&r, "Warning").unwrap_or("");
+        assert!(w.starts_with(code), "{code}: {r}");
+    }
+    // A broken video stream beside good audio: answered, video refused with port 0.
+    let av = format!("{SDP}m=video 5000 RTP/AVP 96\r\na=rtpmap:96 H264\r\n");
+    let r = ask(to, invite("h-video", &av).as_bytes()).unwrap();
+    assert!(r.starts_with("SIP/2.0 200 OK"), "{r}");
+    assert!(r.contains("m=video 0 RTP/AVP 96\r\n"), "{r}");
+    assert!(r.contains("\r\nm=audio "), "{r}");
+    assert!(svc.is_running());
+}
+
+#[test]
+fn tcp_content_length_disagreement_is_400_then_the_stream_closes() {
+    let mut svc = Service::start("", "");
+    let mut c = TcpStream::connect(svc.tcp).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let bad =
+        request("OPTIONS", "h-tcp", "l: 4\r\n", "").replace("SIP/2.0/UDP", "SIP/2.0/TCP") + "abcd";
+    c.write_all(bad.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match c.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => {
+                break !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    };
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("SIP/2.0 400 Bad Request (bad Content-Length)"),
+        "{text}"
+    );
+    assert!(closed, "the stream cannot be resynchronised: closed");
+    // And the listener goes on.
+    let mut c = TcpStream::connect(svc.tcp).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let ok = request("OPTIONS", "h-tcp2", "", "").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    c.write_all(ok.as_bytes()).unwrap();
+    let n = c.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"SIP/2.0 200 OK"));
+    assert!(svc.is_running());
+}
