@@ -727,11 +727,17 @@ impl InbandDetector {
     }
 
     fn step(&mut self) {
-        let Some(&w) = self.back(0) else {
+        let Some(w) = self.back(0) else {
             return;
         };
+        // What is needed of the newest window, read once (no copy of it).
+        let (class, start) = (w.class, w.start);
         let clean = u32::from(w.clean);
-        self.run = match (w.class, self.run) {
+        let held = match self.state {
+            State::Active { key, .. } => Self::holds(w, &key),
+            State::Idle => false,
+        };
+        self.run = match (class, self.run) {
             (Some(p), Some(r)) if r.pair == p => Some(Run {
                 len: r.len + 1,
                 clean: (r.clean << 1) | clean,
@@ -741,11 +747,11 @@ impl InbandDetector {
                 pair: p,
                 len: 1,
                 clean,
-                start: w.start,
+                start,
             }),
             (None, _) => None,
         };
-        let end = w.start + WIN as u64;
+        let end = start + WIN as u64;
         // A run long enough, of another pair than the key held, that measures as a key.
         let candidate = match (self.run, self.state) {
             (Some(r), State::Active { key, .. }) if r.pair == key.pair => None,
@@ -770,7 +776,7 @@ impl InbandDetector {
                     });
                     self.begin(new, at, end)
                 }
-                None if Self::holds(&w, &key) => State::Active {
+                None if held => State::Active {
                     key,
                     gap: 0,
                     last_end: end,
