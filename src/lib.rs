@@ -41,7 +41,9 @@
 //!     enabled = true\nmatch_user = [\"pin\"]\npbx_host = \"pbx.acme.example\"\n\
 //!     pin_success_ext = \"2001\"\npin_failed_ext = \"2002\"\n", "doc").unwrap();
 //! let org = config.organizations[0].clone();
-//! let caller = pincoderouting::call::identity::caller(&invite, flow.remote.ip(), &org);
+//! // Trust (PAI, address blocks) goes by the effective source: a trusted proxy may name it.
+//! let source = pincoderouting::sip::source::effective_source(&invite, flow.remote.ip(), &config.sip);
+//! let caller = pincoderouting::call::identity::caller(&invite, source, &org);
 //! let mut now = Instant::now(); // a driver reads the clock; a test just advances `now`
 //! // RTCP's NTP timestamps come from one wall-clock reading the driver takes at set-up.
 //! let wall_clock = WallClock { at: now, since_unix: Duration::from_secs(1_700_000_000) };

@@ -4,7 +4,12 @@ mod common;
 
 use common::http_crm::{Behave, HttpCrm};
 use pincoderouting::crm::http::{HttpLookup, HttpLookupConfig};
+use pincoderouting::crm::phone::{lookup_number, LookupNumber};
 use pincoderouting::crm::CrmReply;
+
+fn n(s: &str) -> LookupNumber {
+    lookup_number(s, "1")
+}
 
 const ONE: &str = r#"{"results":[{"id":"crm-7","pin":"2580"}]}"#;
 
@@ -22,7 +27,7 @@ fn adapter(url: &str, extra: &str) -> HttpLookup {
 async fn found_with_encoded_phone_and_secret_header() {
     let crm = HttpCrm::start(Behave::Json(ONE.into()));
     let a = adapter(&crm.url(), "");
-    match a.lookup("acme", "+15551234567").await {
+    match a.lookup("acme", &n("+15551234567")).await {
         CrmReply::Found(c) => assert_eq!(c.id, "crm-7"),
         other => panic!("{other:?}"),
     }
@@ -32,7 +37,7 @@ async fn found_with_encoded_phone_and_secret_header() {
     assert!(h.contains(&("authorization".into(), "Bearer tok-123".into())));
     assert!(h.contains(&("x-tenant".into(), "acme".into())));
     // Connection reuse: a second lookup goes over the same connection (same server).
-    let _ = a.lookup("acme", "+15551234567").await;
+    let _ = a.lookup("acme", &n("+15551234567")).await;
     assert_eq!(crm.requests().len(), 2);
 }
 
@@ -41,7 +46,7 @@ async fn every_failure_has_a_clear_outcome() {
     let crm = HttpCrm::start(Behave::Status(404));
     let a = adapter(&crm.url(), "");
     assert!(matches!(
-        a.lookup("acme", "+1555").await,
+        a.lookup("acme", &n("+1555")).await,
         CrmReply::NotFound
     ));
     for (b, want) in [
@@ -55,7 +60,7 @@ async fn every_failure_has_a_clear_outcome() {
         (Behave::Hang, "timeout"),
     ] {
         crm.set(b.clone());
-        match a.lookup("acme", "+15551234567").await {
+        match a.lookup("acme", &n("+15551234567")).await {
             CrmReply::Error(e) => assert!(e.contains(want), "{b:?}: {e}"),
             other => panic!("{b:?}: {other:?}"),
         }
@@ -63,12 +68,12 @@ async fn every_failure_has_a_clear_outcome() {
     // 5xx is retried (the lookup is idempotent): two failures then success.
     crm.set(Behave::FailThen(2, ONE.into()));
     assert!(matches!(
-        a.lookup("acme", "+15551234567").await,
+        a.lookup("acme", &n("+15551234567")).await,
         CrmReply::Found(_)
     ));
     // Nobody listening.
     let refused = adapter("http://127.0.0.1:9/c?phone={phone}", "");
-    match refused.lookup("acme", "+15551234567").await {
+    match refused.lookup("acme", &n("+15551234567")).await {
         CrmReply::Error(e) => assert!(e.contains("refused") || e.contains("unreachable"), "{e}"),
         other => panic!("{other:?}"),
     }

@@ -91,3 +91,93 @@ fn bad_inputs_exit_nonzero_with_a_clear_error() {
     assert_eq!(code, 2);
     assert!(err.contains("no/such/file.wav"), "{err}");
 }
+
+/// `gen-pcap` writes what `dtmf-detect` reads back: the same keys, by the method, codec and
+/// event payload type asked for.
+#[test]
+fn gen_pcap_reads_back_to_the_same_digits() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--method", "rfc4733"],
+            "PCMU(0)+telephone-event(101)\n  rfc4733: 4821#\n  inband: \n",
+        ),
+        (
+            &["--method", "rfc4733", "--pt", "96", "--codec", "pcma"],
+            "PCMA(8)+telephone-event(96)\n  rfc4733: 4821#\n  inband: \n",
+        ),
+        (
+            &["--method", "inband"],
+            "PCMU(0)\n  rfc4733: \n  inband: 4821#\n",
+        ),
+        (
+            &[
+                "--method", "inband", "--codec", "pcma", "--on-ms", "60", "--off-ms", "60",
+            ],
+            "PCMA(8)\n  rfc4733: \n  inband: 4821#\n",
+        ),
+        (
+            &[
+                "--method",
+                "inband",
+                "--on-ms",
+                "100",
+                "--off-ms",
+                "100",
+                "--lead-ms",
+                "0",
+            ],
+            "PCMU(0)\n  rfc4733: \n  inband: 4821#\n",
+        ),
+    ];
+    for (i, (args, want)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("pin{i}.pcap"));
+        let out = Command::new(env!("CARGO_BIN_EXE_pincoderouting"))
+            .args(["gen-pcap", "--digits", "4821#"])
+            .args(*args)
+            .arg("-o")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        // It says what it wrote, never which keys.
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("5 keys") && !said.contains("4821"), "{said}");
+        let (code, got, err) = detect(&[path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        assert!(got.ends_with(want), "{args:?}:\n{got}");
+    }
+    // A ',' is a pause between entries: "1111#", a second of silence, "4821#".
+    let path = dir.path().join("two.pcap");
+    let ok = Command::new(env!("CARGO_BIN_EXE_pincoderouting"))
+        .args([
+            "gen-pcap",
+            "--digits",
+            "1111#,4821#",
+            "--method",
+            "rfc4733",
+            "-o",
+        ])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let (_, got, _) = detect(&["--json", path.to_str().unwrap()]);
+    let starts: Vec<u64> = got
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["start_ms"].as_u64())
+        .collect();
+    assert_eq!(starts.len(), 10, "{got}");
+    assert!(starts[5] - starts[4] >= 1000, "the pause: {starts:?}");
+    // Keys it cannot send are refused (exit 2), and nothing is written.
+    let bad = dir.path().join("bad.pcap");
+    let out = Command::new(env!("CARGO_BIN_EXE_pincoderouting"))
+        .args(["gen-pcap", "--digits", "12x", "--method", "inband", "-o"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'x'"));
+    assert!(!bad.exists());
+}

@@ -404,10 +404,7 @@ fn inband_pin_is_verified_too() {
         &[(repo().join("scenarios/pcap/inband_pin.pcap"), "dtmf.pcap")],
     );
     assert!(out.status.success());
-    svc.wait_for(Duration::from_secs(10), |l| {
-        l.iter().any(|e| msg(e) == "call ended")
-    });
-    let r = &svc.audit_calls()[0];
+    let r = &svc.wait_audit_calls(1, Duration::from_secs(10))[0];
     assert_eq!(r["outcome"], "verified", "{r}");
     assert_eq!(r["digit_source"], "inband", "{r}");
     assert_eq!(r["transfer_target"], "1001");
@@ -442,10 +439,7 @@ fn http_crm_verifies_and_a_crm_that_is_down_sends_callers_to_the_failure_ext() {
             &[(repo().join("scenarios/pcap/rfc4733_pin.pcap"), "dtmf.pcap")],
         );
         assert!(out.status.success(), "{result}");
-        svc.wait_for(Duration::from_secs(10), |l| {
-            l.iter().any(|e| msg(e) == "call ended")
-        });
-        let r = &svc.audit_calls()[0];
+        let r = &svc.wait_audit_calls(1, Duration::from_secs(10))[0];
         assert_eq!(r["outcome"], result, "{r}");
         assert_eq!(r["transfer_target"], ext, "{r}");
     }
@@ -471,10 +465,7 @@ fn verify_webhook_judges_the_pin() {
         &[(repo().join("scenarios/pcap/rfc4733_pin.pcap"), "dtmf.pcap")],
     );
     assert!(out.status.success());
-    svc.wait_for(Duration::from_secs(10), |l| {
-        l.iter().any(|e| msg(e) == "call ended")
-    });
-    let r = &svc.audit_calls()[0];
+    let r = &svc.wait_audit_calls(1, Duration::from_secs(10))[0];
     assert_eq!(r["outcome"], "verified", "{r}");
     assert_eq!(r["contact_id"], "crm-9");
     assert_eq!(r["transfer_target"], "1001");

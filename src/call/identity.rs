@@ -1,17 +1,23 @@
 //! Who is calling: P-Asserted-Identity (RFC 3325, only from a trusted source), then
 //! Remote-Party-ID, then From — in the organization's order — normalized to E.164 with its
-//! default country code. Withheld numbers are recognised as anonymous.
+//! default country code by libphonenumber's rules (`crm::phone`). Withheld numbers are
+//! anonymous; a caller ID that is present but cannot be placed is kept raw and looked up as
+//! received.
 
 use crate::config::org::{IdentitySource, Organization};
+use crate::crm::phone::{self, LookupNumber};
 use crate::sip::msg::{split_list, Message, NameAddr, Uri};
 use std::net::IpAddr;
 
-/// The caller as received and as normalized.
+/// The caller as received and as a CRM lookup reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
-    /// A number: what the header said, and its E.164 form.
-    Number { raw: String, e164: String },
-    /// Withheld or not a phone number we can use.
+    /// A caller ID: what the header said, and the number read from it — placed by
+    /// libphonenumber's rules (E.164 and the other forms) or, when it cannot be placed (an
+    /// internal extension, a short code, a national form of another country), the raw text,
+    /// which is looked up as received.
+    Number { raw: String, number: LookupNumber },
+    /// Withheld.
     Anonymous { raw: String },
 }
 
@@ -22,8 +28,12 @@ impl Caller {
         }
     }
     pub fn e164(&self) -> Option<&str> {
+        self.lookup().and_then(LookupNumber::e164)
+    }
+    /// What the CRM is asked about; `None` when the number is withheld.
+    pub fn lookup(&self) -> Option<&LookupNumber> {
         match self {
-            Caller::Number { e164, .. } => Some(e164),
+            Caller::Number { number, .. } => Some(number),
             Caller::Anonymous { .. } => None,
         }
     }
@@ -38,41 +48,10 @@ const ANONYMOUS: [&str; 6] = [
     "withheld",
 ];
 
-/// Normalizes a phone number to E.164 with a default country code. `None` if it is not a
-/// usable number.
+/// Normalizes a phone number to E.164 with a default country code (libphonenumber's rules).
+/// `None` if it is not a number we can place.
 pub fn e164(number: &str, country_code: &str) -> Option<String> {
-    let trimmed = number.trim();
-    let plus = trimmed.starts_with('+');
-    if trimmed
-        .chars()
-        .any(|c| !(c.is_ascii_digit() || " -.()+".contains(c)))
-    {
-        return None;
-    }
-    let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
-    if digits.len() < 4 || digits.len() > 15 {
-        return None;
-    }
-    let full = if plus {
-        digits
-    } else if let Some(intl) = digits.strip_prefix("00") {
-        intl.to_string()
-    } else if country_code == "1" {
-        // North America: 10 digits, or 11 starting with the 1.
-        match digits.len() {
-            10 => format!("1{digits}"),
-            11 if digits.starts_with('1') => digits,
-            _ => return None,
-        }
-    } else if let Some(national) = digits.strip_prefix('0') {
-        // Trunk prefix 0 (most of the world): drop it.
-        format!("{country_code}{national}")
-    } else if digits.starts_with(country_code) && digits.len() > 9 {
-        digits
-    } else {
-        format!("{country_code}{digits}")
-    };
-    (full.len() >= 8 && full.len() <= 15).then(|| format!("+{full}"))
+    phone::place(number, country_code).map(|p| p.e164)
 }
 
 /// The user part of a header's URI (sip:user@host, tel:number).
@@ -109,12 +88,9 @@ pub fn caller(invite: &Message, src: IpAddr, org: &Organization) -> Caller {
             return Caller::Anonymous { raw: user };
         }
         let number = user.split(';').next().unwrap_or("");
-        return match e164(number, &org.country_code) {
-            Some(e) => Caller::Number {
-                raw: user.clone(),
-                e164: e,
-            },
-            None => Caller::Anonymous { raw: user },
+        return Caller::Number {
+            raw: user.clone(),
+            number: phone::lookup_number(number, &org.country_code),
         };
     }
     Caller::Anonymous { raw: String::new() }
@@ -133,11 +109,12 @@ mod tests {
             "+1 (555) 123-4567",
             "+15551234567",
             "555.123.4567",
-            "0015551234567",
+            "01115551234567",
         ] {
             assert_eq!(e164(n, "1").as_deref(), Some("+15551234567"), "{n}");
         }
         assert_eq!(e164("030 1234567", "49").as_deref(), Some("+49301234567"));
+        assert_eq!(e164("06 1234 5678", "39").as_deref(), Some("+390612345678"));
         assert_eq!(
             e164("+44 20 7946 0958", "1").as_deref(),
             Some("+442079460958")
@@ -150,6 +127,75 @@ mod tests {
         );
         assert_eq!(e164("alice", "1"), None);
         assert_eq!(e164("5551234567x", "1"), None);
+    }
+
+    /// Caller IDs as real PBXs send them, per organization country code: the E.164 form, or
+    /// the raw form a lookup uses as received.
+    #[test]
+    fn caller_ids_from_real_pbxs() {
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let table: &[(&str, &str, Result<&str, &str>)] = &[
+            (
+                "1",
+                "<sip:+15551234567@pbx.example;user=phone>",
+                Ok("+15551234567"),
+            ),
+            ("1", "<sip:+15551234567@pbx.example>", Ok("+15551234567")),
+            ("1", "<sip:5551234567@10.0.0.1>", Ok("+15551234567")),
+            (
+                "1",
+                "<sip:5551234567@10.0.0.1;user=phone>",
+                Ok("+15551234567"),
+            ),
+            ("1", "<sip:15551234567@10.0.0.1>", Ok("+15551234567")),
+            ("1", "<tel:+1-555-123-4567>", Ok("+15551234567")),
+            ("1", "<tel:5551234567>", Ok("+15551234567")),
+            ("1", "<sip:%2B15551234567@pbx>", Ok("+15551234567")),
+            ("1", "<sip:011442079460958@pbx>", Ok("+442079460958")),
+            (
+                "1",
+                "<sip:00442079460958@pbx;user=phone>",
+                Err("00442079460958"),
+            ),
+            (
+                "44",
+                "<sip:00442079460958@pbx;user=phone>",
+                Ok("+442079460958"),
+            ),
+            ("44", "<sip:02079460958@pbx>", Ok("+442079460958")),
+            ("44", "<sip:+15551234567@pbx>", Ok("+15551234567")),
+            ("39", "<sip:0612345678@pbx>", Ok("+390612345678")),
+            (
+                "39",
+                "<sip:+390612345678@pbx;user=phone>",
+                Ok("+390612345678"),
+            ),
+            ("39", "<sip:00390612345678@pbx>", Ok("+390612345678")),
+            ("49", "<sip:0301234567@pbx>", Ok("+49301234567")),
+            ("1", "<sip:101@pbx>", Err("101")),
+            ("1", "<sip:101@pbx;user=phone>", Err("101")),
+            ("44", "<sip:101@pbx>", Err("101")),
+            ("1", "<sip:911@pbx>", Err("911")),
+            ("1", "<sip:alice@pbx>", Err("alice")),
+            ("39", "<sip:4567@pbx>", Err("4567")),
+            ("44", "<sip:5551234@pbx>", Err("5551234")),
+        ];
+        for (cc, from, want) in table {
+            let o = org(&format!("country_code = \"{cc}\"\n"));
+            let m = invite(&format!("From: {from};tag=1\r\n"));
+            let c = caller(&m, ip, &o);
+            let Caller::Number { number, raw } = &c else {
+                panic!("{cc} {from}: {c:?}")
+            };
+            match want {
+                Ok(e) => assert_eq!(number.e164(), Some(*e), "{cc} {from}"),
+                Err(r) => {
+                    assert_eq!(number, &LookupNumber::Raw(r.to_string()), "{cc} {from}");
+                    assert_eq!(c.e164(), None);
+                    assert!(!raw.is_empty());
+                }
+            }
+        }
     }
 
     fn org(extra: &str) -> Organization {
@@ -201,7 +247,6 @@ Remote-Party-ID: \"X\" <sip:5559999999@h>;party=calling\r\n",
             "\"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1",
             "<sip:restricted@h>;tag=1",
             "<sip:h>;tag=1",
-            "<sip:alice@h>;tag=1",
         ] {
             let m = invite(&format!("From: {from}\r\n"));
             assert!(

@@ -72,8 +72,12 @@ pub enum CallEvent {
     Digit(DigitEvent),
     /// A prompt started, finished or was interrupted.
     Prompt(PlayerEvent),
-    /// Look the caller up in the organization's CRM; answer with `handle_crm`.
-    CrmLookup { organization: String, e164: String },
+    /// Look the caller up in the organization's CRM; answer with `handle_crm`. The number
+    /// is placed (E.164 and the forms CRMs store) or, when it cannot be, raw as received.
+    CrmLookup {
+        organization: String,
+        number: crate::crm::phone::LookupNumber,
+    },
     /// Ask the CRM's verify webhook about a PIN; answer with `handle_verify`. The PIN is
     /// redacted in Debug; send it nowhere but the webhook.
     CrmVerify {
@@ -754,6 +758,14 @@ impl Call {
                 Err(_) => self.end(now, EndReason::BadAnswer),
             }
         }
+        if initial
+            && self.transfer.is_none()
+            && self.refer.is_some()
+            && !matches!(self.phase, Phase::Ended)
+        {
+            // The REFER that waited for the dialog to be confirmed.
+            self.send_refer(now);
+        }
     }
 
     fn handle_cancel(&mut self, now: Instant, cancel: &Message, branch: &str, flow: Flow) {
@@ -915,18 +927,18 @@ impl Call {
             .config
             .crm_for(&self.org)
             .is_some_and(|c| c.is_verify());
-        let e164 = self.caller.e164().map(str::to_string);
-        if let Some(e) = e164.as_ref().filter(|_| !remote_verify) {
+        let number = self.caller.lookup().cloned();
+        if let Some(n) = number.as_ref().filter(|_| !remote_verify) {
             self.events.push_back(CallEvent::CrmLookup {
                 organization: self.org.name.clone(),
-                e164: e.clone(),
+                number: n.clone(),
             });
         }
-        let asked = e164.as_ref().filter(|_| !remote_verify).map(|_| now);
+        let asked = number.as_ref().filter(|_| !remote_verify).map(|_| now);
         self.pin = Some(PinFlow::start(
             now,
             self.org.clone(),
-            e164.as_deref(),
+            number.as_ref().map(|n| n.key()),
             asked,
             self.lockout,
             remote_verify,
@@ -973,13 +985,25 @@ impl Call {
                         retries: 0,
                         retry_at: None,
                     });
-                    self.send_refer(now);
+                    // A verdict made at answer (a withheld or locked number) waits for the
+                    // ACK of our 200: the dialog is confirmed only then, and the REFER
+                    // must never overtake the 200 on the wire (handle_ack sends it).
+                    let confirmed =
+                        self.answered_at.is_some() && !self.initial.tx.awaiting_2xx_ack();
+                    if confirmed {
+                        self.send_refer(now);
+                    }
                 }
                 FlowAction::Check(c) => self.events.push_back(CallEvent::CheckPin(c)),
                 FlowAction::LockCheck(keys) => self.events.push_back(CallEvent::LockCheck(keys)),
                 FlowAction::Verify(pin) => self.events.push_back(CallEvent::CrmVerify {
                     organization: self.org.name.clone(),
-                    caller: self.caller.e164().unwrap_or("").to_string(),
+                    caller: self
+                        .caller
+                        .lookup()
+                        .map(|n| n.key())
+                        .unwrap_or("")
+                        .to_string(),
                     pin,
                 }),
                 FlowAction::Hangup => {

@@ -49,16 +49,19 @@ pub fn drain(
             io.sip(t);
             any = true;
         }
+        // Events before media: a store that answers at once (the in-memory lockout, the
+        // file CRM) is heard before the frame due now is filled, so a call's first frame is
+        // already its prompt.
+        while let Some(ev) = call.poll_event() {
+            io.event(call, now, ev);
+            any = true;
+        }
         while let Some((n, dest)) = call.poll_rtp(now, buf) {
             io.rtp(buf.get(..n).unwrap_or_default(), dest);
             any = true;
         }
         while let Some((n, dest, port)) = call.poll_rtcp(now, buf) {
             io.rtcp(buf.get(..n).unwrap_or_default(), dest, port);
-            any = true;
-        }
-        while let Some(ev) = call.poll_event() {
-            io.event(call, now, ev);
             any = true;
         }
         // `poll_rtp` runs the player even when no frame is due, and that may have queued

@@ -147,8 +147,14 @@ struct Pbx {
     refers: Vec<Message>,
     /// Every request with when it arrived.
     requests_at: Vec<(Method, Instant)>,
+    /// Whether our first REFER arrived before our 200 to the INVITE.
+    refer_before_ok: Option<bool>,
     /// The PBX runs RTCP too (reports to us every ~5 s).
     rtcp: bool,
+    /// The PBX's Contact URI (behind a proxy: an address we must not send to directly).
+    contact: String,
+    /// Every request as received (Request-URI, Route headers).
+    requests_full: Vec<Message>,
     /// RTCP the PBX received from us: when, on which port, the bytes.
     rtcp_rx: Vec<(Instant, Kind, Vec<u8>)>,
 }
@@ -191,8 +197,11 @@ impl Pbx {
             refer_to: vec![],
             refers: vec![],
             requests_at: vec![],
+            refer_before_ok: None,
             rtcp: false,
             rtcp_rx: vec![],
+            contact: format!("sip:pbx@{PBX_SIP}"),
+            requests_full: vec![],
         }
     }
 
@@ -208,10 +217,11 @@ impl Pbx {
             "{method} sip:pincoderouting@192.0.2.10 SIP/2.0\r\n\
 Via: SIP/2.0/UDP {PBX_SIP};branch={branch};rport\r\nMax-Forwards: 70\r\n\
 From: <sip:+15551234567@192.0.2.1>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} {method}\r\n\
-Contact: <sip:pbx@{PBX_SIP}>\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+Contact: <{}>\r\n{extra}Content-Length: {}\r\n\r\n{body}",
             self.tag,
             self.to_header(),
             self.call_id,
+            self.contact,
             body.len()
         );
         Message::parse(s.as_bytes(), &Limits::default(), true).unwrap()
@@ -343,7 +353,15 @@ m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na={dir}\r
             StartLine::Request { method, .. } => {
                 self.requests.push(method.clone());
                 self.requests_at.push((method.clone(), now));
+                self.requests_full.push(msg.clone());
                 if method == Method::Refer {
+                    if self.refer_before_ok.is_none() {
+                        let ok = self
+                            .responses
+                            .iter()
+                            .any(|(c, m)| *c == 200 && *m == Method::Invite);
+                        self.refer_before_ok = Some(!ok);
+                    }
                     self.refers.push(msg.clone());
                     self.refer_to
                         .push(msg.header("Refer-To").unwrap_or("").to_string());
@@ -560,9 +578,13 @@ impl crate::call::run::CallIo for WorldIo<'_> {
             };
             call.handle_lock_state(now, state);
         }
-        if let CallEvent::CrmLookup { organization, e164 } = &e {
+        if let CallEvent::CrmLookup {
+            organization,
+            number,
+        } = &e
+        {
             let reply = match self.crm {
-                CrmSim::Directory(d) => Some(d.lookup(organization, e164)),
+                CrmSim::Directory(d) => Some(d.lookup(organization, number)),
                 CrmSim::Never => None,
                 CrmSim::Fails => Some(crate::crm::CrmReply::Error("HTTP 500".into())),
             };
@@ -1467,6 +1489,47 @@ fn pin_ok_rfc4733_refers_success_ext_then_byes_after_notify() {
     assert_eq!(r.caller_e164.as_deref(), Some("+15551234567"));
 }
 
+/// Behind Kamailio: the INVITE comes from the proxy (192.0.2.1, where `WorldIo` checks all
+/// our SIP goes) with its double Record-Route (UDP toward us, TCP toward the PBX), and the
+/// PBX's Contact is an address we cannot reach. Our REFER and BYE go to the first route,
+/// with the route set as Route headers in order and the PBX's Contact as Request-URI.
+#[test]
+fn proxied_call_sends_refer_and_bye_through_the_record_route() {
+    let mut w = flow_world(510, "1234");
+    w.pbx.contact = "sip:pbx@198.51.100.7:5080;transport=tcp".into();
+    let rr = [
+        "<sip:192.0.2.1:5060;r2=on;lr;ftag=pbx-tag>",
+        "<sip:192.0.2.1:5060;transport=tcp;r2=on;lr;ftag=pbx-tag>",
+    ];
+    let sdp = Pbx::sdp(4000, "sendrecv");
+    let now = w.now;
+    w.pbx.invite(
+        now,
+        &format!("Record-Route: {}\r\nRecord-Route: {}\r\n", rr[0], rr[1]),
+        Some(sdp),
+    );
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(3.0);
+    let ours: Vec<&Message> = w
+        .pbx
+        .requests_full
+        .iter()
+        .filter(|m| matches!(m.method(), Some(Method::Refer | Method::Bye)))
+        .collect();
+    assert_eq!(ours.len(), 2, "REFER then BYE: {:?}", w.pbx.requests);
+    for m in ours {
+        assert!(
+            matches!(&m.start, StartLine::Request { uri, .. } if uri == &w.pbx.contact),
+            "{:?}",
+            m.start
+        );
+        assert_eq!(m.header_values("Route").collect::<Vec<_>>(), rr.to_vec());
+    }
+    assert_eq!(record(&w).summary.reason, EndReason::Transferred);
+}
+
 #[test]
 fn clear_key_and_max_digits_end_the_entry() {
     // "9*" is cleared; then 8 keys reach max_digits without a terminator: wrong PIN.
@@ -2239,4 +2302,77 @@ fn lockout_store_down_fails_closed() {
     let r = record(&w);
     assert_eq!(r.flow.outcome, Some(flow::Outcome::LockoutUnavailable));
     assert!(w.pbx.refer_to[0].contains("sip:2002@"));
+}
+
+/// With lockout on, the caller's number is checked before the prompt; an in-memory store
+/// answers within the same drain, so the very first frame of the call is the prompt (marked),
+/// not a frame of silence before it.
+#[test]
+fn lockout_check_from_memory_does_not_delay_the_first_prompt_frame() {
+    use crate::call::lockout::{Lockout, LockoutPolicy};
+    let mut w = flow_world(612, "1234");
+    w.lockout = Some(Arc::new(std::sync::Mutex::new(Lockout::new(
+        LockoutPolicy::default(),
+    ))));
+    w.net.jitter = Duration::ZERO;
+    start(&mut w);
+    w.run_for(0.2);
+    let first = &w.pbx.received[0];
+    assert!(first.marker, "first packet starts the prompt");
+    let want = test_prompt("enter_pin", 300);
+    assert_eq!(first.payload[..], want.bytes(sdp::Codec::Pcmu)[..160]);
+}
+
+/// A verdict made at answer (a withheld number, a locked one) must not put the REFER ahead
+/// of our 200 — or ahead of the PBX's ACK, which confirms the dialog: the REFER waits.
+#[test]
+fn a_verdict_at_answer_sends_the_refer_after_the_ack() {
+    let mut w = flow_world(613, "1234");
+    w.pbx = Pbx::new("anon-order");
+    w.pbx.send_rtp = false;
+    w.pbx.tag = "anon".into();
+    w.net.jitter = Duration::ZERO;
+    let now = w.now;
+    w.pbx.invite(now, "", Some(Pbx::sdp(4000, "sendrecv")));
+    let inv = w.pbx.out.pop_back().unwrap();
+    let inv = String::from_utf8(inv).unwrap().replace(
+        "<sip:+15551234567@192.0.2.1>",
+        "\"Anonymous\" <sip:anonymous@anonymous.invalid>",
+    );
+    w.pbx.out.push_back(inv.into_bytes());
+    w.pbx.invite = None;
+    w.run_for(3.0);
+    let ok_at = w
+        .pbx
+        .responses
+        .iter()
+        .position(|(c, m)| *c == 200 && *m == Method::Invite);
+    assert!(ok_at.is_some());
+    let refer = request_times(&w, Method::Refer);
+    assert_eq!(
+        refer.len(),
+        1,
+        "{:?} {:?} {:?}",
+        w.pbx.requests,
+        w.pbx.responses,
+        w.events
+            .iter()
+            .filter(|e| !matches!(e, CallEvent::Prompt(_)))
+            .collect::<Vec<_>>()
+    );
+    // The REFER reached the PBX after it had sent its ACK (auto_ack on the 200).
+    assert!(
+        w.call.as_ref().unwrap().record().is_some(),
+        "{:?} {:?}",
+        w.pbx.requests,
+        w.pbx.responses
+    );
+    assert_eq!(record(&w).flow.outcome, Some(flow::Outcome::Anonymous));
+    assert_eq!(record(&w).summary.reason, EndReason::Transferred);
+    let first_refer_index = w.pbx.requests.iter().position(|m| *m == Method::Refer);
+    assert!(first_refer_index.is_some());
+    assert!(
+        w.pbx.refer_before_ok == Some(false),
+        "REFER arrived before our 200"
+    );
 }

@@ -108,6 +108,9 @@ impl StoredPin {
         if !parsed.algorithm.as_str().starts_with("argon2") {
             return Err("only argon2 hashes are accepted".into());
         }
+        if parsed.hash.is_none() || parsed.salt.is_none() {
+            return Err("the PHC string has no salt or no hash".into());
+        }
         Ok(StoredPin::Argon2(h.to_string()))
     }
 

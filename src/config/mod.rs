@@ -4,7 +4,7 @@
 pub mod org;
 
 use crate::crm::file::ContactDirectory;
-pub use org::Organization;
+pub use org::{Cidr, Organization};
 
 use crate::media::dtmf::DtmfMode;
 use crate::media::player::IdleMode;
@@ -267,6 +267,8 @@ struct RawSip {
     t4_ms: u64,
     ring_ms: u64,
     min_session_expires_secs: u32,
+    trusted_proxies: Vec<String>,
+    source_header: String,
     allow: Vec<String>,
     denied: String,
     requests_per_sec: f64,
@@ -320,6 +322,8 @@ impl Default for RawSip {
             t4_ms: 5000,
             ring_ms: 0,
             min_session_expires_secs: 90,
+            trusted_proxies: Vec::new(),
+            source_header: "X-Source-IP".into(),
             allow: vec!["127.0.0.0/8".into(), "::1/128".into()],
             denied: "drop".into(),
             requests_per_sec: 1000.0,
@@ -378,6 +382,11 @@ pub struct SipConfig {
     pub ring: Duration,
     /// Our Min-SE (RFC 4028 §5); smaller Session-Expires gets 422.
     pub min_session_expires: u32,
+    /// Proxies (Kamailio) whose `source_header` names the real sender of a request; for
+    /// trust decisions, see `sip::source::effective_source`. Empty: no proxy is believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// The header a trusted proxy writes the sender's address in (`X-Source-IP`).
+    pub source_header: String,
     /// Who may send SIP, and how fast (`allow`, rate limits, calls per source).
     pub access: crate::sip::gate::AccessPolicy,
     /// Digest authentication of INVITEs; `None`: trust comes from `allow` alone.
@@ -434,14 +443,11 @@ fn crm_config(
             contacts: PathBuf::from(raw.contacts),
         }),
         ("http_lookup", Some(h)) => {
-            if !h.url.contains("{phone}") {
-                return Err(invalid("url", "the CRM url must contain {phone}".into()));
-            }
-            if h.timeout_ms == 0 || h.timeout_ms > 30_000 || h.retries > 5 {
-                return Err(invalid(
-                    "timeout_ms",
-                    "need 1..=30000 ms and at most 5 retries".into(),
-                ));
+            // Preset applied, templates, selectors and limits checked; errors start with
+            // the key they are about.
+            if let Err(e) = h.resolve() {
+                let (key, msg) = e.split_once(": ").unwrap_or(("url", e.as_str()));
+                return Err(invalid(key, msg.to_string()));
             }
             Ok(CrmConfig::HttpLookup(h))
         }
@@ -754,6 +760,22 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             "RFC 4028 requires at least 90".into(),
         ));
     }
+    let trusted_proxies = s
+        .trusted_proxies
+        .iter()
+        .map(|c| c.parse::<Cidr>().map_err(|e| invalid("trusted_proxies", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if s.source_header.is_empty()
+        || !s
+            .source_header
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            "source_header",
+            format!("'{}' is not a header name", s.source_header),
+        ));
+    }
     let access = access_policy(&s, &invalid)?;
     let auth = match &s.auth {
         Some(a) => Some(auth_config(a, &invalid)?),
@@ -853,6 +875,8 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             },
             ring: Duration::from_millis(s.ring_ms),
             min_session_expires: s.min_session_expires_secs,
+            trusted_proxies,
+            source_header: s.source_header,
             access,
             auth,
         },
@@ -1022,6 +1046,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         };
         auth.password = Some(crate::sip::auth::Secret::new(password));
     }
+    // The file CRM reads its contacts' numbers with their organization's country code.
+    let country_codes: std::collections::HashMap<String, String> = config
+        .organizations
+        .iter()
+        .map(|o| (o.name.clone(), o.country_code.clone()))
+        .collect();
+    let country_code_of = |org: &str| country_codes.get(org).cloned();
     for (name, crm) in config.crms.clone() {
         let label = if name.is_empty() {
             "[crm]".to_string()
@@ -1052,12 +1083,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let adapter = match crm {
             CrmConfig::File { contacts } => {
                 let contacts_path = base.join(contacts);
-                let dir = ContactDirectory::load(&contacts_path).map_err(|msg| {
-                    ConfigError::Contacts {
-                        path: contacts_path.display().to_string(),
-                        msg,
-                    }
-                })?;
+                let dir =
+                    ContactDirectory::load(&contacts_path, &country_code_of).map_err(|msg| {
+                        ConfigError::Contacts {
+                            path: contacts_path.display().to_string(),
+                            msg,
+                        }
+                    })?;
                 crate::crm::CrmAdapter::File(Arc::new(dir))
             }
             CrmConfig::HttpLookup(h) => crate::crm::CrmAdapter::Lookup(Arc::new(
@@ -1341,7 +1373,8 @@ url = \"http://127.0.0.1:9/x?p={{phone}}\"\nheaders = {{ Authorization = \"Beare
         let e = load(&cfg).unwrap_err().to_string();
         assert!(e.contains("crm-token"), "{e}");
         std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(load(&cfg).is_ok());
+        let r = load(&cfg);
+        assert!(r.is_ok(), "{:?}", r.err());
     }
 
     #[test]

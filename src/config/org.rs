@@ -316,6 +316,12 @@ impl Organization {
                 "country_code is digits, e.g. \"1\"".into(),
             ));
         }
+        if !crate::crm::phone::known_country_code(&r.country_code) {
+            return Err(bad(
+                "country_code",
+                format!("{} is not a country calling code", r.country_code),
+            ));
+        }
         let terminator = key(&r.terminator, "terminator").map_err(|m| bad("terminator", m))?;
         let clear_key = key(&r.clear_key, "clear_key").map_err(|m| bad("clear_key", m))?;
         if terminator.is_some() && terminator == clear_key {

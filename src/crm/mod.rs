@@ -1,8 +1,15 @@
 //! The CRM side: what a lookup answers, and the adapters: the embedded file-backed
-//! directory (`file`) and the generic REST lookup (`http`). Both answer with a `CrmReply`.
+//! directory (`file`) and the REST lookup (`http`, with its `presets`, `select`ors and
+//! `auth`). Both answer with a `CrmReply`. Numbers are read by libphonenumber's rules
+//! (`phone`); PINs as CRMs hold them are checked by `pin`.
 
+pub mod auth;
 pub mod file;
 pub mod http;
+pub mod phone;
+pub mod pin;
+pub mod presets;
+pub mod select;
 
 use crate::call::verdict::StoredPin;
 use std::sync::Arc;

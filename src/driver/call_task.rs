@@ -78,7 +78,7 @@ struct CallGuard {
     port: Option<u16>,
     /// Counted in `Shared::active` and the gate's calls per source (until the call ends).
     active: bool,
-    /// Where the INVITE came from (the gate counts calls per source).
+    /// Where the INVITE came from (`Admission::source`; the gate counts calls per source).
     source: std::net::IpAddr,
     /// The INVITE and its flow, until it has a final response.
     unanswered: Option<(Message, Flow)>,
@@ -186,14 +186,15 @@ pub(crate) fn admit(shared: &Arc<Shared>, config: Arc<Config>, adm: Admission, f
         }
     }
     shared.active.fetch_add(1, Ordering::Relaxed);
-    shared.gate().call_started(flow.remote.ip());
+    // Calls per source count the effective source: behind a proxy, each PBX apart.
+    shared.gate().call_started(adm.source);
     shared.calls_total.fetch_add(1, Ordering::Relaxed);
     let guard = CallGuard {
         shared: shared.clone(),
         call_id: call_id.clone(),
         port: None,
         active: true,
-        source: flow.remote.ip(),
+        source: adm.source,
         unanswered: Some((adm.invite.clone(), flow)),
         bye: None,
         audited: false,
@@ -347,24 +348,33 @@ impl CallIo for DriverIo<'_> {
                     });
                 }
             },
-            CallEvent::CrmLookup { organization, e164 } => {
+            CallEvent::CrmLookup {
+                organization,
+                number,
+            } => {
                 let config = self.g.shared.config.load();
                 match crm_of(&config, &organization) {
                     // HTTP adapters answer through the call's inbox, while the prompt plays.
                     Some(CrmAdapter::Lookup(http)) => {
                         let (http, inbox) = (http.clone(), self.inbox.clone());
                         let shared = self.g.shared.clone();
+                        let call_id = call.call_id().to_string();
                         tokio::spawn(async move {
                             let asked = Instant::now();
-                            let reply = http.lookup(&organization, &e164).await;
+                            let reply = http.lookup(&organization, &number).await;
                             crm_done(&shared, "http_lookup", crm_outcome(&reply), asked);
+                            // Why (a timeout, HTTP 429, "contact 7: PIN field is empty"):
+                            // the adapter's errors never hold a PIN or a secret.
+                            if let crate::crm::CrmReply::Error(e) = &reply {
+                                warn!(call_id, organization, error = %e, "CRM lookup failed");
+                            }
                             let _ = inbox.send(CallInput::Crm(reply)).await;
                         });
                     }
                     // The embedded file CRM answers at once.
                     Some(CrmAdapter::File(dir)) => {
                         let asked = Instant::now();
-                        let reply = dir.lookup(&organization, &e164);
+                        let reply = dir.lookup(&organization, &number);
                         crm_done(&self.g.shared, "file", crm_outcome(&reply), asked);
                         call.handle_crm(now, reply);
                     }
@@ -457,6 +467,8 @@ async fn run(
         flow.remote,
     );
     let seed: u64 = rand::random();
+    // Behind a proxy, `from` is the proxy and `source` the PBX it named.
+    let source = adm.source;
     let setup = CallSetup {
         invite: adm.invite,
         offer: adm.offer,
@@ -478,7 +490,7 @@ async fn run(
                 .unwrap_or_default(),
         },
     };
-    info!(from = %flow.remote, transport = flow.transport.as_str(), rtp_port = port, "new call");
+    info!(from = %flow.remote, %source, transport = flow.transport.as_str(), rtp_port = port, "new call");
     fault_point(&g.call_id, "new");
     let mut call = match Call::new(Instant::now(), config, setup) {
         Ok(c) => c,

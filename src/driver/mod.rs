@@ -588,9 +588,9 @@ fn new_call(
     now: std::time::Instant,
 ) {
     use crate::sip::auth::Verdict;
-    let limited = shared
-        .gate()
-        .new_call(&config.sip.access, now, flow.remote.ip());
+    // Per source: the effective one (sip::source), so behind a proxy each PBX has its own
+    // call rate and calls-up count rather than all sharing the proxy's.
+    let limited = shared.gate().new_call(&config.sip.access, now, adm.source);
     if let Err(why) = limited {
         shared.metrics.rejected(why);
         debug!(from = %flow.remote, reason = why.as_str(), "new call turned away");

@@ -117,6 +117,9 @@ pub struct Authenticator {
     epoch: Instant,
     /// nonce -> (highest nc accepted, minted at (seconds since epoch)).
     used: HashMap<String, (u32, u64)>,
+    /// Challenges issued: each nonce carries its own serial, so two challenges in the same
+    /// second differ (a UA counts from nc=1 on every new nonce).
+    serial: u64,
 }
 
 /// The `Digest` parameters of one Authorization value.
@@ -172,28 +175,35 @@ impl Authenticator {
             key,
             epoch,
             used: HashMap::new(),
+            serial: 0,
         }
     }
 
-    fn mac(&self, minted: u64) -> String {
+    fn mac(&self, minted: u64, serial: u64) -> String {
         let mut h = sha2::Sha256::new();
         h.update(self.key);
         h.update(minted.to_be_bytes());
+        h.update(serial.to_be_bytes());
         h.update(self.key);
         let d = h.finalize();
         hex(d.get(..16).unwrap_or_default())
     }
 
-    fn mint(&self, now: Instant) -> String {
+    /// `<minted>.<serial>.<mac>`: when, which challenge, and our MAC over both.
+    fn mint(&mut self, now: Instant) -> String {
         let minted = now.saturating_duration_since(self.epoch).as_secs();
-        format!("{minted:x}.{}", self.mac(minted))
+        self.serial = self.serial.wrapping_add(1);
+        let serial = self.serial;
+        format!("{minted:x}.{serial:x}.{}", self.mac(minted, serial))
     }
 
     /// When a nonce was minted (seconds since `epoch`), if it is one of ours.
     fn minted(&self, nonce: &str) -> Option<u64> {
-        let (t, mac) = nonce.split_once('.')?;
+        let (t, rest) = nonce.split_once('.')?;
+        let (serial, mac) = rest.split_once('.')?;
         let minted = u64::from_str_radix(t, 16).ok()?;
-        bool::from(self.mac(minted).as_bytes().ct_eq(mac.as_bytes())).then_some(minted)
+        let serial = u64::from_str_radix(serial, 16).ok()?;
+        bool::from(self.mac(minted, serial).as_bytes().ct_eq(mac.as_bytes())).then_some(minted)
     }
 
     /// Checks the INVITE's Authorization against the configuration.
@@ -310,7 +320,7 @@ impl Authenticator {
 
     /// The 401 for `req`: one WWW-Authenticate per configured algorithm, in order.
     pub fn challenge(
-        &self,
+        &mut self,
         cfg: &AuthConfig,
         now: Instant,
         req: &Message,
@@ -487,6 +497,37 @@ response=\"{resp}\", algorithm={alg}, cnonce=\"0a4f113b\", qop=auth, nc={nc}"
         );
     }
 
+    /// A trunk places many calls a second, and a UA counts from nc=1 on every new nonce:
+    /// two challenges in the same second must not share a nonce, or the second call's
+    /// first answer would be refused as a replay of the first's.
+    #[test]
+    fn challenges_in_the_same_second_get_their_own_nonces() {
+        let c = cfg(vec![Algorithm::Md5]);
+        let t0 = crate::testutil::epoch();
+        let mut a = Authenticator::new([3; 32], t0);
+        let uri = "sip:pin@192.0.2.10";
+        let nonces: Vec<String> = (0..3)
+            .map(|_| nonce_of(&a.challenge(&c, t0, &invite(None), false, "ua"), "MD5"))
+            .collect();
+        assert!(nonces[0] != nonces[1] && nonces[1] != nonces[2] && nonces[0] != nonces[2]);
+        for n in &nonces {
+            let first = invite(Some(&client("MD5", n, "00000001", "s3cret pass", uri)));
+            assert_eq!(a.check(&c, t0, &first), Verdict::Authenticated, "{n}");
+        }
+        // Still ours only: a serial changed by hand breaks the MAC.
+        let (t, rest) = nonces[0].split_once('.').unwrap();
+        let (_, mac) = rest.split_once('.').unwrap();
+        let forged = format!("{t}.ff.{mac}");
+        let bad = invite(Some(&client(
+            "MD5",
+            &forged,
+            "00000001",
+            "s3cret pass",
+            uri,
+        )));
+        assert_ne!(a.check(&c, t0, &bad), Verdict::Authenticated);
+    }
+
     #[test]
     fn nonces_expire_as_stale_and_cannot_be_replayed() {
         let c = cfg(vec![Algorithm::Sha256]);
@@ -527,7 +568,7 @@ response=\"{resp}\", algorithm={alg}, cnonce=\"0a4f113b\", qop=auth, nc={nc}"
             .unwrap()
             .ends_with("stale=true"));
         // A nonce minted by another process (another key) is not ours.
-        let other = Authenticator::new([1; 32], t0);
+        let mut other = Authenticator::new([1; 32], t0);
         let n2 = nonce_of(
             &other.challenge(&c, t0, &invite(None), false, "ua"),
             "SHA-256",

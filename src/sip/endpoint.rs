@@ -7,6 +7,7 @@ use super::build::{response, response_flow, response_with_reason, stamp_via, sta
 use super::gate::{Action, Rejection};
 use super::msg::{Limits, Message, Method, NameAddr, ParseError, StartLine, Uri};
 use super::sdp::{self, LocalMedia, Sdp, SdpError};
+use super::source::effective_source;
 use super::{Flow, SipTransmit, ACCEPT, ALLOW, SUPPORTED};
 use crate::call::identity::{self, Caller};
 use crate::config::{Config, Organization};
@@ -43,6 +44,9 @@ pub struct Admission {
     pub org: Arc<Organization>,
     /// Who is calling.
     pub caller: Caller,
+    /// Where the INVITE is taken to come from (`sip::source::effective_source`): the
+    /// packet's source, or the address a trusted proxy named.
+    pub source: IpAddr,
 }
 
 /// An INVITE refused before it became a call: what the audit record says.
@@ -190,6 +194,8 @@ impl Endpoint {
         if calls.contains(msg.call_id()) {
             return Inbound::ToCall(msg);
         }
+        // Every trust decision below uses this address, never flow.remote directly.
+        let source = effective_source(&msg, flow.remote.ip(), &self.config.sip);
         match method {
             Method::Invite if msg.to_tag().is_none() && calls.draining() => {
                 let tag = stateless_tag(&msg);
@@ -203,11 +209,13 @@ impl Endpoint {
                 r.push_header("Retry-After", self.config.sip.retry_after_secs.to_string());
                 let org = self
                     .config
-                    .organization_for(&msg, flow.remote.ip())
+                    .organization_for(&msg, source)
                     .map(|o| o.name.clone());
                 self.refuse(&msg, flow, org.as_deref(), r)
             }
-            Method::Invite if msg.to_tag().is_none() => self.admit(msg, flow, calls.active()),
+            Method::Invite if msg.to_tag().is_none() => {
+                self.admit(msg, flow, source, calls.active())
+            }
             Method::Ack => Inbound::Drop("ACK outside any call"),
             Method::Options if msg.to_tag().is_none() && calls.draining() => {
                 self.simple(&msg, flow, 503)
@@ -224,25 +232,22 @@ impl Endpoint {
         }
     }
 
-    fn admit(&self, invite: Message, flow: Flow, active: usize) -> Inbound {
+    fn admit(&self, invite: Message, flow: Flow, source: IpAddr, active: usize) -> Inbound {
         let ua = &self.config.sip.user_agent;
         let tag = stateless_tag(&invite);
-        let Some(org) = self
-            .config
-            .organization_for(&invite, flow.remote.ip())
-            .cloned()
-        else {
+        let Some(org) = self.config.organization_for(&invite, source).cloned() else {
             let r = response(&invite, 404, Some(&tag), ua);
             return self.refuse(&invite, flow, None, r);
         };
-        if !org.allows(flow.remote.ip()) {
+        // An organization's allow list judges the effective source: behind a proxy, the PBX.
+        if !org.allows(source) {
             return self.deny(&invite, flow, Rejection::OrgNotAllowed);
         }
         if !org.enabled {
             let r = response_with_reason(&invite, 480, "PIN Routing Not Activated", Some(&tag), ua);
             return self.refuse(&invite, flow, Some(&org.name), r);
         }
-        let caller = identity::caller(&invite, flow.remote.ip(), &org);
+        let caller = identity::caller(&invite, source, &org);
         if active >= self.config.sip.max_calls {
             let mut r = response(&invite, 503, Some(&tag), ua);
             r.push_header("Retry-After", self.config.sip.retry_after_secs.to_string());
@@ -290,6 +295,7 @@ impl Endpoint {
                 offer: None,
                 org,
                 caller,
+                source,
             });
         }
         if !invite
@@ -333,6 +339,7 @@ impl Endpoint {
                     offer: Some(offer),
                     org,
                     caller,
+                    source,
                 })
             }
             Err(SdpError::NoCommonCodec) => {
@@ -761,6 +768,92 @@ CSeq: 1 {method}\r\nContact: <sip:a@192.0.2.1>\r\n{extra}Content-Length: {}\r\n\
             ),
             Inbound::ToCall(_)
         ));
+    }
+
+    /// An organization's allow list judges the PBX a trusted proxy names, not the proxy.
+    #[test]
+    fn an_organization_allow_list_behind_a_proxy_judges_the_pbx() {
+        let cfg = "[sip]\ntrusted_proxies = [\"192.0.2.1\"]\n[[organization]]\nname = \"narrow\"\n\
+enabled = true\nmatch_user = [\"narrow\"]\npbx_host = \"pbx\"\npin_success_ext = \"1\"\n\
+pin_failed_ext = \"2\"\nallow = [\"198.51.100.0/24\"]\n";
+        let e = Endpoint::new(Arc::new(crate::config::parse(cfg, "t").unwrap()));
+        let t = Table(0, "");
+        let inv = |src: &str| {
+            req(
+                "INVITE",
+                &format!("Content-Type: application/sdp\r\nX-Source-IP: {src}\r\n"),
+                SDP,
+            )
+            .replace("INVITE sip:pin@", "INVITE sip:narrow@")
+        };
+        // flow() is the proxy (192.0.2.1), outside the organization's list.
+        assert!(matches!(
+            e.handle(flow(), inv("198.51.100.7").as_bytes(), true, &t),
+            Inbound::NewCall(a) if a.source == "198.51.100.7".parse::<IpAddr>().unwrap()
+        ));
+        assert!(matches!(
+            e.handle(flow(), inv("203.0.113.9").as_bytes(), true, &t),
+            Inbound::Denied(None, Rejection::OrgNotAllowed)
+        ));
+    }
+
+    /// Behind Kamailio every INVITE comes from the proxy: the organization's address block
+    /// and the PAI trust must see the PBX's address, which only a trusted proxy can name.
+    #[test]
+    fn trust_decisions_use_the_trusted_proxys_source_header() {
+        let by_source = "[[organization]]\nname = \"acme\"\nenabled = true\nmatch_source = [\"198.51.100.0/24\"]\n\
+trusted_sources = [\"198.51.100.0/24\"]\npbx_host = \"pbx\"\npin_success_ext = \"1\"\n\
+pin_failed_ext = \"2\"\n";
+        let proxied = |sip: &str| {
+            Endpoint::new(Arc::new(
+                crate::config::parse(&format!("[sip]\n{sip}\n{by_source}"), "t").unwrap(),
+            ))
+        };
+        let t = Table(0, "");
+        let inv = req(
+            "INVITE",
+            "P-Asserted-Identity: <sip:+15557654321@pbx>\r\nX-Source-IP: 198.51.100.7\r\n",
+            "",
+        )
+        .replace("sip:pin@", "sip:someone@");
+        // From the trusted proxy (flow() is 192.0.2.1): the PBX's block, and its PAI.
+        let e = proxied("trusted_proxies = [\"192.0.2.0/24\"]");
+        match e.handle(flow(), inv.as_bytes(), true, &t) {
+            Inbound::NewCall(a) => {
+                assert_eq!(a.org.name, "acme");
+                assert_eq!(a.source, "198.51.100.7".parse::<IpAddr>().unwrap());
+                assert_eq!(a.caller.e164(), Some("+15557654321"), "PAI trusted");
+            }
+            other => panic!("{other:?}"),
+        }
+        // No proxy configured, or a packet from elsewhere: the header means nothing.
+        for (e, from) in [
+            (proxied(""), flow()),
+            (
+                e,
+                Flow {
+                    remote: "203.0.113.5:5060".parse().unwrap(),
+                    ..flow()
+                },
+            ),
+        ] {
+            assert_eq!(status(e.handle(from, inv.as_bytes(), true, &t)).0, 404);
+        }
+        // A PBX inside the block calling directly still matches, by its packet source.
+        let direct = Flow {
+            remote: "198.51.100.9:5060".parse().unwrap(),
+            ..flow()
+        };
+        let plain = inv.replace("X-Source-IP: 198.51.100.7\r\n", "");
+        match proxied("trusted_proxies = [\"192.0.2.0/24\"]").handle(
+            direct,
+            plain.as_bytes(),
+            true,
+            &t,
+        ) {
+            Inbound::NewCall(a) => assert_eq!(a.source, direct.remote.ip()),
+            other => panic!("{other:?}"),
+        }
     }
 
     fn reason(m: &Message) -> &str {

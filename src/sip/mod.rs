@@ -1,6 +1,6 @@
 //! SIP: the wire layer (`msg`), message builders (`build`), transactions (RFC 3261 §17),
 //! dialogs (§12), SDP offer/answer (RFC 3264) and the stateless endpoint that routes
-//! datagrams to calls.
+//! datagrams to calls; `source` gives the address a request is trusted as coming from.
 
 pub mod auth;
 pub mod build;
@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod gate;
 pub mod msg;
 pub mod sdp;
+pub mod source;
 pub mod transaction;
 
 pub use crate::config::Transport;

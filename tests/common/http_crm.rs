@@ -1,5 +1,6 @@
 //! A real HTTP/1.1 server standing in for a CRM: each request gets what the test set
-//! for its path (JSON, a status, a hang, a dropped connection); requests are recorded.
+//! for its path (JSON, a status, a hang, a dropped connection, or whatever a handler
+//! answers: a fake PSA with its own routes); requests are recorded.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -7,9 +8,60 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How the CRM answers.
+/// A request as a handler sees it.
 #[derive(Debug, Clone)]
+pub struct Req {
+    pub method: String,
+    /// Path and query, as sent.
+    pub path: String,
+    /// Lowercase names.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Req {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A handler's answer.
+#[derive(Debug, Clone, Default)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Wait this long before answering.
+    pub delay: Duration,
+}
+
+impl Resp {
+    pub fn json(body: impl Into<String>) -> Resp {
+        Resp {
+            status: 200,
+            body: body.into(),
+            ..Default::default()
+        }
+    }
+    pub fn status(status: u16) -> Resp {
+        Resp {
+            status,
+            ..Default::default()
+        }
+    }
+}
+
+/// Answers requests by route.
+pub type Handler = Arc<dyn Fn(&Req) -> Resp + Send + Sync>;
+
+/// How the CRM answers.
+#[derive(Clone)]
 pub enum Behave {
+    /// A handler answers each request.
+    Handle(Handler),
     Json(String),
     Status(u16),
     /// Accept and never answer.
@@ -18,6 +70,19 @@ pub enum Behave {
     FailThen(u32, String),
     /// A verify webhook: verified iff the POSTed pin is this one.
     VerifyPin(String),
+}
+
+impl std::fmt::Debug for Behave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Behave::Handle(_) => f.write_str("Handle"),
+            Behave::Json(j) => write!(f, "Json({j})"),
+            Behave::Status(c) => write!(f, "Status({c})"),
+            Behave::Hang => f.write_str("Hang"),
+            Behave::FailThen(n, j) => write!(f, "FailThen({n}, {j})"),
+            Behave::VerifyPin(_) => f.write_str("VerifyPin"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -82,6 +147,7 @@ fn serve(stream: TcpStream, st: Arc<Mutex<State>>) {
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
+        let method = line.split_whitespace().next().unwrap_or("").to_string();
         let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
         let mut headers = Vec::new();
         let mut len = 0usize;
@@ -103,6 +169,12 @@ fn serve(stream: TcpStream, st: Arc<Mutex<State>>) {
         }
         let mut body = vec![0u8; len];
         let _ = reader.read_exact(&mut body);
+        let req = Req {
+            method,
+            path: path.clone(),
+            headers: headers.clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        };
         let behave = {
             let mut s = st.lock().unwrap();
             s.requests.push((path, headers));
@@ -123,7 +195,16 @@ fn serve(stream: TcpStream, st: Arc<Mutex<State>>) {
                 None => Behave::Status(500),
             }
         };
+        let mut extra = Vec::new();
         let (status, body) = match behave {
+            Behave::Handle(h) => {
+                let r = h(&req);
+                if !r.delay.is_zero() {
+                    std::thread::sleep(r.delay);
+                }
+                extra = r.headers;
+                (r.status, r.body)
+            }
             Behave::Json(j) => (200, j),
             Behave::Status(c) => (c, String::new()),
             Behave::Hang => {
@@ -132,8 +213,9 @@ fn serve(stream: TcpStream, st: Arc<Mutex<State>>) {
             }
             Behave::FailThen(..) | Behave::VerifyPin(_) => unreachable!(),
         };
+        let extra: String = extra.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
         let resp = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
             body.len()
         );
         if stream.write_all(resp.as_bytes()).is_err() {

@@ -224,6 +224,19 @@ pbx_host = \"127.0.0.1\"\npin_success_ext = \"1001\"\npin_failed_ext = \"1002\"\
             .collect()
     }
 
+    /// Waits up to `timeout` for the audit file to hold `n` call records (the "call ended"
+    /// log line comes a moment before its record is written); the records so far.
+    pub fn wait_audit_calls(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let records = self.audit_calls();
+            if records.len() >= n || start.elapsed() >= timeout {
+                return records;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The admin endpoint's address (from its "admin endpoint" log line).
     pub fn admin(&self) -> SocketAddr {
         let log = self.wait_for(Duration::from_secs(10), |l| {

@@ -1,21 +1,33 @@
 //! In-band DTMF detection (ITU-T Q.23/Q.24) on linear PCM at 8 kHz.
 //!
 //! Hann-windowed 64-sample (8 ms) windows overlapping by half give a complete window every
-//! 4 ms; each window's 8 DFT bins (the Goertzel frequencies) are the sum of two half-window
-//! partial sums, so every 32-sample chunk is one fixed 32×32 matrix–vector product. A window is *tone-like* when its
-//! strongest low-group and high-group bins hold most of its energy, both tones are above the
-//! level floor and its two halves carry similar energy (no onset or dropout inside). A
-//! decision needs three consecutive tone-like windows with the same pair; the frequency of
-//! each tone is then *measured* from the phase advance of its bin between windows (32 and 64
-//! samples apart), so the ±1.5 % accept / ±3.5 % reject rule is applied to a measured
-//! frequency rather than inferred from a bin's magnitude. Twist is checked on amplitudes
-//! corrected for the measured offset. Start needs `ON_DECISIONS` agreeing decisions, end
-//! needs `OFF_DECISIONS` disagreeing ones: that gives the 40 ms / 23 ms duration rule, bridges
-//! 10 ms dropouts and splits on 40 ms pauses. A long press is one digit, however long.
+//! 4 ms; each window's 8 DFT bins (the Goertzel frequencies) and 4 low-band bins (125–500
+//! Hz) are the sums of two half-window partial sums, so every 32-sample chunk is one fixed
+//! 32×48 matrix–vector product.
+//!
+//! *Beginning* a key is strict. A window is *tone-like* when its strongest low-group and
+//! high-group bins are above the level floor, hold 3/4 of the energy *above* the low band
+//! and half of the whole window, the low band (speech's fundamental and first formant, none
+//! of a key's) holds no more than the tones, and its two halves carry similar energy (no
+//! onset inside); it is *clean* when the tones also hold 3/4 of the whole window. A key
+//! begins on 7 consecutive tone-like windows with one pair (32 ms), 4 of them clean, whose
+//! span *measures* as a key: each tone's frequency from its bin's phase advance over the
+//! whole span (so speech, which jolts single 4 ms steps, averages out) within ±(2.5 %+1 Hz),
+//! no glide (first and last steps agree), the tones' *coherent* power (the windows turned
+//! back by the measured advance and summed: only a steady tone adds up) against the energy
+//! outside the DTMF bands, twist on amplitudes corrected for the offset, and no 2:1 or 3:2
+//! ratio (a note and its harmonic).
+//!
+//! *Holding* a key is lenient (hysteresis): each window in which both of its bins stay
+//! within 9 dB of their level at the begin, and the pair keeps a quarter of the window,
+//! holds it, however much speech lies over it; 8 windows in a row without (a 40 ms pause
+//! spans at least 9, a 10 ms dropout at most 3) end it, so a dropout is bridged only when
+//! the same key's tones come back. Another key begun ends it at once. A long press is one
+//! digit, however long.
 //!
 //! The hot loop is that product (no recurrence, so no latency chain), written for the
-//! compiler to vectorize and compiled twice: plain, and with AVX2+FMA chosen at run time.
-//! Everything else runs once per 32 samples.
+//! compiler to vectorize and compiled three times: plain, AVX2+FMA and AVX-512, chosen at
+//! run time. Everything else runs once per 32 samples.
 
 use super::Digit;
 use crate::media::g711;
@@ -38,12 +50,26 @@ const KEYPAD: [[u8; 4]; 4] = [
     [b'*', b'0', b'#', b'D'],
 ];
 
-/// Agreeing decisions (4 ms apart) before a digit starts.
-const ON_DECISIONS: u32 = 4;
-/// Disagreeing decisions before a digit ends.
-const OFF_DECISIONS: u32 = 9;
-/// Share of a window's energy the two tones must hold.
+/// Consecutive tone-like windows with one pair (4 ms apart) before a key may begin: 32 ms
+/// of tone, so 40 ms always begins; with the balance rule 23 ms yields at most 6.
+const BEGIN_WINDOWS: usize = 7;
+/// Of those, the clean ones needed (see `MIN_CLEAN_FRACTION`).
+const MIN_CLEAN_WINDOWS: u32 = 4;
+/// Windows in a row without the held key's tones before it ends: a 10 ms dropout spans at
+/// most 3, a 40 ms pause at least 9.
+const GAP_WINDOWS: u32 = 8;
+/// A held key's tones may fall this far below their level at begin, dB.
+const MAX_FALL_DB: f32 = 9.0;
+/// Share of a window's energy a held key's two tones must keep (speech over the key).
+const MIN_HOLD_FRACTION: f32 = 0.25;
+/// Energy below the low group a tone-like window may hold, as a share of its two tones'.
+const MAX_LOW_RATIO: f32 = 1.0;
+/// Share of a tone-like window's energy *above* the low band its two tones must hold.
 const MIN_TONE_FRACTION: f32 = 0.75;
+/// Share of a tone-like window's whole energy its two tones must hold.
+const MIN_WHOLE_FRACTION: f32 = 0.5;
+/// Share of a clean window's whole energy its two tones hold.
+const MIN_CLEAN_FRACTION: f32 = 0.75;
 /// Weakest tone accepted, dBm0 (full-scale sine = +3.14 dBm0).
 const MIN_LEVEL_DBM0: f32 = -36.0;
 /// Low tone louder than high ("normal" twist) accepted up to this, dB.
@@ -52,14 +78,32 @@ const MAX_NORMAL_TWIST_DB: f32 = 9.5;
 const MAX_REVERSE_TWIST_DB: f32 = 5.5;
 /// Frequency accepted within ±(this share + 1 Hz): between Q.24's 1.5 %+2 Hz and 3.5 %.
 const MAX_DEVIATION: f32 = 0.025;
-/// The two half-windows' energies must be within this ratio (onsets, dropouts).
-const MIN_HALF_BALANCE: f32 = 0.5;
-/// The two lag-32 frequency readings of one decision must agree within this, Hz.
-const MAX_DRIFT_HZ: f32 = 12.0;
+/// The two half-windows' energies must be within this ratio (onsets, dropouts): a window
+/// then holds at least 43 samples of a tone.
+const MIN_HALF_BALANCE: f32 = 0.35;
+/// The mean offsets of the first two and the last two lag-32 steps of a begin (16 ms
+/// apart) must agree within this, Hz: a glide through a key's frequencies is not a key.
+const MAX_DRIFT_HZ: f32 = 16.0;
+/// Ratios of a note's harmonics that fall on two keypad tones: 2:1 and 3:2 (within Q.24's
+/// tolerance a key's tones come no closer than 0.77 % and 1.15 % to them).
+const HARMONIC_RATIOS: [f32; 2] = [2.0, 1.5];
+/// Two tones this close (relative) to a harmonic ratio are a note, not a key.
+const MAX_HARMONIC_OFFSET: f32 = 0.005;
+/// Windows kept (a ring).
+const RING: usize = 8;
 
-/// Outputs of the per-chunk product: re/im of the 8 bins with the first-half window
-/// (0..16) and with the second-half window (16..32).
-const OUTS: usize = 32;
+/// Low-band bins (Hann bins of the 64-sample window at multiples of 125 Hz): they measure
+/// the energy below the low group, where speech has most of its own and a key none.
+const LOW_FREQS: [f32; 4] = [125.0, 250.0, 375.0, 500.0];
+/// Σ|X|² of the low bins over the window energy they stand for (a stationary signal in
+/// the band gives 12, a tone on a bin 8).
+const LOW_BIN_GAIN: f32 = 10.0;
+/// Outputs of the per-chunk product per half-window: re and im of the 8 DTMF bins, then
+/// re and im of the 4 low bins.
+const HALF_OUTS: usize = 24;
+/// Outputs of the per-chunk product: the first-half window's (0..24), then the second's
+/// (24..48).
+const OUTS: usize = 2 * HALF_OUTS;
 
 struct Consts {
     /// `mat[i][o]`: weight of input sample `i` of a chunk in output `o`.
@@ -74,9 +118,8 @@ struct Consts {
     /// The twist limits as amplitude ratios.
     max_normal_ratio: f32,
     max_reverse_ratio: f32,
-    /// Each bin's own phase advance over 32 and 64 samples, wrapped to (-π, π].
+    /// Each bin's own phase advance over 32 samples, wrapped to (-π, π].
     own32: [f32; 8],
-    own64: [f32; 8],
     /// (Σw)² / (2·WIN): |X|² of a pure tone over its (unwindowed) energy in the window.
     gain: f32,
 }
@@ -91,14 +134,22 @@ fn consts() -> &'static Consts {
         let sum_w = (0..WIN).map(hann).sum::<f64>() as f32;
         let mut mat = [[0f32; OUTS]; HOP];
         for (i, row) in mat.iter_mut().enumerate() {
-            // The row's outputs in blocks of 8 bins: re and im of the first half-window
-            // (sample i), then re and im of the second (sample HOP + i).
+            // The row's outputs in blocks of 8: re and im of the DTMF bins, re and im of
+            // the low bins, with the first half-window (sample i), then the same with the
+            // second (sample HOP + i).
+            let low = LOW_FREQS.map(|f| (f, true)).into_iter();
+            let low = low.chain(LOW_FREQS.map(|f| (f, false)));
             for (block, out) in row.chunks_exact_mut(8).enumerate() {
-                let n = (block / 2) * HOP + i;
+                let n = (block / 3) * HOP + i;
                 let w = hann(n);
-                for (o, f) in out.iter_mut().zip(FREQS) {
+                let bins: Vec<(f32, bool)> = match block % 3 {
+                    0 => FREQS.iter().map(|&f| (f, true)).collect(),
+                    1 => FREQS.iter().map(|&f| (f, false)).collect(),
+                    _ => low.clone().collect(),
+                };
+                for (o, (f, re)) in out.iter_mut().zip(bins) {
                     let ph = 2.0 * std::f64::consts::PI * f as f64 / RATE as f64 * n as f64;
-                    *o = if block % 2 == 0 {
+                    *o = if re {
                         (w * ph.cos()) as f32
                     } else {
                         (-w * ph.sin()) as f32
@@ -123,7 +174,6 @@ fn consts() -> &'static Consts {
             max_normal_ratio: 10f32.powf(MAX_NORMAL_TWIST_DB / 20.0),
             max_reverse_ratio: 10f32.powf(MAX_REVERSE_TWIST_DB / 20.0),
             own32: own(HOP as f64),
-            own64: own(WIN as f64),
             mat,
             gain: sum_w * sum_w / (2.0 * WIN as f32),
         }
@@ -138,33 +188,42 @@ struct Window {
     power: [f32; 8],
     /// Σ x² over the window.
     energy: f32,
+    /// Estimated energy below the low group (the low bins).
+    low: f32,
     /// Σ x² over each half.
     halves: [f32; 2],
     /// Index of the window's first sample.
     start: u64,
     /// The tone pair (row, column bins) if the window is tone-like.
     class: Option<(usize, usize)>,
-    /// Phases of those two bins (only when `class` is set).
-    phase: [f32; 2],
+    /// A tone-like window whose pair also holds `MIN_CLEAN_FRACTION` of its whole energy.
+    clean: bool,
 }
 
 impl Window {
-    /// Completes the 8 bins: the first half-window's partial sums (re 0..8, im 8..16,
-    /// carried from the previous chunk) plus this chunk's second-half outputs (re 16..24,
-    /// im 24..32), and their powers.
-    // Invariant: k < 8 indexes [f32; 8]; k and 8 + k index [f32; 16]; 16 + k and 24 + k
-    // index [f32; OUTS = 32]. All constant-bounded, so no check survives in the hot loop.
+    /// Completes the bins: the first half-window's partial sums (DTMF re 0..8, im 8..16,
+    /// low re 16..20, im 20..24; carried from the previous chunk) plus this chunk's
+    /// second-half outputs (the same at 24 + ..), the DTMF bins' powers and the low energy.
+    // Invariant: k < 8 indexes [f32; 8]; k + 0..20 indexes [f32; HALF_OUTS = 24]; k + 24..44
+    // indexes [f32; OUTS = 48]. All constant-bounded, so no check survives in the hot loop.
     #[allow(clippy::indexing_slicing)]
     #[inline]
-    fn sum_halves(&mut self, first: &[f32; 16], out: &[f32; OUTS]) {
+    fn sum_halves(&mut self, first: &[f32; HALF_OUTS], out: &[f32; OUTS]) {
         for k in 0..8 {
-            self.re[k] = first[k] + out[16 + k];
-            self.im[k] = first[8 + k] + out[24 + k];
+            self.re[k] = first[k] + out[24 + k];
+            self.im[k] = first[8 + k] + out[32 + k];
             self.power[k] = self.re[k] * self.re[k] + self.im[k] * self.im[k];
         }
+        let mut low = 0.0;
+        for k in 0..4 {
+            let re = first[16 + k] + out[40 + k];
+            let im = first[20 + k] + out[44 + k];
+            low += re * re + im * im;
+        }
+        self.low = low / LOW_BIN_GAIN;
     }
 
-    /// The phase of bin `k` (classify's bins are always < 8).
+    /// The phase of bin `k` (pairs' bins are always < 8).
     fn phase_of(&self, k: usize) -> f32 {
         match (self.im.get(k), self.re.get(k)) {
             (Some(&im), Some(&re)) => atan2(im, re),
@@ -180,33 +239,21 @@ pub enum InbandEvent {
     End { at_sample: u64 },
 }
 
-#[derive(Debug, Clone, Copy)]
-enum State {
-    Idle {
-        cand: Option<(Digit, u32, u64)>,
-    },
-    Active {
-        digit: Digit,
-        misses: u32,
-        last_end: u64,
-        other: Option<(Digit, u32, u64)>,
-    },
-}
-
 /// The detector for one audio stream.
 pub struct InbandDetector {
-    /// First-half partial sums (re/im of 8 bins) of the window that started last chunk.
-    first: [f32; 16],
+    /// First-half partial sums (DTMF and low bins) of the window that started last chunk.
+    first: [f32; HALF_OUTS],
     chunk: [f32; HOP],
     fill: usize,
     /// Energy of the previous chunk (first half of the window completing now).
     prev_chunk_energy: f32,
     /// Chunks processed so far.
     chunks: u64,
-    /// The last three windows, a ring; `head` is the newest.
-    history: [Window; 3],
+    /// The last `RING` windows; `head` is the newest.
+    history: [Window; RING],
     head: usize,
-    windows: u64,
+    /// The current run of tone-like windows with one pair.
+    run: Option<Run>,
     state: State,
     events: VecDeque<InbandEvent>,
 }
@@ -372,33 +419,60 @@ unsafe fn product_avx2(c: &Consts, x: &[f32; HOP]) -> [f32; OUTS] {
     product_body::<true>(c, x)
 }
 
-/// Slot `head` of the window ring (`head` is always 0, 1 or 2).
-fn ring_slot(history: &mut [Window; 3], head: usize) -> &mut Window {
-    let [a, b, c] = history;
-    match head {
-        0 => a,
-        1 => b,
-        _ => c,
-    }
+/// Slot `i` of the window ring (`i` is always below `RING`; the fallback is never taken).
+fn ring_slot(history: &mut [Window; RING], i: usize) -> Option<&mut Window> {
+    history.get_mut(i % RING)
 }
 
 fn hz(phase: f32, lag: usize) -> f32 {
     phase * RATE / (2.0 * PI * lag as f32)
 }
 
+/// A run of consecutive begin-grade windows with one tone pair.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    pair: (usize, usize),
+    len: u32,
+    /// Which of its windows were clean (bit 0 the newest).
+    clean: u32,
+    /// First sample of its first window.
+    start: u64,
+}
+
+/// A key judged down: its pair and the mean power of each tone's bin when it began.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    digit: Digit,
+    pair: (usize, usize),
+    /// Bin power below which a tone counts as gone (its begin level less `MAX_FALL_DB`).
+    floor: [f32; 2],
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Idle,
+    Active {
+        key: Held,
+        /// Windows in a row in which the key's tones were not held.
+        gap: u32,
+        /// End of the last window in which they were.
+        last_end: u64,
+    },
+}
+
 impl InbandDetector {
     pub fn new() -> Self {
         let _ = consts();
         InbandDetector {
-            first: [0.0; 16],
+            first: [0.0; HALF_OUTS],
             chunk: [0.0; HOP],
             fill: 0,
             prev_chunk_energy: 0.0,
             chunks: 0,
-            history: [Window::default(); 3],
+            history: [Window::default(); RING],
             head: 0,
-            windows: 0,
-            state: State::Idle { cand: None },
+            run: None,
+            state: State::Idle,
             events: VecDeque::new(),
         }
     }
@@ -459,24 +533,18 @@ impl InbandDetector {
         self.chunks += 1;
         if chunk_index > 0 {
             // The window that began last chunk ends with this one; built in its ring slot.
-            self.head = (self.head + 1) % 3;
+            self.head = (self.head + 1) % RING;
             let prev_e = self.prev_chunk_energy;
-            let w = ring_slot(&mut self.history, self.head);
-            w.energy = prev_e + e;
-            w.halves = [prev_e, e];
-            w.start = (chunk_index - 1) * HOP as u64;
-            w.sum_halves(&self.first, &out);
-            w.class = if quiet { None } else { Self::classify(w) };
-            if let Some((r, col)) = w.class {
-                w.phase = [w.phase_of(r), w.phase_of(col)];
+            if let Some(w) = ring_slot(&mut self.history, self.head) {
+                w.energy = prev_e + e;
+                w.halves = [prev_e, e];
+                w.start = (chunk_index - 1) * HOP as u64;
+                w.sum_halves(&self.first, &out);
+                let class = if quiet { None } else { Self::classify(w) };
+                w.class = class.map(|(p, _)| p);
+                w.clean = class.is_some_and(|(_, clean)| clean);
             }
-            self.windows += 1;
-            let hit = if self.windows >= 3 {
-                self.decide()
-            } else {
-                None
-            };
-            self.step(hit);
+            self.step();
         }
         if let Some(first) = out.first_chunk() {
             self.first = *first;
@@ -484,18 +552,14 @@ impl InbandDetector {
         self.prev_chunk_energy = e;
     }
 
-    /// (oldest, middle, newest) of the window ring.
-    fn last_three(&self) -> (&Window, &Window, &Window) {
-        let [a, b, c] = &self.history;
-        match self.head {
-            0 => (b, c, a),
-            1 => (c, a, b),
-            _ => (a, b, c),
-        }
+    /// The window `n` windows before the newest (0 = newest), for `n < RING`.
+    fn back(&self, n: usize) -> Option<&Window> {
+        self.history.get((self.head + RING - n % RING) % RING)
     }
 
-    /// Is this window a clean tone pair? Returns (row, column) bins.
-    fn classify(w: &Window) -> Option<(usize, usize)> {
+    /// Is this window tone-like, fit to be part of a key's begin? Returns its (row,
+    /// column) bins and whether it is also clean.
+    fn classify(w: &Window) -> Option<((usize, usize), bool)> {
         let c = consts();
         // Too quiet to hold two tones at the level floor: skip the rest.
         if w.energy < c.min_window_energy {
@@ -509,136 +573,196 @@ impl InbandDetector {
         if pr < c.min_power || pc < c.min_power {
             return None;
         }
-        if (pr + pc) < MIN_TONE_FRACTION * c.gain * w.energy {
-            return None;
-        }
+        // The tones against the energy outside the DTMF bands: below them (speech's
+        // fundamental and first formant, none of a key's) judged apart from the rest, and
+        // a looser share of the whole window.
+        let tones = (pr + pc) / c.gain;
         let [h1, h2] = w.halves;
-        if h1.min(h2) < MIN_HALF_BALANCE * h1.max(h2) {
+        if tones < MIN_TONE_FRACTION * (w.energy - w.low)
+            || tones < MIN_WHOLE_FRACTION * w.energy
+            || w.low > MAX_LOW_RATIO * tones
+            || h1.min(h2) < MIN_HALF_BALANCE * h1.max(h2)
+        {
             return None;
         }
-        Some((r, col))
+        let clean = tones >= MIN_CLEAN_FRACTION * w.energy;
+        Some(((r, col), clean))
     }
 
-    fn decide(&self) -> Option<Digit> {
-        let (w2, w1, w0) = self.last_three();
-        let pair = w0.class?;
-        if w1.class != Some(pair) || w2.class != Some(pair) {
-            return None;
-        }
-        // A key already held, still on the same two bins with a clean spectrum: the
-        // frequency and twist were judged when it started; do not re-measure every 4 ms.
-        if let State::Active {
-            digit, misses: 0, ..
-        } = self.state
-        {
-            if key(pair.0, pair.1) == Some(digit) {
-                return Some(digit);
-            }
-        }
+    /// Measures the last `BEGIN_WINDOWS` windows as the tones of `pair`: each tone's
+    /// frequency from its phase advance over the whole span (the sum of the five lag-32
+    /// steps, so speech near a tone, which jolts single steps, averages out), within
+    /// ±(`MAX_DEVIATION` + 1 Hz); the first and last two steps agree within `MAX_DRIFT_HZ`
+    /// (no glide); the twist on amplitudes corrected for the measured offsets.
+    fn measure(&self, pair: (usize, usize)) -> Option<Held> {
         let c = consts();
+        let nw = BEGIN_WINDOWS as f32;
+        let (mut above, mut low) = (0f32, 0f32);
+        for n in 0..BEGIN_WINDOWS {
+            let w = self.back(n)?;
+            above += w.energy - w.low;
+            low += w.low;
+        }
+        let (above, low) = (above / nw, low / nw);
         let mut amp = [0f32; 2];
-        // Tone i (0 = row, 1 = column) is bin k; phase[i] holds its phase in each window.
-        let phases = w2.phase.into_iter().zip(w1.phase).zip(w0.phase);
-        for ((a, k), ((p2, p1), p0)) in amp.iter_mut().zip([pair.0, pair.1]).zip(phases) {
-            let (Some(&own32), Some(&own64), Some(&freq), Some(&power)) = (
-                c.own32.get(k),
-                c.own64.get(k),
-                FREQS.get(k),
-                w0.power.get(k),
-            ) else {
+        let mut coherent = [0f32; 2];
+        let mut measured = [0f32; 2];
+        let tones = amp.iter_mut().zip(&mut coherent).zip(&mut measured);
+        for (((a, p), f), k) in tones.zip([pair.0, pair.1]) {
+            let (Some(&own), Some(&freq)) = (c.own32.get(k), FREQS.get(k)) else {
                 return None; // classify only returns bins 0..8
             };
-            let d32 = hz(offset_phase(p1, p0, own32), HOP);
-            let d32_before = hz(offset_phase(p2, p1, own32), HOP);
-            if (d32 - d32_before).abs() > MAX_DRIFT_HZ {
+            // The bin in each window, oldest first, and its phase.
+            let mut x = [(0f32, 0f32); BEGIN_WINDOWS];
+            let mut ph = [0f32; BEGIN_WINDOWS];
+            for ((xs, slot), n) in x.iter_mut().zip(&mut ph).zip((0..BEGIN_WINDOWS).rev()) {
+                let w = self.back(n)?;
+                *xs = (w.re.get(k).copied()?, w.im.get(k).copied()?);
+                *slot = w.phase_of(k);
+            }
+            // Each step's phase advance beyond the bin's own, and their mean.
+            let mut steps = [0f32; BEGIN_WINDOWS - 1];
+            for (s, (a, b)) in steps.iter_mut().zip(ph.iter().zip(ph.iter().skip(1))) {
+                *s = offset_phase(*a, *b, own);
+            }
+            let adv = steps.iter().sum::<f32>() / steps.len() as f32;
+            let offset = hz(adv, HOP);
+            if offset.abs() > MAX_DEVIATION * freq + 1.0 {
                 return None;
             }
-            // The lag-64 reading is twice as precise but wraps at ±62.5 Hz: unwrap it
-            // with the lag-32 reading.
-            let p64 = offset_phase(p2, p0, own64);
-            let span = RATE / WIN as f32;
-            let mut d64 = hz(p64, WIN);
-            let turns = ((d32 - d64) / span).round();
-            d64 += turns * span;
-            if d64.abs() > MAX_DEVIATION * freq + 1.0 {
+            let early: f32 = steps.iter().take(2).sum();
+            let late: f32 = steps.iter().rev().take(2).sum();
+            if hz(late - early, HOP).abs() > 2.0 * MAX_DRIFT_HZ {
                 return None;
             }
-            let x = d64 * WIN as f32 / RATE;
-            *a = power.sqrt() / hann_response(x);
+            // The coherent power: the windows turned back by the measured advance and
+            // summed, so only what keeps that frequency and phase for the whole span
+            // adds up (speech under a key does not).
+            let (sin, cos) = (own + adv).sin_cos();
+            let (mut rr, mut ri) = (1f32, 0f32);
+            let (mut sr, mut si) = (0f32, 0f32);
+            for (xr, xi) in x {
+                sr += xr * rr - xi * ri;
+                si += xr * ri + xi * rr;
+                (rr, ri) = (rr * cos + ri * sin, ri * cos - rr * sin);
+            }
+            *p = (sr * sr + si * si) / (nw * nw);
+            *f = freq + offset;
+            *a = p.sqrt() / hann_response(offset * WIN as f32 / RATE);
+        }
+        // The tones against the energy outside the DTMF bands: the band below them
+        // (speech's fundamental and first formant) apart from the rest.
+        let tones = (coherent[0] + coherent[1]) / c.gain;
+        if tones < MIN_TONE_FRACTION * above || low > MAX_LOW_RATIO * tones {
+            return None;
         }
         // Twist as an amplitude ratio against the dB limits (no log on the hot path).
         let [row, col] = amp;
         if row > col * c.max_normal_ratio || col > row * c.max_reverse_ratio {
             return None;
         }
-        key(pair.0, pair.1)
+        // Two harmonics of one voice or note stand at an exact small ratio; a key's tones
+        // come from two oscillators and do not.
+        let [f_row, f_col] = measured;
+        if HARMONIC_RATIOS
+            .iter()
+            .any(|h| (f_col - h * f_row).abs() < MAX_HARMONIC_OFFSET * h * f_row)
+        {
+            return None;
+        }
+        let fall = 10f32.powf(-MAX_FALL_DB / 10.0);
+        Some(Held {
+            digit: key(pair.0, pair.1)?,
+            pair,
+            floor: coherent.map(|p| p * fall),
+        })
     }
 
-    fn step(&mut self, hit: Option<Digit>) {
-        let (w2, _, w0) = self.last_three();
-        let span_start = w2.start;
-        let span_end = w0.start + WIN as u64;
-        // A run of agreeing decisions: (key, length, first sample of its first window).
-        let extend = |run: Option<(Digit, u32, u64)>| match (hit, run) {
-            (Some(d), Some((c, n, s))) if c == d => Some((d, n + 1, s)),
-            (Some(d), _) => Some((d, 1, span_start)),
+    /// Does window `w` still carry the held key? Both its bins near their begin level and
+    /// the pair still a fair share of the window: speech over a key lowers the share but
+    /// not the tones, and a pause lowers the tones.
+    fn holds(w: &Window, key: &Held) -> bool {
+        let (Some(&pr), Some(&pc)) = (w.power.get(key.pair.0), w.power.get(key.pair.1)) else {
+            return false;
+        };
+        let [fr, fc] = key.floor;
+        pr >= fr && pc >= fc && pr + pc >= MIN_HOLD_FRACTION * consts().gain * w.energy
+    }
+
+    fn step(&mut self) {
+        let Some(&w) = self.back(0) else {
+            return;
+        };
+        let clean = u32::from(w.clean);
+        self.run = match (w.class, self.run) {
+            (Some(p), Some(r)) if r.pair == p => Some(Run {
+                len: r.len + 1,
+                clean: (r.clean << 1) | clean,
+                ..r
+            }),
+            (Some(p), _) => Some(Run {
+                pair: p,
+                len: 1,
+                clean,
+                start: w.start,
+            }),
             (None, _) => None,
         };
-        self.state = match self.state {
-            State::Idle { cand } => match extend(cand) {
-                Some((d, n, s)) if n >= ON_DECISIONS => self.begin(d, s, span_end),
-                cand => State::Idle { cand },
-            },
-            State::Active { digit, .. } if hit == Some(digit) => State::Active {
-                digit,
-                misses: 0,
-                last_end: span_end,
-                other: None,
-            },
-            State::Active {
-                digit,
-                misses,
-                last_end,
-                other,
-            } => {
-                let other = extend(other);
-                let misses = misses + 1;
-                match other {
-                    // Another key held long enough: it replaces this one at once.
-                    Some((d, n, s)) if n >= ON_DECISIONS => {
-                        self.events.push_back(InbandEvent::End {
-                            at_sample: last_end,
-                        });
-                        self.begin(d, s, span_end)
-                    }
-                    _ if misses >= OFF_DECISIONS => {
-                        self.events.push_back(InbandEvent::End {
-                            at_sample: last_end,
-                        });
-                        State::Idle { cand: other }
-                    }
-                    _ => State::Active {
-                        digit,
-                        misses,
-                        last_end,
-                        other,
-                    },
-                }
+        let end = w.start + WIN as u64;
+        // A run long enough, of another pair than the key held, that measures as a key.
+        let candidate = match (self.run, self.state) {
+            (Some(r), State::Active { key, .. }) if r.pair == key.pair => None,
+            (Some(r), _)
+                if r.len >= BEGIN_WINDOWS as u32
+                    && (r.clean & ((1 << BEGIN_WINDOWS) - 1)).count_ones() >= MIN_CLEAN_WINDOWS =>
+            {
+                self.measure(r.pair).map(|k| (k, r.start))
             }
+            _ => None,
+        };
+        self.state = match self.state {
+            State::Idle => match candidate {
+                Some((key, at)) => self.begin(key, at, end),
+                None => State::Idle,
+            },
+            State::Active { key, gap, last_end } => match candidate {
+                // Another key held long enough: it replaces this one at once.
+                Some((new, at)) => {
+                    self.events.push_back(InbandEvent::End {
+                        at_sample: last_end,
+                    });
+                    self.begin(new, at, end)
+                }
+                None if Self::holds(&w, &key) => State::Active {
+                    key,
+                    gap: 0,
+                    last_end: end,
+                },
+                None if gap + 1 >= GAP_WINDOWS => {
+                    self.events.push_back(InbandEvent::End {
+                        at_sample: last_end,
+                    });
+                    State::Idle
+                }
+                None => State::Active {
+                    key,
+                    gap: gap + 1,
+                    last_end,
+                },
+            },
         };
     }
 
     /// A key went down at sample `at`: report it and hold it.
-    fn begin(&mut self, digit: Digit, at: u64, span_end: u64) -> State {
+    fn begin(&mut self, key: Held, at: u64, end: u64) -> State {
         self.events.push_back(InbandEvent::Begin {
-            digit,
+            digit: key.digit,
             at_sample: at,
         });
         State::Active {
-            digit,
-            misses: 0,
-            last_end: span_end,
-            other: None,
+            key,
+            gap: 0,
+            last_end: end,
         }
     }
 
@@ -656,8 +780,9 @@ impl InbandDetector {
             self.events.push_back(InbandEvent::End {
                 at_sample: last_end,
             });
-            self.state = State::Idle { cand: None };
+            self.state = State::Idle;
         }
+        self.run = None;
     }
 
     fn push_silence_chunk(&mut self) {
@@ -679,6 +804,8 @@ pub fn bench_product(x: &[f32; HOP]) -> f32 {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod under_speech;
 
 #[cfg(test)]
 mod unit {
