@@ -107,6 +107,15 @@ r.append(rec(1, audio(20, 3200)))  # another source: not latched
 put("rtp", "audio_and_events", b"".join(r))
 put("rtp", "pcma_cn", bytes([0b0101]) + rec(0, audio(1, 0, 0xD5, 8)) + rec(0, struct.pack(">BBHII", 0x80, 13, 2, 160, 1) + b"\x40"))
 
+# RTCP: a receiver report (one block) + SDES CNAME, on its port and muxed (setup bit 6: mux).
+rr = struct.pack(">BBHI", 0x81, 201, 7, 0xCAFE) + struct.pack(">IIIIII", 0x1234, 0, 5, 0, 0, 0)
+cname = b"pbx@192.0.2.1"
+chunk = struct.pack(">IBB", 0xCAFE, 1, len(cname)) + cname + b"\0"
+chunk += b"\0" * (-len(chunk) % 4)
+sdes = struct.pack(">BBH", 0x81, 202, len(chunk) // 4) + chunk
+put("rtp", "rtcp_rr_sdes", bytes([0b01000110]) + rec(0, audio(1, 0)) + rec(0x40, rr + sdes)
+    + rec(0x60, rr + sdes) + rec(0x80 | 100, b"") + rec(0x40, struct.pack(">BBHI", 0x81, 203, 1, 0xCAFE)))
+
 # --- info ---
 put("info", "relay", b"\x00Signal=5\r\nDuration=160\r\n")
 put("info", "dtmf", b"\x01" + b"#")

@@ -8,8 +8,9 @@
 #   - malformed SIP over UDP and TCP from 127.0.0.4 (mutated INVITEs, torture messages);
 #   - a flood from 127.0.0.2, outside [sip] allow (must be dropped and counted);
 #   - RTP garbage at the RTP port range.
-# Then prints calls completed vs placed, rejections by reason, RSS and open fds at start and
-# end, and whether the process ever restarted a loop or died.
+# Then prints calls completed vs placed, rejections by reason, RSS and open fds at start,
+# under load and settled (hostile traffic stopped, past Timer H), and whether the process
+# ever restarted a loop or died.
 # Target: every normal call completes, RSS and fds flat, no restart.
 # Needs sipp (apt-get install -y sip-tester) and python3. Usage: scripts/soak.sh
 set -euo pipefail
@@ -160,7 +161,11 @@ pids+=($!)
 
 wait "$normal" || true
 wait "$hang" || true
-sleep 5
+# Mid-soak sample (hostile traffic still on, junk calls up), then let everything settle:
+# stop the hostile sender and wait past Timer H (32 s) so calls that were never ACKed end.
+rss_mid=$(rss 2>/dev/null || echo dead); fds_mid=$(fds 2>/dev/null || echo dead)
+kill "${pids[1]}" 2>/dev/null || true
+sleep 40
 rss1=$(rss 2>/dev/null || echo dead); fds1=$(fds 2>/dev/null || echo dead)
 alive=yes; kill -0 "$svc" 2>/dev/null || alive=no
 m=$(metrics || true)
@@ -180,4 +185,5 @@ echo "$m" | grep '^pincoderouting_sip_rejections_total' | sed 's/^/  /' || echo 
 echo "$m" | grep -E '^pincoderouting_(sip_parse_errors_total|rtp_wrong_source_total|receive_loop_restarts_total|calls_panicked_total) ' | sed 's/^/  /'
 echo "outcomes:"
 echo "$m" | grep '^pincoderouting_calls_total' | sed 's/^/  /'
-echo "rss KiB: start ${rss0} end ${rss1}; open fds: start ${fds0} end ${fds1}; process alive: ${alive}"
+echo "rss KiB: start ${rss0}, under load ${rss_mid}, settled ${rss1}"
+echo "open fds: start ${fds0}, under load ${fds_mid}, settled ${fds1}; process alive: ${alive}"

@@ -6,7 +6,7 @@
 //!
 //! Targets: `sip` (a sequence of datagrams, TCP bytes, RTP and clock steps into one
 //! Endpoint and the calls it admits), `sdp` (offer -> answer, answer -> negotiation),
-//! `rtp` (RTP session + RFC 4733 decoder + in-band detector), `info` (SIP INFO DTMF
+//! `rtp` (RTP session + RTCP + RFC 4733 decoder + in-band detector), `info` (SIP INFO DTMF
 //! bodies), `wav` (prompt/recording loader, resampler, detector), `config` (the TOML
 //! configuration parser).
 
@@ -258,7 +258,8 @@ pub fn sdp(data: &[u8]) {
 }
 
 /// The `rtp` target: byte 0 picks the negotiation (codec, telephone-event payload type,
-/// ptime); then records of RTP datagrams (op: source port variant) and clock steps.
+/// ptime, rtcp-mux); then records of RTP datagrams (op bits 0-1: source variant), RTCP
+/// datagrams (op bit 6; bit 5: on the RTP port) and clock steps (op bit 7).
 pub fn rtp(t0: Instant, data: &[u8]) {
     use crate::media::dtmf::inband::InbandDetector;
     use crate::media::dtmf::rfc4733::Rfc4733Decoder;
@@ -282,7 +283,14 @@ pub fn rtp(t0: Instant, data: &[u8]) {
         rtcp: Some(SocketAddr::from(([192, 0, 2, 1], 4001))),
     };
     let mut now = t0;
-    let mut s = RtpSession::new(now, neg, 0x1234, 1, 160);
+    let rtcp = crate::media::rtcp::RtcpSetup {
+        seed: 1,
+        wall_clock: crate::media::rtcp::WallClock {
+            at: now,
+            since_unix: Duration::from_secs(1_700_000_000),
+        },
+    };
+    let mut s = RtpSession::new(now, neg, 0x1234, 1, 160).with_rtcp(now, rtcp);
     let mut dec = Rfc4733Decoder::new();
     let mut det = InbandDetector::new();
     let table = crate::media::g711::decode_table_f32(codec);
@@ -293,6 +301,17 @@ pub fn rtp(t0: Instant, data: &[u8]) {
             continue;
         }
         let src = SocketAddr::from(([192, 0, 2, 1 + (op & 1)], 4000 + u16::from(op & 2)));
+        if op & 0x40 != 0 {
+            // RTCP, on its own port or muxed on the RTP port (RFC 5761).
+            let via = if op & 0x20 != 0 {
+                crate::media::rtcp::RtcpPort::Rtp
+            } else {
+                crate::media::rtcp::RtcpPort::Rtcp
+            };
+            let _ = s.is_muxed_rtcp(rec);
+            s.handle_rtcp(now, src, rec, via);
+            continue;
+        }
         match s.handle_packet(now, src, rec) {
             Ok(RtpPayload::Event {
                 payload,
