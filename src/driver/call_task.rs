@@ -1,10 +1,9 @@
-//! One tokio task per call: owns the call's state machine, its RTP and RTCP sockets (an even
-//! port and the odd one above it) and one timer.
-//! Each wake-up mutates the call once, then runs `call::run::drain` — the same drain the
-//! simulations run — and sleeps until the deadline it returns.
+//! What the driver keeps per call: its RTP and RTCP sockets (an even port and the odd one
+//! above it), the `CallGuard`, and `DriverIo`, the driver's side of a drain. The calls
+//! themselves run on the call loops (`shard`), many to a loop.
 //!
 //! Admission happens on the receive task (`admit`: a table entry, the active count), but
-//! everything that runs the call's own code runs on the call's task, under a `CallGuard`:
+//! everything that runs the call's own code runs on its loop, under a `CallGuard`:
 //! if that code panics, the guard ends this call only — counts and logs it with its
 //! Call-ID, answers an unanswered INVITE 500 (or sends the BYE an answered call had ready),
 //! writes its audit record, and gives back its port, table entry and active count.
@@ -12,32 +11,30 @@
 use super::metrics::{
     AdapterLabels, CallLabels, CrmLabels, DirectionLabels, ResultLabels, SourceLabels,
 };
-use super::{advertised, send_sip_now, CallEntry, CallInput, CallStatus, Shared, CALL_INBOX};
-use crate::call::run::{drain, CallIo};
-use crate::call::{Call, CallEvent, CallSetup};
-use crate::config::{Config, Transport};
+use super::shard::{CallHandle, LoopMsg, NewCall};
+use super::{send_sip_now, CallEntry, CallInput, CallStatus, Shared};
+use crate::call::run::CallIo;
+use crate::call::{Call, CallEvent};
+use crate::config::Config;
 use crate::crm::CrmAdapter;
-use crate::media::rtcp::{RtcpPort, WallClock};
-use crate::media::rtp::MAX_RTP_PACKET;
+use crate::media::rtcp::RtcpPort;
 use crate::sip::build::{response, response_flow, stateless_tag};
 use crate::sip::endpoint::Admission;
 use crate::sip::msg::Message;
-use crate::sip::sdp::LocalMedia;
 use crate::sip::{Flow, SipTransmit};
 use dashmap::mapref::entry::Entry;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, warn};
 
 /// A call's media sockets: RTP on an even port from the pool, RTCP on the port above it
 /// (RFC 3550 §11).
-struct MediaSockets {
-    rtp: UdpSocket,
-    rtcp: UdpSocket,
+pub(crate) struct MediaSockets {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
 }
 
 fn bind_udp(config: &Config, port: u16) -> std::io::Result<UdpSocket> {
@@ -48,7 +45,7 @@ fn bind_udp(config: &Config, port: u16) -> std::io::Result<UdpSocket> {
 
 /// Binds RTP and RTCP on a port pair from the pool (skipping pairs something else holds
 /// either half of: the pair goes back to the pool and the next one is tried).
-fn bind_rtp(shared: &Shared, config: &Config) -> Option<(MediaSockets, u16)> {
+pub(crate) fn bind_rtp(shared: &Shared, config: &Config) -> Option<(MediaSockets, u16)> {
     for _ in 0..16 {
         let port = shared.ports.take()?;
         let bound = bind_udp(config, port).and_then(|rtp| {
@@ -71,38 +68,82 @@ fn bind_rtp(shared: &Shared, config: &Config) -> Option<(MediaSockets, u16)> {
 
 /// What a call holds in the shared state, given back however its task ends — normally, or
 /// by a panic in the call's code.
-struct CallGuard {
-    shared: Arc<Shared>,
-    call_id: String,
+pub(crate) struct CallGuard {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) call_id: String,
     /// The RTP port, while the call holds it.
-    port: Option<u16>,
+    pub(crate) port: Option<u16>,
     /// Counted in `Shared::active` and the gate's calls per source (until the call ends).
-    active: bool,
+    pub(crate) active: bool,
     /// Where the INVITE came from (`Admission::source`; the gate counts calls per source).
-    source: std::net::IpAddr,
+    pub(crate) source: std::net::IpAddr,
     /// The INVITE and its flow, until it has a final response.
-    unanswered: Option<(Message, Flow)>,
+    pub(crate) unanswered: Option<(Message, Flow)>,
     /// A BYE ready for an answered call whose code can no longer send one.
-    bye: Option<SipTransmit>,
+    pub(crate) bye: Option<SipTransmit>,
     /// The call's audit record has been written.
-    audited: bool,
-    organization: String,
-    caller: String,
+    pub(crate) audited: bool,
+    pub(crate) organization: String,
+    pub(crate) caller: String,
     /// What `/calls` shows.
-    status: Arc<CallStatus>,
+    pub(crate) status: Arc<CallStatus>,
     /// RTP counters already added to the metrics.
-    rtp_flushed: crate::media::rtp::RtpStats,
+    pub(crate) rtp_flushed: crate::media::rtp::RtpStats,
+    /// The call's code panicked (caught by its loop): the drop ends the call as a panic.
+    pub(crate) panicked: bool,
 }
 
 impl CallGuard {
+    /// Refuses the call before it was built: `code` (with Retry-After for 503) to the
+    /// INVITE and the call's audit record, with `reason` (never the caller's digits).
+    pub(crate) fn refuse(&mut self, code: u16, reason: &str) {
+        let config = self.shared.config.load();
+        if let Some((invite, flow)) = self.unanswered.take() {
+            let tag = stateless_tag(&invite);
+            let mut r = response(&invite, code, Some(&tag), &config.sip.user_agent);
+            if code == 503 {
+                r.push_header("Retry-After", config.sip.retry_after_secs.to_string());
+                self.shared.metrics.overload_rejections.inc();
+            }
+            send_sip_now(
+                &self.shared,
+                SipTransmit {
+                    flow: response_flow(&invite, flow),
+                    data: r.to_bytes(),
+                },
+            );
+        }
+        if !std::mem::replace(&mut self.audited, true) {
+            self.shared
+                .metrics
+                .calls
+                .get_or_create(&CallLabels {
+                    organization: self.organization.clone(),
+                    outcome: "abandoned".into(),
+                })
+                .inc();
+            self.shared.audit.write(
+                "call",
+                &serde_json::json!({
+                    "call_id": self.call_id,
+                    "organization": self.organization,
+                    "caller": self.caller,
+                    "reason": reason,
+                    "sip_status": code,
+                    "outcome": "abandoned",
+                }),
+            );
+        }
+    }
+
     /// Gives the RTP port back (the socket itself is dropped by its owner).
-    fn release_port(&mut self) {
+    pub(crate) fn release_port(&mut self) {
         if let Some(p) = self.port.take() {
             self.shared.ports.give_back(p);
         }
     }
 
-    fn release_active(&mut self) {
+    pub(crate) fn release_active(&mut self) {
         if std::mem::take(&mut self.active) {
             self.shared.active.fetch_sub(1, Ordering::Relaxed);
             self.shared.gate().call_ended(self.source);
@@ -112,7 +153,7 @@ impl CallGuard {
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || self.panicked {
             let n = self.shared.metrics.calls_panicked.inc() + 1;
             error!(
                 call_id = %self.call_id,
@@ -162,10 +203,17 @@ impl Drop for CallGuard {
 }
 
 /// Takes an admitted INVITE on the receive task: enters it in the call table (so a
-/// retransmission finds it) and starts its task, where the call itself is built.
+/// retransmission finds it) and hands it to a call loop (round robin), where the call
+/// itself is built.
 pub(crate) fn admit(shared: &Arc<Shared>, config: Arc<Config>, adm: Admission, flow: Flow) {
     let call_id = adm.invite.call_id().to_string();
-    let (tx, rx) = mpsc::channel(CALL_INBOX);
+    let n = shared.loops.len().max(1);
+    let pick = shared.next_loop.fetch_add(1, Ordering::Relaxed) % n;
+    let Some(tx) = shared.loops.get(pick).cloned() else {
+        return;
+    };
+    let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
+    let handle = CallHandle { tx, key };
     let status = Arc::new(CallStatus {
         organization: adm.org.name.clone(),
         started: Instant::now(),
@@ -180,7 +228,7 @@ pub(crate) fn admit(shared: &Arc<Shared>, config: Arc<Config>, adm: Admission, f
         }
         Entry::Vacant(v) => {
             v.insert(CallEntry {
-                tx: tx.clone(),
+                tx: handle.clone(),
                 status: status.clone(),
             });
         }
@@ -191,7 +239,7 @@ pub(crate) fn admit(shared: &Arc<Shared>, config: Arc<Config>, adm: Admission, f
     shared.calls_total.fetch_add(1, Ordering::Relaxed);
     let guard = CallGuard {
         shared: shared.clone(),
-        call_id: call_id.clone(),
+        call_id,
         port: None,
         active: true,
         source: adm.source,
@@ -202,15 +250,22 @@ pub(crate) fn admit(shared: &Arc<Shared>, config: Arc<Config>, adm: Admission, f
         caller: adm.caller.raw().to_string(),
         status,
         rtp_flushed: Default::default(),
+        panicked: false,
     };
-    let span = info_span!("call", call_id = %call_id);
-    tokio::spawn(
-        async move {
-            let mut guard = guard;
-            run(&mut guard, config, adm, flow, rx, tx).await;
+    let new = Box::new(NewCall {
+        key,
+        guard,
+        config,
+        adm,
+        flow,
+    });
+    if let Err(e) = handle.tx.try_send(LoopMsg::New(new)) {
+        // The loop is this far behind (or gone): refuse rather than queue without end.
+        if let LoopMsg::New(mut new) = e.into_inner() {
+            warn!(call_id = %new.guard.call_id, "call loop busy: refusing the call");
+            new.guard.refuse(503, "overloaded");
         }
-        .instrument(span),
-    );
+    }
 }
 
 /// Test-only fault injection: panics at `point` for a Call-ID `fault-panic-<point>-…` when
@@ -233,24 +288,13 @@ pub(crate) fn fault_point(call_id: &str, point: &str) {
 #[inline(always)]
 pub(crate) fn fault_point(_call_id: &str, _point: &str) {}
 
-/// Receives on a media socket while there is one; pends forever after it was released.
-async fn recv_media(
-    sock: Option<&UdpSocket>,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
-    match sock {
-        Some(s) => s.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The driver's side of a drain: SIP goes out at once on its flow, RTP and RTCP on the
 /// call's sockets, events are carried out (CRM requests start here).
-struct DriverIo<'a> {
-    g: &'a mut CallGuard,
-    sock: Option<&'a MediaSockets>,
-    inbox: &'a mpsc::Sender<CallInput>,
-    ended: bool,
+pub(crate) struct DriverIo<'a> {
+    pub g: &'a mut CallGuard,
+    pub sock: Option<&'a MediaSockets>,
+    pub inbox: &'a CallHandle,
+    pub ended: bool,
 }
 
 impl CallIo for DriverIo<'_> {
@@ -430,176 +474,6 @@ impl CallIo for DriverIo<'_> {
     }
 }
 
-async fn run(
-    g: &mut CallGuard,
-    config: Arc<Config>,
-    adm: crate::sip::endpoint::Admission,
-    flow: Flow,
-    mut rx: mpsc::Receiver<CallInput>,
-    inbox: mpsc::Sender<CallInput>,
-) {
-    let shared = g.shared.clone();
-    let Some((sock, port)) = bind_rtp(&shared, &config) else {
-        warn!("no free RTP port: refusing the call");
-        let tag = stateless_tag(&adm.invite);
-        let mut r = response(&adm.invite, 503, Some(&tag), &config.sip.user_agent);
-        r.push_header("Retry-After", config.sip.retry_after_secs.to_string());
-        send_sip_now(
-            &shared,
-            SipTransmit {
-                flow: response_flow(&adm.invite, flow),
-                data: r.to_bytes(),
-            },
-        );
-        g.unanswered = None;
-        return;
-    };
-    g.port = Some(port);
-    let bound = match flow.transport {
-        Transport::Udp => shared.udp.get(flow.conn as usize).map(|(_, a)| *a),
-        Transport::Tcp => shared.tcp_conns.get(&flow.conn).map(|e| e.value().1),
-    }
-    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5060)));
-    let sip_ip = advertised(bound, config.sip.public_address, flow.remote);
-    let media_ip = advertised(
-        SocketAddr::new(config.media.rtp_bind, port),
-        config.media.public_address,
-        flow.remote,
-    );
-    let seed: u64 = rand::random();
-    // Behind a proxy, `from` is the proxy and `source` the PBX it named.
-    let source = adm.source;
-    let setup = CallSetup {
-        invite: adm.invite,
-        offer: adm.offer,
-        flow,
-        local_sip: SocketAddr::new(sip_ip, bound.port()),
-        media: LocalMedia {
-            ip: media_ip,
-            port,
-            session_id: seed >> 40,
-        },
-        seed,
-        org: adm.org,
-        caller: adm.caller,
-        lockout: shared.lockout.is_on(),
-        wall_clock: WallClock {
-            at: Instant::now(),
-            since_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default(),
-        },
-    };
-    info!(from = %flow.remote, %source, transport = flow.transport.as_str(), rtp_port = port, "new call");
-    fault_point(&g.call_id, "new");
-    let mut call = match Call::new(Instant::now(), config, setup) {
-        Ok(c) => c,
-        Err(e) => {
-            // Admission answers these 400 first; this is the backstop.
-            warn!(error = %e, "call set-up failed");
-            if let Some((invite, flow)) = g.unanswered.take() {
-                let tag = stateless_tag(&invite);
-                let r = response(
-                    &invite,
-                    400,
-                    Some(&tag),
-                    &shared.config.load().sip.user_agent,
-                );
-                send_sip_now(
-                    &shared,
-                    SipTransmit {
-                        flow: response_flow(&invite, flow),
-                        data: r.to_bytes(),
-                    },
-                );
-            }
-            return;
-        }
-    };
-    // The sockets and their ports go back to the pool as soon as the call ends; the task
-    // may linger a little longer for SIP retransmissions (Timer J, K, BYE).
-    let mut sock = Some(sock);
-    let mut rx_buf = [0u8; MAX_RTP_PACKET + 1];
-    let mut rtcp_buf = [0u8; MAX_RTP_PACKET + 1];
-    let mut tx_buf = [0u8; MAX_RTP_PACKET];
-    let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
-    let sleep = tokio::time::sleep_until(far);
-    tokio::pin!(sleep);
-    let mut armed: Option<(Instant, crate::call::Wake)> = None;
-    let mut last_flush = Instant::now();
-    loop {
-        // Drain everything the last input produced: the same code as the simulations.
-        let mut io = DriverIo {
-            g: &mut *g,
-            sock: sock.as_ref(),
-            inbox: &inbox,
-            ended: false,
-        };
-        let now = Instant::now();
-        let next = drain(&mut call, now, &mut io, &mut tx_buf);
-        if io.ended {
-            sock = None;
-            g.release_port();
-            g.release_active();
-        }
-        if g.unanswered.is_some() && !call.invite_pending() {
-            g.unanswered = None;
-        }
-        g.status.state.store(call.progress(), Ordering::Relaxed);
-        g.status.digits.store(call.digit_count(), Ordering::Relaxed);
-        if now.duration_since(last_flush) >= Duration::from_secs(1) {
-            last_flush = now;
-            if let Some(stats) = call.rtp_stats() {
-                g.flush_rtp(&stats);
-            }
-        }
-        if call.is_done() {
-            break;
-        }
-        if next.map(|n| n.0) != armed.map(|a| a.0) {
-            armed = next;
-            let at = next
-                .map(|n| tokio::time::Instant::from_std(n.0))
-                .unwrap_or(far);
-            sleep.as_mut().reset(at);
-        }
-        tokio::select! {
-            input = rx.recv() => match input {
-                Some(CallInput::Sip(msg, flow)) => {
-                    fault_point(&g.call_id, "sip");
-                    call.handle_sip(Instant::now(), msg, flow)
-                }
-                Some(CallInput::Crm(reply)) => call.handle_crm(Instant::now(), reply),
-                Some(CallInput::Verify(reply)) => call.handle_verify(Instant::now(), reply),
-                Some(CallInput::Checked(r)) => call.handle_check(Instant::now(), r),
-                Some(CallInput::LockState(st)) => call.handle_lock_state(Instant::now(), st),
-                Some(CallInput::Shutdown) | None => call.shutdown(Instant::now()),
-            },
-            r = recv_media(sock.as_ref().map(|s| &s.rtp), &mut rx_buf) => {
-                if let Ok((n, src)) = r {
-                    call.handle_rtp(Instant::now(), src, rx_buf.get(..n).unwrap_or_default());
-                }
-            }
-            r = recv_media(sock.as_ref().map(|s| &s.rtcp), &mut rtcp_buf) => {
-                if let Ok((n, src)) = r {
-                    call.handle_rtcp(Instant::now(), src, rtcp_buf.get(..n).unwrap_or_default());
-                }
-            }
-            () = &mut sleep, if armed.is_some() => {
-                let now = Instant::now();
-                if let Some((at, crate::call::Wake::MediaFrame)) = armed {
-                    g.shared
-                        .metrics
-                        .frame_lateness
-                        .observe(now.saturating_duration_since(at).as_secs_f64());
-                }
-                armed = None;
-                call.handle_timeout(now);
-            }
-        }
-    }
-}
-
 /// The CRM of an organization, by its name.
 fn crm_of<'a>(config: &'a Config, organization: &str) -> Option<&'a CrmAdapter> {
     let org = config
@@ -632,7 +506,7 @@ fn crm_done(shared: &Shared, adapter: &'static str, outcome: &'static str, asked
 impl CallGuard {
     /// Adds what the RTP counters moved since the last flush to the metrics (a call flushes
     /// about once a second and at its end: no shared counter is touched per packet).
-    fn flush_rtp(&mut self, now: &crate::media::rtp::RtpStats) {
+    pub(crate) fn flush_rtp(&mut self, now: &crate::media::rtp::RtpStats) {
         let m = &self.shared.metrics;
         let before = self.rtp_flushed;
         let inc = |dir: &'static str, a: u64, b: u64| {

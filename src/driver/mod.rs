@@ -9,6 +9,7 @@ mod call_task;
 mod lockout_store;
 pub mod metrics;
 mod ports;
+mod shard;
 mod tcp;
 
 pub use admin::ReloadHook;
@@ -45,13 +46,9 @@ pub(crate) enum CallInput {
     Shutdown,
 }
 
-/// Per-call inbox depth. A call that falls this far behind drops SIP (the peer
-/// retransmits) rather than growing memory.
-const CALL_INBOX: usize = 64;
-
 /// A call in the table: its inbox, and what `/calls` shows of it.
 pub(crate) struct CallEntry {
-    pub tx: mpsc::Sender<CallInput>,
+    pub tx: shard::CallHandle,
     pub status: Arc<CallStatus>,
 }
 
@@ -69,6 +66,13 @@ pub(crate) struct CallStatus {
 pub(crate) struct Shared {
     pub config: ArcSwap<Config>,
     pub calls: DashMap<String, CallEntry>,
+    /// The call loops' inboxes (one loop per core; `shard`).
+    pub loops: Vec<mpsc::Sender<shard::LoopMsg>>,
+    /// Their receiving ends, until `Server::run` starts the loops.
+    pub loop_inboxes: std::sync::Mutex<Vec<mpsc::Receiver<shard::LoopMsg>>>,
+    /// The next call's key in its loop, and the next loop (round robin).
+    pub next_key: AtomicU64,
+    pub next_loop: AtomicUsize,
     pub active: AtomicUsize,
     pub udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
     pub tcp_conns: DashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>,
@@ -290,10 +294,20 @@ impl Server {
             .map(|o| o.name.clone())
             .collect();
         metrics.init_series(&orgs);
+        let n_loops = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let (loops, loop_inboxes): (Vec<_>, Vec<_>) = (0..n_loops)
+            .map(|_| mpsc::channel(shard::LOOP_INBOX))
+            .unzip();
         Ok(Server {
             shared: Arc::new(Shared {
                 config: ArcSwap::new(config.clone()),
                 calls: DashMap::new(),
+                loops,
+                loop_inboxes: std::sync::Mutex::new(loop_inboxes),
+                next_key: AtomicU64::new(1),
+                next_loop: AtomicUsize::new(0),
                 active: AtomicUsize::new(0),
                 udp,
                 tcp_conns: DashMap::new(),
@@ -351,6 +365,13 @@ impl Server {
         for (t, a) in self.local_addrs() {
             info!(transport = t.as_str(), addr = %a, "listening");
         }
+        let inboxes = self
+            .shared
+            .loop_inboxes
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        let loops = shard::start(&self.shared, inboxes);
         let mut tasks = Vec::new();
         for (idx, (sock, _)) in self.shared.udp.iter().enumerate() {
             let (shared, sock) = (self.shared.clone(), sock.clone());
@@ -414,6 +435,9 @@ impl Server {
         }
         for t in tasks {
             t.abort();
+        }
+        for l in loops {
+            l.abort();
         }
         if let Some(a) = admin {
             a.abort();

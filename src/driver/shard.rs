@@ -1,0 +1,547 @@
+//! Call loops: a few tokio tasks (one per core) that each own many calls, instead of a task
+//! per call. A loop holds its calls in a table, their deadlines in one timer heap, and
+//! learns which media sockets have packets from a ready queue that the sockets' own wakers
+//! fill; one wake-up of the loop serves every call whose frame is due in that millisecond.
+//! Per call and frame that is one `sendto` and no task wake-up, no timer-wheel entry and no
+//! channel message (the per-call task it replaced paid all three).
+//!
+//! Each input to a call — a SIP message, an RTP or RTCP packet, a CRM reply, a timeout — is
+//! one *step*: mutate the call, then `call::run::drain` (the same drain the simulations
+//! run), then file the deadline it returned. A step runs under `catch_unwind`: a panic in
+//! one call's code ends that call only (its `CallGuard` answers or hangs up, audits, and
+//! gives back what it held), and the loop goes on with the others.
+
+use super::call_task::{bind_rtp, fault_point, CallGuard, DriverIo, MediaSockets};
+use super::{advertised, send_sip_now, CallInput, Shared};
+use crate::call::run::drain;
+use crate::call::{Call, CallSetup, Wake};
+use crate::config::{Config, Transport};
+use crate::media::rtcp::WallClock;
+use crate::media::rtp::MAX_RTP_PACKET;
+use crate::sip::build::{response, response_flow, stateless_tag};
+use crate::sip::endpoint::Admission;
+use crate::sip::sdp::LocalMedia;
+use crate::sip::{Flow, SipTransmit};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake as TaskWake, Waker};
+use std::time::{Duration, Instant};
+use tokio::io::ReadBuf;
+use tokio::sync::{mpsc, Notify};
+use tracing::{debug, info, warn, Instrument};
+
+/// Depth of a loop's inbox (SIP for its calls, CRM and store replies, new calls). A loop
+/// that falls this far behind drops SIP (the peer retransmits) rather than growing memory.
+pub(crate) const LOOP_INBOX: usize = 16_384;
+
+/// Packets read from one socket per turn before the loop serves the others (a flooding
+/// peer cannot starve the loop's other calls).
+const READ_BUDGET: usize = 32;
+
+/// What a call loop receives.
+pub(crate) enum LoopMsg {
+    /// An admitted INVITE: build the call, bind its media, answer.
+    New(Box<NewCall>),
+    /// An input for one of the loop's calls.
+    Input(u64, CallInput),
+}
+
+/// An admitted call on its way to a loop.
+pub(crate) struct NewCall {
+    pub key: u64,
+    pub guard: CallGuard,
+    pub config: Arc<Config>,
+    pub adm: Admission,
+    pub flow: Flow,
+}
+
+/// Where inputs for one call go: its loop's inbox, tagged with the call's key.
+#[derive(Clone)]
+pub(crate) struct CallHandle {
+    pub tx: mpsc::Sender<LoopMsg>,
+    pub key: u64,
+}
+
+impl CallHandle {
+    /// Queues an input without waiting; `Err` when the loop's inbox is full or gone.
+    pub fn try_send(&self, input: CallInput) -> Result<(), ()> {
+        self.tx
+            .try_send(LoopMsg::Input(self.key, input))
+            .map_err(|_| ())
+    }
+
+    /// Queues an input, waiting for room (CRM and store replies: never dropped).
+    pub async fn send(&self, input: CallInput) -> Result<(), ()> {
+        self.tx
+            .send(LoopMsg::Input(self.key, input))
+            .await
+            .map_err(|_| ())
+    }
+}
+
+/// Which of a call's media sockets has packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sock {
+    Rtp,
+    Rtcp,
+}
+
+/// Calls whose sockets became readable, filled by the sockets' wakers (on the I/O
+/// driver's thread) and emptied by the loop.
+#[derive(Default)]
+struct ReadyQueue {
+    list: Mutex<Vec<(u64, Sock)>>,
+    notify: Notify,
+}
+
+/// The waker a call's socket keeps while it has nothing to read: waking it files the call
+/// in its loop's ready queue and wakes the loop.
+struct SockWaker {
+    key: u64,
+    sock: Sock,
+    queue: Arc<ReadyQueue>,
+}
+
+impl TaskWake for SockWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Ok(mut l) = self.queue.list.lock() {
+            l.push((self.key, self.sock));
+        }
+        self.queue.notify.notify_one();
+    }
+}
+
+/// One call in a loop.
+struct Slot {
+    call: Call,
+    guard: CallGuard,
+    /// Dropped (and the port given back) as soon as the call ends; the call may linger a
+    /// little longer for SIP retransmissions (Timer J, K, BYE).
+    sock: Option<MediaSockets>,
+    rtp_waker: Waker,
+    rtcp_waker: Waker,
+    /// Where replies for this call (CRM, lockout store) are sent.
+    handle: CallHandle,
+    /// The deadline filed in the heap for this call, and what it is for.
+    armed: Option<(Instant, Wake)>,
+    last_flush: Instant,
+    span: tracing::Span,
+}
+
+/// The state of one call loop.
+struct Loop {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<LoopMsg>,
+    calls: HashMap<u64, Slot>,
+    /// Every call's next deadline; entries that no longer match the call's `armed` are
+    /// stale and skipped when they come up.
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    ready: Arc<ReadyQueue>,
+    /// Sockets left with packets after their read budget, served next turn.
+    again: Vec<(u64, Sock)>,
+    /// One received packet (taken out while a step borrows the loop).
+    rx_buf: Vec<u8>,
+    tx_buf: Vec<u8>,
+}
+
+/// Starts `n` call loops; returns their inboxes. The loops end when every sender is gone.
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    inboxes: Vec<mpsc::Receiver<LoopMsg>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    inboxes
+        .into_iter()
+        .zip(shared.loops.iter())
+        .enumerate()
+        .map(|(i, (rx, tx))| {
+            let l = Loop {
+                shared: shared.clone(),
+                tx: tx.clone(),
+                calls: HashMap::new(),
+                timers: BinaryHeap::new(),
+                ready: Arc::default(),
+                again: Vec::new(),
+                rx_buf: vec![0; MAX_RTP_PACKET + 1],
+                tx_buf: vec![0; MAX_RTP_PACKET],
+            };
+            tokio::spawn(
+                l.run(rx)
+                    .instrument(tracing::info_span!("loop", loop_index = i)),
+            )
+        })
+        .collect()
+}
+
+/// What a step did to its call.
+enum Stepped {
+    Goes(Option<(Instant, Wake)>),
+    Done,
+}
+
+impl Loop {
+    async fn run(mut self, mut rx: mpsc::Receiver<LoopMsg>) {
+        let mut msgs: Vec<LoopMsg> = Vec::with_capacity(256);
+        let mut ready: Vec<(u64, Sock)> = Vec::with_capacity(256);
+        let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
+        let sleep = tokio::time::sleep_until(far);
+        tokio::pin!(sleep);
+        let mut slept_until: Option<Instant> = None;
+        loop {
+            let next = self.timers.peek().map(|Reverse((t, _))| *t);
+            if next != slept_until {
+                slept_until = next;
+                let at = next.map(tokio::time::Instant::from_std).unwrap_or(far);
+                sleep.as_mut().reset(at);
+            }
+            if self.again.is_empty() {
+                tokio::select! {
+                    n = rx.recv_many(&mut msgs, 256) => {
+                        if n == 0 {
+                            return;
+                        }
+                    }
+                    () = self.ready.notify.notified() => {}
+                    () = &mut sleep, if next.is_some() => {
+                        slept_until = None;
+                    }
+                }
+            } else {
+                tokio::task::yield_now().await;
+            }
+            // Everything that is waiting, in one pass: messages, readable sockets, due
+            // timers.
+            while let Ok(m) = rx.try_recv() {
+                msgs.push(m);
+                if msgs.len() >= 1024 {
+                    break;
+                }
+            }
+            for m in msgs.drain(..) {
+                match m {
+                    LoopMsg::New(n) => self.new_call(*n),
+                    LoopMsg::Input(key, input) => self.input(key, input),
+                }
+            }
+            if let Ok(mut l) = self.ready.list.lock() {
+                std::mem::swap(&mut *l, &mut ready);
+            }
+            ready.append(&mut self.again);
+            ready.sort_unstable_by_key(|r| (r.0, r.1 == Sock::Rtcp));
+            ready.dedup();
+            for (key, which) in ready.drain(..) {
+                self.read(key, which);
+            }
+            self.fire_timers();
+        }
+    }
+
+    /// Runs one step of call `key` under `catch_unwind`: `f` mutates the call, then the
+    /// drain; the call's deadline is filed, or the call removed when it is done. A panic
+    /// ends this call only.
+    fn step(&mut self, key: u64, f: impl FnOnce(&mut Call, &mut CallGuard, Instant)) {
+        let Some(slot) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let buf = &mut self.tx_buf[..];
+        let span = slot.span.clone();
+        let _entered = span.enter();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let now = Instant::now();
+            f(&mut slot.call, &mut slot.guard, now);
+            drain_slot(slot, buf)
+        }));
+        match r {
+            Ok(Stepped::Goes(next)) => {
+                if next.map(|n| n.0) != slot.armed.map(|a| a.0) {
+                    if let Some((at, _)) = next {
+                        self.timers.push(Reverse((at, key)));
+                    }
+                }
+                slot.armed = next;
+            }
+            Ok(Stepped::Done) => {
+                self.calls.remove(&key);
+            }
+            Err(_) => {
+                if let Some(mut slot) = self.calls.remove(&key) {
+                    slot.guard.panicked = true;
+                    // The guard's drop does the rest: answer or hang up, audit, release.
+                    drop(slot);
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, key: u64, input: CallInput) {
+        self.step(key, |call, g, now| match input {
+            CallInput::Sip(msg, flow) => {
+                fault_point(&g.call_id, "sip");
+                call.handle_sip(now, msg, flow)
+            }
+            CallInput::Crm(reply) => call.handle_crm(now, reply),
+            CallInput::Verify(reply) => call.handle_verify(now, reply),
+            CallInput::Checked(r) => call.handle_check(now, r),
+            CallInput::LockState(st) => call.handle_lock_state(now, st),
+            CallInput::Shutdown => call.shutdown(now),
+        });
+    }
+
+    /// Reads what call `key`'s socket holds (up to the read budget), one step per packet.
+    fn read(&mut self, key: u64, which: Sock) {
+        let mut buf = std::mem::take(&mut self.rx_buf);
+        let drained = self.read_into(key, which, &mut buf);
+        self.rx_buf = buf;
+        if !drained {
+            // Budget spent with packets maybe left: next turn, after the other calls.
+            self.again.push((key, which));
+        }
+    }
+
+    /// `true` once the socket has nothing more (or the call or its socket is gone).
+    fn read_into(&mut self, key: u64, which: Sock, buf: &mut [u8]) -> bool {
+        for _ in 0..READ_BUDGET {
+            let Some(slot) = self.calls.get(&key) else {
+                return true;
+            };
+            let Some(sock) = &slot.sock else { return true };
+            let (s, waker) = match which {
+                Sock::Rtp => (&sock.rtp, &slot.rtp_waker),
+                Sock::Rtcp => (&sock.rtcp, &slot.rtcp_waker),
+            };
+            let mut cx = Context::from_waker(waker);
+            let mut rb = ReadBuf::new(buf);
+            let src = match s.poll_recv_from(&mut cx, &mut rb) {
+                Poll::Pending => return true,
+                Poll::Ready(Err(e)) => {
+                    // ICMP errors and the like: nothing for the call.
+                    debug!(error = %e, "media receive error");
+                    continue;
+                }
+                Poll::Ready(Ok(src)) => src,
+            };
+            let n = rb.filled().len();
+            let data = buf.get(..n).unwrap_or_default();
+            self.step(key, |call, _, now| match which {
+                Sock::Rtp => call.handle_rtp(now, src, data),
+                Sock::Rtcp => call.handle_rtcp(now, src, data),
+            });
+        }
+        false
+    }
+
+    /// Steps every call whose deadline has come.
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        // A call that keeps asking to be woken at once is served again next turn, not in a
+        // loop here that would starve the inbox and the sockets.
+        let mut budget = self.calls.len().saturating_mul(2).saturating_add(64);
+        while let Some(Reverse((at, key))) = self.timers.peek().copied() {
+            if at > now || budget == 0 {
+                break;
+            }
+            budget -= 1;
+            self.timers.pop();
+            let Some(slot) = self.calls.get_mut(&key) else {
+                continue;
+            };
+            let Some((armed, wake)) = slot.armed else {
+                continue;
+            };
+            if armed != at {
+                continue;
+            }
+            slot.armed = None;
+            if wake == Wake::MediaFrame {
+                self.shared
+                    .metrics
+                    .frame_lateness
+                    .observe(now.saturating_duration_since(at).as_secs_f64());
+            }
+            self.step(key, |call, _, now| call.handle_timeout(now));
+        }
+    }
+
+    /// Builds an admitted call: binds its media, makes the state machine, files it, and
+    /// runs its first step (the 100/180/200 go out).
+    fn new_call(&mut self, n: NewCall) {
+        let NewCall {
+            key,
+            mut guard,
+            config,
+            adm,
+            flow,
+        } = n;
+        let span = tracing::info_span!("call", call_id = %guard.call_id);
+        let entered = span.clone();
+        let _e = entered.enter();
+        let shared = self.shared.clone();
+        let built = catch_unwind(AssertUnwindSafe(|| {
+            build(&shared, &mut guard, config, adm, flow)
+        }));
+        let (call, sock) = match built {
+            Ok(Some(b)) => b,
+            // Refused (no port) or not buildable: the guard answered and releases.
+            Ok(None) => return,
+            Err(_) => {
+                guard.panicked = true;
+                return;
+            }
+        };
+        let waker = |sock| {
+            Waker::from(Arc::new(SockWaker {
+                key,
+                sock,
+                queue: self.ready.clone(),
+            }))
+        };
+        self.calls.insert(
+            key,
+            Slot {
+                call,
+                guard,
+                sock: Some(sock),
+                rtp_waker: waker(Sock::Rtp),
+                rtcp_waker: waker(Sock::Rtcp),
+                handle: CallHandle {
+                    tx: self.tx.clone(),
+                    key,
+                },
+                armed: None,
+                last_flush: Instant::now(),
+                span,
+            },
+        );
+        // First step: answer. Then arm both sockets' wakers (a first read that finds
+        // nothing registers them).
+        self.step(key, |_, _, _| {});
+        self.read(key, Sock::Rtp);
+        self.read(key, Sock::Rtcp);
+    }
+}
+
+/// Drains one call after a step and publishes its state; `Done` once it may be dropped.
+fn drain_slot(slot: &mut Slot, buf: &mut [u8]) -> Stepped {
+    let Slot {
+        call,
+        guard: g,
+        sock,
+        handle,
+        last_flush,
+        ..
+    } = slot;
+    let mut io = DriverIo {
+        g: &mut *g,
+        sock: sock.as_ref(),
+        inbox: handle,
+        ended: false,
+    };
+    let now = Instant::now();
+    let next = drain(call, now, &mut io, buf);
+    if io.ended {
+        *sock = None;
+        g.release_port();
+        g.release_active();
+    }
+    if g.unanswered.is_some() && !call.invite_pending() {
+        g.unanswered = None;
+    }
+    g.status.state.store(call.progress(), Ordering::Relaxed);
+    g.status.digits.store(call.digit_count(), Ordering::Relaxed);
+    if now.duration_since(*last_flush) >= Duration::from_secs(1) {
+        *last_flush = now;
+        if let Some(stats) = call.rtp_stats() {
+            g.flush_rtp(&stats);
+        }
+    }
+    if call.is_done() {
+        Stepped::Done
+    } else {
+        Stepped::Goes(next)
+    }
+}
+
+/// Binds the call's media and builds its state machine; `None` when the call was refused
+/// (no free RTP port: 503) or could not be built (400), the response already sent.
+fn build(
+    shared: &Arc<Shared>,
+    g: &mut CallGuard,
+    config: Arc<Config>,
+    adm: Admission,
+    flow: Flow,
+) -> Option<(Call, MediaSockets)> {
+    let Some((sock, port)) = bind_rtp(shared, &config) else {
+        warn!("no free RTP port: refusing the call");
+        g.refuse(503, "no_rtp_port");
+        return None;
+    };
+    g.port = Some(port);
+    let bound = match flow.transport {
+        Transport::Udp => shared.udp.get(flow.conn as usize).map(|(_, a)| *a),
+        Transport::Tcp => shared.tcp_conns.get(&flow.conn).map(|e| e.value().1),
+    }
+    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5060)));
+    let sip_ip = advertised(bound, config.sip.public_address, flow.remote);
+    let media_ip = advertised(
+        SocketAddr::new(config.media.rtp_bind, port),
+        config.media.public_address,
+        flow.remote,
+    );
+    let seed: u64 = rand::random();
+    // Behind a proxy, `from` is the proxy and `source` the PBX it named.
+    let source = adm.source;
+    let setup = CallSetup {
+        invite: adm.invite,
+        offer: adm.offer,
+        flow,
+        local_sip: SocketAddr::new(sip_ip, bound.port()),
+        media: LocalMedia {
+            ip: media_ip,
+            port,
+            session_id: seed >> 40,
+        },
+        seed,
+        org: adm.org,
+        caller: adm.caller,
+        lockout: shared.lockout.is_on(),
+        wall_clock: WallClock {
+            at: Instant::now(),
+            since_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        },
+    };
+    info!(from = %flow.remote, %source, transport = flow.transport.as_str(), rtp_port = port, "new call");
+    fault_point(&g.call_id, "new");
+    match Call::new(Instant::now(), config, setup) {
+        Ok(c) => Some((c, sock)),
+        Err(e) => {
+            // Admission answers these 400 first; this is the backstop.
+            warn!(error = %e, "call set-up failed");
+            if let Some((invite, flow)) = g.unanswered.take() {
+                let tag = stateless_tag(&invite);
+                let r = response(
+                    &invite,
+                    400,
+                    Some(&tag),
+                    &shared.config.load().sip.user_agent,
+                );
+                send_sip_now(
+                    shared,
+                    SipTransmit {
+                        flow: response_flow(&invite, flow),
+                        data: r.to_bytes(),
+                    },
+                );
+            }
+            None
+        }
+    }
+}
