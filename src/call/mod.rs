@@ -1201,7 +1201,13 @@ impl Call {
         }
         self.nists.retain(|n| !n.is_terminated());
         let mut timeouts = Vec::new();
-        let flow = self.request_flow();
+        // Worked out only when a request is outstanding: this runs for every media frame,
+        // and the next hop parses the route set.
+        let flow = if self.clients.is_empty() {
+            self.flow
+        } else {
+            self.request_flow()
+        };
         for (c, m) in &mut self.clients {
             match c.handle_timeout(now) {
                 Some(NictEvent::Retransmit(data)) => {

@@ -27,20 +27,27 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tracing::{debug, error, info, warn};
 
 /// A call's media sockets: RTP on an even port from the pool, RTCP on the port above it
-/// (RFC 3550 §11).
+/// (RFC 3550 §11). Registered with the reactor for reading only: sending is a plain
+/// non-blocking `sendto`, and write interest would have every sent packet's release wake
+/// the reactor (a `sock_wfree` wake-up and an epoll event per frame, ~10 % of the CPU at
+/// 2,000 calls).
 pub(crate) struct MediaSockets {
-    pub rtp: UdpSocket,
-    pub rtcp: UdpSocket,
+    pub rtp: AsyncFd<std::net::UdpSocket>,
+    pub rtcp: AsyncFd<std::net::UdpSocket>,
 }
 
-fn bind_udp(config: &Config, port: u16) -> std::io::Result<UdpSocket> {
+fn bind_udp(config: &Config, port: u16) -> std::io::Result<AsyncFd<std::net::UdpSocket>> {
     let s = std::net::UdpSocket::bind(SocketAddr::new(config.media.rtp_bind, port))?;
     s.set_nonblocking(true)?;
-    UdpSocket::from_std(s)
+    // SAFETY: the socket owns its file descriptor, and the `AsyncFd` owns the socket: the
+    // descriptor is neither closed nor replaced while registered (it is deregistered when
+    // the `AsyncFd` drops, before the socket closes it).
+    unsafe { AsyncFd::register_with_interest(s, Interest::READABLE) }.map_err(|e| e.into_parts().1)
 }
 
 /// Binds RTP and RTCP on a port pair from the pool (skipping pairs something else holds
@@ -305,7 +312,7 @@ impl CallIo for DriverIo<'_> {
     fn rtp(&mut self, data: &[u8], dest: SocketAddr) {
         let Some(s) = self.sock else { return };
         // RTP is lossy by nature: a full socket buffer drops this frame, never blocks.
-        if let Err(e) = super::send_datagram(&s.rtp, data, dest) {
+        if let Err(e) = s.rtp.get_ref().send_to(data, dest) {
             debug!(error = %e, "rtp send failed");
         }
     }
@@ -316,7 +323,7 @@ impl CallIo for DriverIo<'_> {
             RtcpPort::Rtp => &s.rtp,
             RtcpPort::Rtcp => &s.rtcp,
         };
-        if let Err(e) = super::send_datagram(sock, data, dest) {
+        if let Err(e) = sock.get_ref().send_to(data, dest) {
             debug!(error = %e, "rtcp send failed");
         }
     }

@@ -30,7 +30,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake as TaskWake, Waker};
 use std::time::{Duration, Instant};
-use tokio::io::ReadBuf;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn, Instrument};
 
@@ -136,11 +135,34 @@ struct Slot {
     span: tracing::Span,
 }
 
+/// Hashes a call's key: keys are a counter of ours (no peer picks one), so one multiply
+/// spreads them well enough, where SipHash would run for every frame of every call.
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type KeyMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
 /// The state of one call loop.
 struct Loop {
     shared: Arc<Shared>,
     tx: mpsc::Sender<LoopMsg>,
-    calls: HashMap<u64, Slot>,
+    calls: KeyMap<Slot>,
     /// Every call's next deadline; entries that no longer match the call's `armed` are
     /// stale and skipped when they come up.
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -150,6 +172,9 @@ struct Loop {
     /// One received packet (taken out while a step borrows the loop).
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
+    /// Frame lateness, added to the shared metric about once a second.
+    lateness: crate::driver::metrics::LocalHistogram,
+    flushed: Instant,
 }
 
 /// Starts `n` call loops; returns their inboxes. The loops end when every sender is gone.
@@ -165,12 +190,14 @@ pub(crate) fn start(
             let l = Loop {
                 shared: shared.clone(),
                 tx: tx.clone(),
-                calls: HashMap::new(),
+                calls: KeyMap::default(),
                 timers: BinaryHeap::new(),
                 ready: Arc::default(),
                 again: Vec::new(),
                 rx_buf: vec![0; MAX_RTP_PACKET + 1],
                 tx_buf: vec![0; MAX_RTP_PACKET],
+                lateness: shared.metrics.frame_lateness.local(),
+                flushed: Instant::now(),
             };
             tokio::spawn(
                 l.run(rx)
@@ -240,6 +267,10 @@ impl Loop {
                 self.read(key, which);
             }
             self.fire_timers();
+            if self.flushed.elapsed() >= Duration::from_secs(1) {
+                self.flushed = Instant::now();
+                self.shared.metrics.frame_lateness.flush(&mut self.lateness);
+            }
         }
     }
 
@@ -317,17 +348,24 @@ impl Loop {
                 Sock::Rtcp => (&sock.rtcp, &slot.rtcp_waker),
             };
             let mut cx = Context::from_waker(waker);
-            let mut rb = ReadBuf::new(buf);
-            let src = match s.poll_recv_from(&mut cx, &mut rb) {
+            let mut ready = match s.poll_read_ready(&mut cx) {
                 Poll::Pending => return true,
                 Poll::Ready(Err(e)) => {
+                    debug!(error = %e, "media socket readiness error");
+                    return true;
+                }
+                Poll::Ready(Ok(r)) => r,
+            };
+            let (n, src) = match ready.try_io(|fd| fd.get_ref().recv_from(buf)) {
+                // Nothing after all: readiness cleared, the next poll arms the waker.
+                Err(_would_block) => continue,
+                Ok(Err(e)) => {
                     // ICMP errors and the like: nothing for the call.
                     debug!(error = %e, "media receive error");
                     continue;
                 }
-                Poll::Ready(Ok(src)) => src,
+                Ok(Ok(r)) => r,
             };
-            let n = rb.filled().len();
             let data = buf.get(..n).unwrap_or_default();
             self.step(key, |call, _, now| match which {
                 Sock::Rtp => call.handle_rtp(now, src, data),
@@ -360,9 +398,7 @@ impl Loop {
             }
             slot.armed = None;
             if wake == Wake::MediaFrame {
-                self.shared
-                    .metrics
-                    .frame_lateness
+                self.lateness
                     .observe(now.saturating_duration_since(at).as_secs_f64());
             }
             self.step(key, |call, _, now| call.handle_timeout(now));
