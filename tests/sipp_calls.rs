@@ -476,3 +476,47 @@ fn verify_webhook_judges_the_pin() {
     // The PIN went to the webhook and nowhere else.
     assert!(!svc.raw_log().contains("\"1234\""));
 }
+
+#[test]
+fn shared_media_socket_tells_concurrent_calls_apart_by_their_source() {
+    require_sipp();
+    let svc = Service::start("", "shared_socket = true");
+    // Four callers at once, each from its own media port (as a PBX gives each call its
+    // own); each SIPp echoes what it gets back to where it came from.
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (target, mp) = (svc.udp, free_udp_port().to_string());
+            std::thread::spawn(move || {
+                sipp(
+                    "uac_basic.xml",
+                    target,
+                    &["-m", "1", "-d", "3000", "-rtp_echo", "-mp", &mp],
+                )
+            })
+        })
+        .collect();
+    for c in callers {
+        assert!(c.join().unwrap().status.success(), "sipp call");
+    }
+    let log = svc.wait_for(Duration::from_secs(10), |l| {
+        l.iter().filter(|e| msg(e) == "call ended").count() >= 4
+    });
+    for e in log.iter().filter(|e| msg(e) == "call ended") {
+        assert_eq!(field(e, "reason"), "RemoteBye", "{e}");
+        // 3 s of frames out, and each call got back its own echo, none another's.
+        assert!(num(e, "rtp_tx") >= 140, "we sent RTP: {e}");
+        assert!(num(e, "rtp_rx") >= 120, "its echo came back to it: {e}");
+        assert_eq!(num(e, "rtp_rx_ignored"), 0, "{e}");
+    }
+    // The calls shared their loops' ports: at most one port per loop (core).
+    let ports: std::collections::BTreeSet<u64> = log
+        .iter()
+        .filter(|e| msg(e) == "new call")
+        .map(|e| num(e, "rtp_port"))
+        .collect();
+    let loops = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        ports.len() <= loops.min(4),
+        "calls share a port per loop: {ports:?}"
+    );
+}

@@ -1408,6 +1408,14 @@ impl Call {
             && self.reinvite.as_ref().is_none_or(|r| r.tx.is_quiet())
     }
 
+    /// Where the peer's RTP and (separate) RTCP come from per its SDP, once negotiated.
+    pub fn media_sources(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        self.rtp
+            .as_ref()
+            .map(|r| r.sdp_sources())
+            .unwrap_or_default()
+    }
+
     /// RTP counters so far.
     pub fn rtp_stats(&self) -> Option<RtpStats> {
         self.rtp.as_ref().map(|r| r.stats())

@@ -348,6 +348,7 @@ struct RawMedia {
     ptime_ms: u32,
     media_timeout_secs: u64,
     dtmf_mode: DtmfMode,
+    shared_socket: bool,
 }
 
 impl Default for RawMedia {
@@ -361,6 +362,7 @@ impl Default for RawMedia {
             ptime_ms: 20,
             media_timeout_secs: 30,
             dtmf_mode: DtmfMode::Auto,
+            shared_socket: false,
         }
     }
 }
@@ -406,6 +408,9 @@ pub struct MediaConfig {
     pub media_timeout: Duration,
     /// Which DTMF sources count (SIP INFO always does).
     pub dtmf_mode: DtmfMode,
+    /// All calls of a call loop share one RTP port (and the RTCP port above it), told
+    /// apart by the source address in the peer's SDP; frames leave in batches.
+    pub shared_socket: bool,
 }
 
 /// Prompt settings. Paths are relative to the configuration file's directory.
@@ -889,6 +894,7 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             ptime_ms: m.ptime_ms,
             media_timeout: Duration::from_secs(m.media_timeout_secs),
             dtmf_mode: m.dtmf_mode,
+            shared_socket: m.shared_socket,
         },
         prompts: PromptConfig {
             dir: PathBuf::from(pr.dir),

@@ -11,7 +11,7 @@
 use super::metrics::{
     AdapterLabels, CallLabels, CrmLabels, DirectionLabels, ResultLabels, SourceLabels,
 };
-use super::shard::{CallHandle, LoopMsg, NewCall};
+use super::shard::{CallHandle, LoopMsg, MediaOut, NewCall};
 use super::{send_sip_now, CallEntry, CallInput, CallStatus, Shared};
 use crate::call::run::CallIo;
 use crate::call::{Call, CallEvent};
@@ -299,7 +299,7 @@ pub(crate) fn fault_point(_call_id: &str, _point: &str) {}
 /// call's sockets, events are carried out (CRM requests start here).
 pub(crate) struct DriverIo<'a> {
     pub g: &'a mut CallGuard,
-    pub sock: Option<&'a MediaSockets>,
+    pub out: MediaOut<'a>,
     pub inbox: &'a CallHandle,
     pub ended: bool,
 }
@@ -310,20 +310,31 @@ impl CallIo for DriverIo<'_> {
     }
 
     fn rtp(&mut self, data: &[u8], dest: SocketAddr) {
-        let Some(s) = self.sock else { return };
-        // RTP is lossy by nature: a full socket buffer drops this frame, never blocks.
-        if let Err(e) = s.rtp.get_ref().send_to(data, dest) {
-            debug!(error = %e, "rtp send failed");
+        match &mut self.out {
+            // RTP is lossy by nature: a full socket buffer drops this frame, never blocks.
+            MediaOut::Own(s) => {
+                if let Err(e) = s.rtp.get_ref().send_to(data, dest) {
+                    debug!(error = %e, "rtp send failed");
+                }
+            }
+            // Leaves with the loop's other frames at the end of this turn.
+            MediaOut::Shared(o) => o.batch.push(&o.rtp, data, dest),
+            MediaOut::Ended => {}
         }
     }
 
     fn rtcp(&mut self, data: &[u8], dest: SocketAddr, port: RtcpPort) {
-        let Some(s) = self.sock else { return };
-        let sock = match port {
-            RtcpPort::Rtp => &s.rtp,
-            RtcpPort::Rtcp => &s.rtcp,
+        let r = match (&mut self.out, port) {
+            (MediaOut::Own(s), RtcpPort::Rtp) => s.rtp.get_ref().send_to(data, dest),
+            (MediaOut::Own(s), RtcpPort::Rtcp) => s.rtcp.get_ref().send_to(data, dest),
+            (MediaOut::Shared(o), RtcpPort::Rtp) => {
+                o.batch.push(&o.rtp, data, dest);
+                Ok(data.len())
+            }
+            (MediaOut::Shared(o), RtcpPort::Rtcp) => o.rtcp.send_to(data, dest),
+            (MediaOut::Ended, _) => Ok(0),
         };
-        if let Err(e) = sock.get_ref().send_to(data, dest) {
+        if let Err(e) = r {
             debug!(error = %e, "rtcp send failed");
         }
     }

@@ -5,6 +5,7 @@
 
 mod admin;
 mod audit;
+mod batch;
 mod call_task;
 mod lockout_store;
 pub mod metrics;

@@ -11,6 +11,7 @@
 //! one call's code ends that call only (its `CallGuard` answers or hangs up, audits, and
 //! gives back what it held), and the loop goes on with the others.
 
+use super::batch::{RecvBatch, SendBatch};
 use super::call_task::{bind_rtp, fault_point, CallGuard, DriverIo, MediaSockets};
 use super::{advertised, send_sip_now, CallInput, Shared};
 use crate::call::run::drain;
@@ -122,9 +123,10 @@ impl TaskWake for SockWaker {
 struct Slot {
     call: Call,
     guard: CallGuard,
-    /// Dropped (and the port given back) as soon as the call ends; the call may linger a
-    /// little longer for SIP retransmissions (Timer J, K, BYE).
-    sock: Option<MediaSockets>,
+    /// Its own sockets, dropped (and the port given back) as soon as the call ends (the
+    /// call may linger a little longer for SIP retransmissions: Timer J, K, BYE); or the
+    /// sources it is known by on the loop's shared socket.
+    media: CallMedia,
     rtp_waker: Waker,
     rtcp_waker: Waker,
     /// Where replies for this call (CRM, lockout store) are sent.
@@ -158,6 +160,92 @@ impl std::hash::Hasher for KeyHasher {
 
 type KeyMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
+/// A call's media in its loop.
+pub(crate) enum CallMedia {
+    Own(MediaSockets),
+    /// On the loop's shared sockets, filed in `Demux` under these sources; `live` until
+    /// the call's media ends.
+    Shared {
+        rtp: Option<SocketAddr>,
+        rtcp: Option<SocketAddr>,
+        live: bool,
+    },
+    Ended,
+}
+
+/// Where a drained call's RTP and RTCP leave from.
+pub(crate) enum MediaOut<'a> {
+    Own(&'a MediaSockets),
+    Shared(&'a mut SharedOut),
+    Ended,
+}
+
+/// The sending half of a loop's shared media sockets.
+pub(crate) struct SharedOut {
+    pub rtp: std::net::UdpSocket,
+    pub rtcp: std::net::UdpSocket,
+    pub batch: SendBatch,
+}
+
+/// The receiving half: batches read, and which call each source belongs to.
+struct Demux {
+    port: u16,
+    /// Taken out while its packets' steps borrow the loop.
+    inb: Option<RecvBatch>,
+    rtp: HashMap<SocketAddr, u64>,
+    rtcp: HashMap<SocketAddr, u64>,
+}
+
+impl Demux {
+    /// Files call `key` under the sources its SDP names now (none once its media ended or
+    /// its step panicked), replacing those it was filed under.
+    fn sync(&mut self, key: u64, slot: &mut Slot, ok: bool) {
+        let CallMedia::Shared { rtp, rtcp, live } = &mut slot.media else {
+            return;
+        };
+        let (want_rtp, want_rtcp) = if ok && *live && !slot.call.is_done() {
+            slot.call.media_sources()
+        } else {
+            (None, None)
+        };
+        refile(&mut self.rtp, key, rtp, want_rtp);
+        refile(&mut self.rtcp, key, rtcp, want_rtcp);
+        if !*live && rtp.is_none() && rtcp.is_none() {
+            slot.media = CallMedia::Ended;
+        }
+    }
+}
+
+/// Moves `key` in `map` from source `*have` to `want`. Another call that claims the same
+/// source takes it over (a peer reusing a port for a new call); the old one's later
+/// removal leaves the new owner alone.
+fn refile(
+    map: &mut HashMap<SocketAddr, u64>,
+    key: u64,
+    have: &mut Option<SocketAddr>,
+    want: Option<SocketAddr>,
+) {
+    if *have == want {
+        return;
+    }
+    if let Some(old) = have.take() {
+        if map.get(&old) == Some(&key) {
+            map.remove(&old);
+        }
+    }
+    if let Some(new) = want {
+        if let Some(prev) = map.insert(new, key) {
+            if prev != key {
+                debug!(source = %new, "media source moved to a newer call");
+            }
+        }
+    }
+    *have = want;
+}
+
+/// How often a loop with calls on its shared socket reads it even when no frame is due.
+const SHARED_POLL: Duration = Duration::from_millis(5);
+
 /// The state of one call loop.
 struct Loop {
     shared: Arc<Shared>,
@@ -175,6 +263,9 @@ struct Loop {
     /// Frame lateness, added to the shared metric about once a second.
     lateness: crate::driver::metrics::LocalHistogram,
     flushed: Instant,
+    /// The shared media sockets (`[media] shared_socket`).
+    out: Option<SharedOut>,
+    demux: Option<Demux>,
 }
 
 /// Starts `n` call loops; returns their inboxes. The loops end when every sender is gone.
@@ -187,7 +278,16 @@ pub(crate) fn start(
         .zip(shared.loops.iter())
         .enumerate()
         .map(|(i, (rx, tx))| {
+            let (out, demux) = match shared_sockets(shared) {
+                Some((out, demux)) => {
+                    info!(loop_index = i, rtp_port = demux.port, "shared media socket");
+                    (Some(out), Some(demux))
+                }
+                None => (None, None),
+            };
             let l = Loop {
+                out,
+                demux,
                 shared: shared.clone(),
                 tx: tx.clone(),
                 calls: KeyMap::default(),
@@ -207,6 +307,61 @@ pub(crate) fn start(
         .collect()
 }
 
+/// Binds a loop's shared RTP and RTCP sockets on a port pair from the pool, when the
+/// configuration asks for them. `None` (the loop's calls get their own ports) if it does
+/// not, or if no pair can be bound (logged).
+fn shared_sockets(shared: &Shared) -> Option<(SharedOut, Demux)> {
+    let config = shared.config.load();
+    if !config.media.shared_socket {
+        return None;
+    }
+    for _ in 0..16 {
+        let port = shared.ports.take()?;
+        let bind = |port: u16| -> std::io::Result<std::net::UdpSocket> {
+            let addr = SocketAddr::new(config.media.rtp_bind, port);
+            let s = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            // Room for a few milliseconds of every call's packets (capped by the
+            // system's rmem_max/wmem_max).
+            let _ = s.set_recv_buffer_size(8 << 20);
+            let _ = s.set_send_buffer_size(8 << 20);
+            s.set_nonblocking(true)?;
+            s.bind(&addr.into())?;
+            Ok(s.into())
+        };
+        let pair = bind(port).and_then(|rtp| {
+            let up = port.checked_add(1).ok_or(std::io::ErrorKind::AddrInUse)?;
+            Ok((rtp, bind(up)?))
+        });
+        match pair {
+            Ok((rtp, rtcp)) => {
+                return Some((
+                    SharedOut {
+                        rtp,
+                        rtcp,
+                        batch: SendBatch::default(),
+                    },
+                    Demux {
+                        port,
+                        inb: Some(RecvBatch::default()),
+                        rtp: HashMap::new(),
+                        rtcp: HashMap::new(),
+                    },
+                ))
+            }
+            Err(e) => {
+                warn!(port, error = %e, "shared media port pair busy, trying the next");
+                shared.ports.give_back(port);
+            }
+        }
+    }
+    warn!("no port pair for a shared media socket: this loop's calls get their own");
+    None
+}
+
 /// What a step did to its call.
 enum Stepped {
     Goes(Option<(Instant, Wake)>),
@@ -222,7 +377,12 @@ impl Loop {
         tokio::pin!(sleep);
         let mut slept_until: Option<Instant> = None;
         loop {
-            let next = self.timers.peek().map(|Reverse((t, _))| *t);
+            let mut next = self.timers.peek().map(|Reverse((t, _))| *t);
+            if self.demux.is_some() && !self.calls.is_empty() {
+                // The shared socket is read each turn, not woken for: at least this often.
+                let poll = Instant::now() + SHARED_POLL;
+                next = Some(next.map_or(poll, |n| n.min(poll)));
+            }
             if next != slept_until {
                 slept_until = next;
                 let at = next.map(tokio::time::Instant::from_std).unwrap_or(far);
@@ -266,7 +426,11 @@ impl Loop {
             for (key, which) in ready.drain(..) {
                 self.read(key, which);
             }
+            self.read_shared();
             self.fire_timers();
+            if let Some(out) = &mut self.out {
+                out.batch.flush(&out.rtp);
+            }
             if self.flushed.elapsed() >= Duration::from_secs(1) {
                 self.flushed = Instant::now();
                 self.shared.metrics.frame_lateness.flush(&mut self.lateness);
@@ -282,13 +446,20 @@ impl Loop {
             return;
         };
         let buf = &mut self.tx_buf[..];
+        let out = self.out.as_mut();
         let span = slot.span.clone();
         let _entered = span.enter();
         let r = catch_unwind(AssertUnwindSafe(|| {
             let now = Instant::now();
             f(&mut slot.call, &mut slot.guard, now);
-            drain_slot(slot, buf)
+            drain_slot(slot, buf, out)
         }));
+        if let (Some(d), Some(slot)) = (&mut self.demux, self.calls.get_mut(&key)) {
+            d.sync(key, slot, r.is_ok());
+        }
+        let Some(slot) = self.calls.get_mut(&key) else {
+            return;
+        };
         match r {
             Ok(Stepped::Goes(next)) => {
                 if next.map(|n| n.0) != slot.armed.map(|a| a.0) {
@@ -342,7 +513,9 @@ impl Loop {
             let Some(slot) = self.calls.get(&key) else {
                 return true;
             };
-            let Some(sock) = &slot.sock else { return true };
+            let CallMedia::Own(sock) = &slot.media else {
+                return true;
+            };
             let (s, waker) = match which {
                 Sock::Rtp => (&sock.rtp, &slot.rtp_waker),
                 Sock::Rtcp => (&sock.rtcp, &slot.rtcp_waker),
@@ -373,6 +546,54 @@ impl Loop {
             });
         }
         false
+    }
+
+    /// Reads what the shared RTP and RTCP sockets hold (a few batches at most per turn)
+    /// and steps each packet's call; a packet from no call's source is dropped and counted.
+    fn read_shared(&mut self) {
+        for rtcp in [false, true] {
+            for _ in 0..8 {
+                let (Some(d), Some(out)) = (&mut self.demux, &self.out) else {
+                    return;
+                };
+                let Some(mut inb) = d.inb.take() else {
+                    return;
+                };
+                let sock = if rtcp { &out.rtcp } else { &out.rtp };
+                let n = inb.recv(sock);
+                for i in 0..n {
+                    let Some((src, data)) = inb.get(i) else {
+                        continue;
+                    };
+                    let owner = self.demux.as_ref().and_then(|d| {
+                        if rtcp {
+                            d.rtcp.get(&src)
+                        } else {
+                            d.rtp.get(&src)
+                        }
+                        .copied()
+                    });
+                    match owner {
+                        Some(key) => self.step(key, |call, _, now| {
+                            if rtcp {
+                                call.handle_rtcp(now, src, data)
+                            } else {
+                                call.handle_rtp(now, src, data)
+                            }
+                        }),
+                        None => {
+                            self.shared.metrics.rtp_wrong_source.inc();
+                        }
+                    }
+                }
+                if let Some(d) = &mut self.demux {
+                    d.inb = Some(inb);
+                }
+                if n < super::batch::BATCH {
+                    break;
+                }
+            }
+        }
     }
 
     /// Steps every call whose deadline has come.
@@ -419,10 +640,11 @@ impl Loop {
         let entered = span.clone();
         let _e = entered.enter();
         let shared = self.shared.clone();
+        let shared_port = self.demux.as_ref().map(|d| d.port);
         let built = catch_unwind(AssertUnwindSafe(|| {
-            build(&shared, &mut guard, config, adm, flow)
+            build(&shared, &mut guard, config, adm, flow, shared_port)
         }));
-        let (call, sock) = match built {
+        let (call, media) = match built {
             Ok(Some(b)) => b,
             // Refused (no port) or not buildable: the guard answered and releases.
             Ok(None) => return,
@@ -443,7 +665,7 @@ impl Loop {
             Slot {
                 call,
                 guard,
-                sock: Some(sock),
+                media,
                 rtp_waker: waker(Sock::Rtp),
                 rtcp_waker: waker(Sock::Rtcp),
                 handle: CallHandle {
@@ -464,25 +686,34 @@ impl Loop {
 }
 
 /// Drains one call after a step and publishes its state; `Done` once it may be dropped.
-fn drain_slot(slot: &mut Slot, buf: &mut [u8]) -> Stepped {
+fn drain_slot(slot: &mut Slot, buf: &mut [u8], shared_out: Option<&mut SharedOut>) -> Stepped {
     let Slot {
         call,
         guard: g,
-        sock,
+        media,
         handle,
         last_flush,
         ..
     } = slot;
+    let out = match (&*media, shared_out) {
+        (CallMedia::Own(s), _) => MediaOut::Own(s),
+        (CallMedia::Shared { live: true, .. }, Some(o)) => MediaOut::Shared(o),
+        _ => MediaOut::Ended,
+    };
     let mut io = DriverIo {
         g: &mut *g,
-        sock: sock.as_ref(),
+        out,
         inbox: handle,
         ended: false,
     };
     let now = Instant::now();
     let next = drain(call, now, &mut io, buf);
     if io.ended {
-        *sock = None;
+        match media {
+            // Unfiled from the demux by the loop after this step.
+            CallMedia::Shared { live, .. } => *live = false,
+            _ => *media = CallMedia::Ended,
+        }
         g.release_port();
         g.release_active();
     }
@@ -512,13 +743,27 @@ fn build(
     config: Arc<Config>,
     adm: Admission,
     flow: Flow,
-) -> Option<(Call, MediaSockets)> {
-    let Some((sock, port)) = bind_rtp(shared, &config) else {
-        warn!("no free RTP port: refusing the call");
-        g.refuse(503, "no_rtp_port");
-        return None;
+    shared_port: Option<u16>,
+) -> Option<(Call, CallMedia)> {
+    let (media, port) = match shared_port {
+        Some(port) => (
+            CallMedia::Shared {
+                rtp: None,
+                rtcp: None,
+                live: true,
+            },
+            port,
+        ),
+        None => {
+            let Some((sock, port)) = bind_rtp(shared, &config) else {
+                warn!("no free RTP port: refusing the call");
+                g.refuse(503, "no_rtp_port");
+                return None;
+            };
+            g.port = Some(port);
+            (CallMedia::Own(sock), port)
+        }
     };
-    g.port = Some(port);
     let bound = match flow.transport {
         Transport::Udp => shared.udp.get(flow.conn as usize).map(|(_, a)| *a),
         Transport::Tcp => shared.tcp_conns.get(&flow.conn).map(|e| e.value().1),
@@ -557,7 +802,7 @@ fn build(
     info!(from = %flow.remote, %source, transport = flow.transport.as_str(), rtp_port = port, "new call");
     fault_point(&g.call_id, "new");
     match Call::new(Instant::now(), config, setup) {
-        Ok(c) => Some((c, sock)),
+        Ok(c) => Some((c, media)),
         Err(e) => {
             // Admission answers these 400 first; this is the backstop.
             warn!(error = %e, "call set-up failed");

@@ -142,6 +142,15 @@ pub struct RtcpSession {
 }
 
 impl RtcpSession {
+    /// The peer's RTCP address from SDP, when RTCP has its own port (not rtcp-mux).
+    pub fn sdp_remote(&self) -> Option<SocketAddr> {
+        if self.mux {
+            None
+        } else {
+            self.remote
+        }
+    }
+
     pub fn new(now: Instant, setup: RtcpSetup, neg: &Negotiated) -> RtcpSession {
         let mut rng = SmallRng::seed_from_u64(setup.seed);
         // RFC 7022: a random per-session CNAME (64 bits, hex).

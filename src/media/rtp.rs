@@ -167,6 +167,12 @@ impl RtpSession {
         &self.neg
     }
 
+    /// Where the peer said it sends from (SDP) for RTP, and for RTCP when not muxed: what
+    /// a shared media socket tells this call's packets apart by.
+    pub fn sdp_sources(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        (self.remote, self.rtcp.as_ref().and_then(|r| r.sdp_remote()))
+    }
+
     /// Where we send to now (latched source, else the SDP address).
     pub fn destination(&self) -> Option<SocketAddr> {
         self.latched.or(self.remote)
