@@ -35,6 +35,11 @@ fn header_safe(v: &str) -> String {
 /// How long the flow waits for the CRM once the caller has finished typing.
 pub const CRM_DEADLINE: Duration = Duration::from_secs(2);
 
+/// How long the flow waits for its PIN check (comparison and lockout store). Checks queue
+/// for a core under load (argon2, a few at a time), so seconds here are slowness, not a
+/// fault; only a check that never comes back (a driver fault) reaches this.
+pub const CHECK_DEADLINE: Duration = Duration::from_secs(15);
+
 /// The call's result, for the audit record and the failure routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -404,7 +409,7 @@ impl PinFlow {
         self.actions.push(FlowAction::Check(check));
         self.state = State::AwaitingCheck {
             attempt,
-            until: now + CRM_DEADLINE,
+            until: now + CHECK_DEADLINE,
         };
     }
 

@@ -2115,6 +2115,38 @@ fn pin_result_rides_in_refer_to_or_on_the_refer_or_both() {
 /// The argon2 comparison runs off the call's task; if it never comes back (a driver fault)
 /// the caller is not stuck and never verified: the failure extension, as crm_error.
 #[test]
+fn pin_check_queued_for_seconds_still_verifies() {
+    // Under load, argon2 checks wait their turn for a core (the driver runs a few at a
+    // time): four seconds in the queue is slow, not a fault, and a right PIN stays right.
+    let mut w = flow_world(611, "1234");
+    w.answer_checks = false;
+    start(&mut w);
+    w.run_for(0.5);
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(4.0);
+    let check = w
+        .events
+        .iter()
+        .find_map(|e| match e {
+            CallEvent::CheckPin(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("a PIN check was asked for");
+    let now = w.now;
+    let r = check.settle_in_memory(now, None);
+    w.call.as_mut().unwrap().handle_check(now, r);
+    w.run_for(5.0);
+    let r = record(&w);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::Verified));
+    assert!(
+        w.pbx.refer_to[0].contains("sip:2001@"),
+        "{:?}",
+        w.pbx.refer_to
+    );
+}
+
+#[test]
 fn pin_check_that_never_returns_fails_closed() {
     let mut w = flow_world(610, "1234");
     w.answer_checks = false;
@@ -2122,7 +2154,9 @@ fn pin_check_that_never_returns_fails_closed() {
     w.run_for(0.5);
     let mut ts = 1000;
     type_keys(&mut w, "1234#", &mut ts);
-    w.run_for(5.0);
+    w.run_for(14.0);
+    assert!(w.pbx.refer_to.is_empty(), "still waiting for the check");
+    w.run_for(2.0);
     let r = record(&w);
     assert_eq!(r.flow.outcome, Some(flow::Outcome::CrmError));
     assert!(w.pbx.refer_to[0].contains("sip:2002@"));

@@ -392,7 +392,9 @@ impl CallIo for DriverIo<'_> {
                 // CPU: never on the call's task.
                 let (inbox, shared) = (self.inbox.clone(), self.g.shared.clone());
                 tokio::spawn(async move {
-                    let r = super::lockout_store::settle(&shared.lockout, check).await;
+                    let r =
+                        super::lockout_store::settle(&shared.lockout, &shared.costly_checks, check)
+                            .await;
                     let _ = inbox.send(CallInput::Checked(r)).await;
                 });
             }

@@ -13,6 +13,7 @@ use crate::call::verdict::{CheckResult, LockState, PinCheck};
 use crate::config::{LockoutConfig, LockoutStoreConfig, OnStoreError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 use tracing::warn;
 
 /// The lockout store of a running server.
@@ -60,10 +61,23 @@ impl LockoutStore {
 
 /// Settles a verdict against the store: a locked key stops it before the comparison, the
 /// comparison runs on the blocking pool when it costs CPU (argon2), the outcome is counted.
-pub(crate) async fn settle(store: &LockoutStore, check: PinCheck) -> CheckResult {
+/// Costly comparisons take a slot of `costly` first: a few at a time (one per core), in
+/// the order they came, because each holds argon2's memory (8 MiB) and a core for
+/// milliseconds, and a burst of callers typing at once must not grow the blocking pool by
+/// a thread and 8 MiB each. A cheap comparison (plain PIN, a webhook's verdict) never
+/// waits behind them: it runs here, in microseconds.
+pub(crate) async fn settle(
+    store: &LockoutStore,
+    costly: &Semaphore,
+    check: PinCheck,
+) -> CheckResult {
     match store {
         LockoutStore::Off | LockoutStore::Memory(_) => {
             let table = store.memory().cloned();
+            if !check.is_costly() {
+                return check.settle_in_memory(Instant::now(), table.as_deref());
+            }
+            let _slot = costly.acquire().await.ok();
             let run = move || check.settle_in_memory(Instant::now(), table.as_deref());
             // Never on a runtime thread if it costs milliseconds.
             tokio::task::spawn_blocking(run)
@@ -83,6 +97,7 @@ pub(crate) async fn settle(store: &LockoutStore, check: PinCheck) -> CheckResult
                 }
             }
             let judgement = if check.is_costly() {
+                let _slot = costly.acquire().await.ok();
                 match tokio::task::spawn_blocking(move || check.judge()).await {
                     Ok(j) => j,
                     Err(_) => return unavailable_after_panic(),
@@ -255,5 +270,57 @@ impl RedisLockout {
             .arg(format!("{member:016x}"));
         let locked: u64 = self.bounded(inv.invoke_async(&mut c)).await?;
         Ok(locked == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::verdict::{hash_pin, Pin, StoredPin};
+    use crate::crm::Contact;
+
+    fn check(stored: StoredPin, typed: &str) -> PinCheck {
+        let contact = Contact {
+            id: "c1".into(),
+            name: "A".into(),
+            pin: Some(stored),
+        };
+        PinCheck::compare(contact, Pin::from_digits(typed).unwrap(), vec![])
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_argon2_checks_waits_for_slots_and_every_one_is_judged() {
+        let right = Pin::from_digits("1234").unwrap();
+        let hashed = StoredPin::from_hash(&hash_pin(&right).unwrap()).unwrap();
+        let store = Arc::new(LockoutStore::Off);
+        let slots = Arc::new(Semaphore::new(1));
+        // One slot held: the costly checks queue, a cheap one does not wait for them.
+        let held = slots.clone().acquire_owned().await.unwrap();
+        let burst: Vec<_> = (0..8)
+            .map(|i| {
+                let (store, slots) = (store.clone(), slots.clone());
+                let c = check(hashed.clone(), if i % 2 == 0 { "1234" } else { "1235" });
+                tokio::spawn(async move { settle(&store, &slots, c).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            burst.iter().all(|h| !h.is_finished()),
+            "costly checks wait for a slot"
+        );
+        let cheap = settle(
+            &store,
+            &slots,
+            check(StoredPin::Plain(right.clone()), "1234"),
+        )
+        .await;
+        assert!(cheap.verified.is_some(), "a plain PIN is judged at once");
+        drop(held);
+        for (i, h) in burst.into_iter().enumerate() {
+            let r = h.await.unwrap();
+            assert_eq!(r.verified.is_some(), i % 2 == 0, "check {i}");
+            assert_eq!(r.lock, LockState::Open);
+        }
+        assert_eq!(slots.available_permits(), 1, "every slot given back");
     }
 }

@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     pub refused: DashMap<String, std::time::Instant>,
     /// Failed-PIN counters across calls (memory or Redis).
     pub lockout: lockout_store::LockoutStore,
+    /// Slots for argon2 comparisons, one per core (`lockout_store::settle`).
+    pub costly_checks: tokio::sync::Semaphore,
     pub metrics: metrics::Metrics,
     /// SIGTERM/SIGINT came: readiness 503, new calls and OPTIONS 503, calls go on.
     pub draining: AtomicBool,
@@ -326,6 +328,7 @@ impl Server {
                     std::time::Instant::now(),
                 )),
                 lockout,
+                costly_checks: tokio::sync::Semaphore::new(n_loops),
             }),
             tcp,
             admin,

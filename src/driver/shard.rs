@@ -399,7 +399,7 @@ impl Timers {
     fn tick_of(&self, at: Instant) -> u64 {
         let d = at.saturating_duration_since(self.origin);
         let ms = d.as_millis() as u64;
-        if d.subsec_nanos() % 1_000_000 == 0 {
+        if d.subsec_nanos().is_multiple_of(1_000_000) {
             ms
         } else {
             ms + 1
