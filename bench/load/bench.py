@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -648,6 +649,11 @@ def summarize_sipp(r, step_dir):
     r["attempted"] = num("TotalCallCreated")
     r["completed"] = num("SuccessfulCall(C)")
     r["failed"] = num("FailedCall(C)")
+    # SIPp sent one of its requests again: we had not answered within 500 ms.
+    r["sipp_retransmissions"] = num("Retransmissions(C)")
+    r["sipp_failures_by_reason"] = {
+        k[len("Failed"):-len("(C)")]: num(k) for k in st
+        if k.startswith("Failed") and k.endswith("(C)") and k != "FailedCall(C)" and num(k)}
     rtt, dates = sipp_rtts(step_dir)
     r["invite_200_p50_ms"] = quantile(rtt, 0.50)
     r["invite_200_p99_ms"] = quantile(rtt, 0.99)
@@ -655,13 +661,37 @@ def summarize_sipp(r, step_dir):
     if len(dates) > 1 and max(dates) > min(dates):
         # The 200s' dates: one per call set up, INVITE -> 200 apart from the INVITE's.
         r["setup_rate"] = round((len(dates) - 1) / ((max(dates) - min(dates)) / 1000), 1)
+    entries = sipp_error_entries(step_dir)
+    kinds = {}
+    for e in entries:
+        k = error_kind(e)
+        kinds[k] = kinds.get(k, 0) + 1
+    r["sipp_error_counts"] = kinds
+    r["sipp_errors"] = [e[:400] for e in entries if error_kind(e) != "dead call"][:5]
+
+
+def sipp_error_entries(step_dir):
+    """SIPp's -trace_err entries (one per event, each starting with its date), less the
+    expected ones: the INFO gap's receive timeouts and the pcap look-up notice."""
     try:
         with open(os.path.join(step_dir, "sipp_errors.log"), errors="replace") as f:
-            errs = [l.strip() for l in f
-                    if l.strip() and not l.startswith("The following events occurred")]
-        r["sipp_errors"] = errs[:5]
+            text = f.read()
     except OSError:
-        pass
+        return []
+    parts = re.split(r"(?=\d{4}-\d\d-\d\d\t\d\d:\d\d:\d\d\.\d+\t)", text)
+    return [p.strip() for p in parts
+            if p.strip() and not p.startswith("The following events")
+            and "jumping to label" not in p and "prefers looking for pcap" not in p]
+
+
+def error_kind(entry):
+    for key, kind in (("unexpected message", "unexpected message"),
+                      ("unexpected BYE", "unexpected BYE"), ("Dead call", "dead call"),
+                      ("watchdog", "SIPp overloaded (watchdog)"),
+                      ("Max retrans", "max retransmissions"), ("timeout", "timeout")):
+        if key in entry:
+            return kind
+    return "other"
 
 
 def summarize_audit(r, step_dir, rows):
@@ -674,6 +704,11 @@ def summarize_audit(r, step_dir, rows):
     r["audit_calls"] = len(recs)
     r["audit_refused"] = len(refused)
     r["outcomes"] = outcomes
+    by_org = {}
+    for x in recs:
+        o = by_org.setdefault(str(x.get("organization")), {})
+        o[str(x.get("outcome"))] = o.get(str(x.get("outcome")), 0) + 1
+    r["outcomes_by_org"] = by_org
     r["verified"] = outcomes.get("verified", 0)
     r["transferred"] = sum(1 for x in recs if x.get("transferred"))
     sources = {}
@@ -701,8 +736,9 @@ def summarize_audit(r, step_dir, rows):
     bad = [x for x in recs if x.get("outcome") != "verified"]
     r["not_verified_examples"] = [
         {k: x.get(k) for k in ("call_id", "organization", "caller", "outcome", "attempts",
-                               "attempt_results", "digit_source", "reason", "transfer_outcome",
-                               "digits")} for x in bad[:5]]
+                               "attempt_results", "digit_source", "digits", "reason",
+                               "transfer_outcome", "crm_latency_ms", "answer_to_verdict_ms",
+                               "duration_ms")} for x in bad[:5]]
 
 
 def judge(r, n):
@@ -752,6 +788,7 @@ def step_line(r):
             f"{fmt(r.get('entry_to_refer_file_p99_ms'), '.0f')}) "
             f"late p99={fmt(r.get('lateness_p99_ms'), '.2f')}ms "
             f"(hold {fmt(r.get('hold_lateness_p99_ms'), '.2f')}) "
+            f"rtx={fmt(r.get('sipp_retransmissions'))} "
             f"busy={fmt(r.get('machine_busy_cores'), '.2f')}/{os.cpu_count()} "
             f"{'PASS' if not r['miss'] else 'miss:' + ','.join(r['miss'])}")
 
@@ -766,6 +803,7 @@ def rate_line(r):
             f"inv>200 p99={fmt(r.get('invite_200_p99_ms'), '.0f')}ms "
             f"#>REFER p99={fmt(r.get('entry_to_refer_http_p99_ms'), '.0f')}ms "
             f"late p99={fmt(r.get('lateness_p99_ms'), '.2f')}ms "
+            f"rtx={fmt(r.get('sipp_retransmissions'))} "
             f"{'PASS' if not r['miss'] else 'miss:' + ','.join(r['miss'])}")
 
 
@@ -949,6 +987,9 @@ def main():
             meta["rate_step"] = r
         write_results(out_base, meta)
         print(f"# results: {out_base}.json, {out_base}.csv", flush=True)
+    except Failed as e:
+        log(f"cannot run: {e}")
+        sys.exit(2)
     finally:
         stop_all()
         if args.keep:
@@ -964,6 +1005,7 @@ CSV_COLUMNS = ["n", "attempted", "completed", "failed", "verified", "audit_calls
                "entry_to_refer_http_p99_ms", "entry_to_refer_file_p50_ms",
                "entry_to_refer_file_p99_ms", "metrics_entry_to_refer_p99_ms",
                "lateness_p99_ms", "hold_lateness_p99_ms", "window_s", "ramp_s",
+               "late_frames_skipped", "sipp_retransmissions", "left_in_progress",
                "sipp_cores", "crm_cores", "machine_busy_cores", "miss"]
 
 
