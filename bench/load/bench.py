@@ -857,7 +857,9 @@ def main():
     p = argparse.ArgumentParser(
         prog="bench/load/run", description=__doc__.split("\n\n")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bin", required=True, help="the pincoderouting binary")
+    p.add_argument("--bin", required=True,
+                   help="the pincoderouting binary (bench/load/run: --bin, "
+                        "$PINCODEROUTING_BIN, or it builds target/release/pincoderouting)")
     p.add_argument("--steps", default="500,1000,2000,4000,8000",
                    help="concurrent calls per step, comma-separated ('' = none)")
     p.add_argument("--hold-ms", type=int, default=20000,
@@ -888,6 +890,8 @@ def main():
                    help="wait after all calls are up before the window opens")
     p.add_argument("--log-level", default="warn", help="the service's log level")
     args = p.parse_args()
+    # Absolute: the service runs in each step's directory.
+    args.bin = os.path.abspath(args.bin)
     args.rtp_range = tuple(int(x) for x in args.rtp_range.split("-"))
     steps = [int(x) for x in args.steps.replace(" ", "").split(",") if x]
 
