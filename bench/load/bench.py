@@ -603,6 +603,8 @@ def measure_window(args, r, svc, sipp, crm, n, t0, hold_s):
     w = b["t"] - a["t"]
     calls = (a["in_progress"] + b["in_progress"]) / 2
     r["window_s"] = round(w, 2)
+    if w < 3:
+        r["window_note"] = f"a short window ({w:.1f} s): raise --hold-ms for steadier figures"
     r["calls_up"] = calls
     r["rss_hold_kib"] = b["rss"]
     if calls > 0:
