@@ -947,6 +947,8 @@ def main():
             if 2 * n + 200 > nofile:
                 log(f"N={n}: skipped: needs ~{2 * n + 200} open files, ulimit -n is {nofile}")
                 meta["steps"].append({"n": n, "skipped": f"ulimit -n {nofile}"})
+                print(f"N={n:<6} SKIPPED: needs ~{2 * n + 200} open files, ulimit -n is "
+                      f"{nofile}", flush=True)
                 continue
             rate = args.ramp_rate or max(20, math.ceil(n / args.ramp_s))
             log(f"step N={n}: ramp {rate}/s, hold {args.hold_ms} ms")
