@@ -624,6 +624,9 @@ def measure_window(args, r, svc, sipp, crm, n, t0, hold_s):
     late = bucket_delta(b["late"], a["late"])
     r["hold_lateness_p99_ms"] = ms(bucket_quantile(late, 0.99))
     r["hold_frames"] = late[-1][1] if late else 0
+    # The window's lateness histogram itself: [upper bound in ms, frames at or under it].
+    r["hold_lateness_buckets"] = [["+Inf" if math.isinf(le) else round(le * 1000, 3), c]
+                                  for le, c in late]
     r["hold_rtp_out_pps"] = round((b["rtp_out"] - a["rtp_out"]) / w, 1)
 
 
