@@ -510,30 +510,48 @@ impl Loop {
                     break;
                 }
             }
-            for m in msgs.drain(..) {
-                match m {
-                    LoopMsg::New(n) => self.new_call(*n),
-                    LoopMsg::Input(key, input) => self.input(key, input),
-                }
+            // Each call's step catches its own panics; this catches the loop's own code
+            // around them (the demux, the timers), so a bug there costs a turn, not the
+            // loop and every call on it.
+            let turn = catch_unwind(AssertUnwindSafe(|| self.turn(&mut msgs, &mut ready)));
+            if turn.is_err() {
+                msgs.clear();
+                ready.clear();
+                let n = self.shared.metrics.loop_restarts.inc() + 1;
+                tracing::error!(
+                    loop_restarts = n,
+                    "call loop panicked outside a call; going on"
+                );
             }
-            if let Ok(mut l) = self.ready.list.lock() {
-                std::mem::swap(&mut *l, &mut ready);
+        }
+    }
+
+    /// One turn's work: the inbox's messages, readable sockets, due timers, then the
+    /// batch of frames out.
+    fn turn(&mut self, msgs: &mut Vec<LoopMsg>, ready: &mut Vec<(u64, Sock)>) {
+        for m in msgs.drain(..) {
+            match m {
+                LoopMsg::New(n) => self.new_call(*n),
+                LoopMsg::Input(key, input) => self.input(key, input),
             }
-            ready.append(&mut self.again);
-            ready.sort_unstable_by_key(|r| (r.0, r.1 == Sock::Rtcp));
-            ready.dedup();
-            for (key, which) in ready.drain(..) {
-                self.read(key, which);
-            }
-            self.read_shared();
-            self.fire_timers();
-            if let Some(out) = &mut self.out {
-                out.batch.flush(&out.rtp);
-            }
-            if self.flushed.elapsed() >= Duration::from_secs(1) {
-                self.flushed = Instant::now();
-                self.shared.metrics.frame_lateness.flush(&mut self.lateness);
-            }
+        }
+        if let Ok(mut l) = self.ready.list.lock() {
+            std::mem::swap(&mut *l, ready);
+        }
+        ready.append(&mut self.again);
+        ready.sort_unstable_by_key(|r| (r.0, r.1 == Sock::Rtcp));
+        ready.dedup();
+        for (key, which) in ready.drain(..) {
+            self.read(key, which);
+        }
+        self.read_shared();
+        self.fire_timers();
+        if let Some(out) = &mut self.out {
+            out.batch.flush(&out.rtp);
+        }
+        if self.flushed.elapsed() >= Duration::from_secs(1) {
+            self.flushed = Instant::now();
+            self.shared.metrics.frame_lateness.flush(&mut self.lateness);
         }
     }
 
