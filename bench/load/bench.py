@@ -315,6 +315,7 @@ rtp_port_min = {lo}
 rtp_port_max = {hi}
 # SIPp sends no RTP during the hold (only the PIN capture).
 media_timeout_secs = {wait}
+shared_socket = {"true" if args.shared_socket else "false"}
 
 [prompts]
 dir = "{os.path.join(REPO, 'sip-config', 'prompts')}"
@@ -894,6 +895,10 @@ def main():
     p.add_argument("--settle-s", type=float, default=1.0,
                    help="wait after all calls are up before the window opens")
     p.add_argument("--log-level", default="warn", help="the service's log level")
+    p.add_argument("--shared-socket", action="store_true",
+                   help="[media] shared_socket = true (one RTP port per call loop, frames "
+                        "sent with sendmmsg). SIPp's pcap play sends every call's RTP from one "
+                        "port, which a shared socket cannot tell apart: use with --mix info=100")
     args = p.parse_args()
     # Absolute: the service runs in each step's directory.
     args.bin = os.path.abspath(args.bin)
