@@ -256,6 +256,12 @@ impl Server {
             match transport {
                 Transport::Udp => {
                     let s = UdpSocket::bind(addr).await.map_err(err)?;
+                    // Room for a burst (hundreds of INVITEs, every caller's last key at
+                    // once) while the receive task is busy: the default ~200 KiB holds a
+                    // few hundred datagrams. Capped by net.core.rmem_max/wmem_max.
+                    let sock = socket2::SockRef::from(&s);
+                    let _ = sock.set_recv_buffer_size(4 << 20);
+                    let _ = sock.set_send_buffer_size(4 << 20);
                     let local = s.local_addr().map_err(err)?;
                     udp.push((Arc::new(s), local));
                 }
