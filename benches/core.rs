@@ -91,5 +91,139 @@ fn rtp(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sip, rtp);
+/// The sans-IO core's whole per-frame work for one call — what a call loop does when a
+/// frame is due: `handle_timeout`, then the drain (player, RTP packetizer, RTCP check,
+/// transaction timers) into a sink. The call is answered and ACKed, its prompt playing.
+fn call(c: &mut Criterion) {
+    use pincoderouting::call::run::{drain, CallIo};
+    use pincoderouting::call::{Call, CallEvent, CallSetup};
+    use pincoderouting::media::rtcp::{RtcpPort, WallClock};
+    use pincoderouting::sip::sdp::{LocalMedia, Sdp};
+    use pincoderouting::sip::SipTransmit;
+    use std::net::SocketAddr;
+
+    struct Sink(usize, Vec<Vec<u8>>);
+    impl CallIo for Sink {
+        fn sip(&mut self, t: SipTransmit) {
+            if self.1.len() < 8 {
+                self.1.push(t.data.to_vec());
+            }
+        }
+        fn rtp(&mut self, data: &[u8], _dest: SocketAddr) {
+            self.0 += data.len();
+        }
+        fn rtcp(&mut self, _data: &[u8], _dest: SocketAddr, _port: RtcpPort) {}
+        fn event(&mut self, _call: &mut Call, _now: Instant, _ev: CallEvent) {}
+    }
+
+    let invite = Message::parse(INVITE.as_bytes(), &Limits::default(), true).unwrap();
+    let offer = Some(Sdp::parse(&invite.body).unwrap());
+    let flow = Flow {
+        transport: Transport::Udp,
+        conn: 0,
+        remote: "192.0.2.1:5060".parse().unwrap(),
+    };
+    let config = pincoderouting::config::parse(
+        "[[organization]]\nname = \"acme\"\nenabled = true\nmatch_user = [\"pincoderouting\"]\n\
+         pbx_host = \"pbx.acme.example\"\npin_success_ext = \"2001\"\npin_failed_ext = \"2002\"\n",
+        "bench",
+    )
+    .unwrap();
+    let org = config.organizations[0].clone();
+    let source =
+        pincoderouting::sip::source::effective_source(&invite, flow.remote.ip(), &config.sip);
+    let caller = pincoderouting::call::identity::caller(&invite, source, &org);
+    let media = LocalMedia {
+        ip: "192.0.2.10".parse().unwrap(),
+        port: 10000,
+        session_id: 1,
+    };
+    let mut sdp_g = c.benchmark_group("sdp");
+    let codecs = [Codec::Pcmu, Codec::Pcma];
+    let parsed = Sdp::parse(&invite.body).unwrap();
+    sdp_g.bench_function("answer", |b| {
+        b.iter(|| pincoderouting::sip::sdp::answer(black_box(&parsed), &codecs, 20, &media, 0))
+    });
+    sdp_g.finish();
+    // A fresh call, answered and ACKed, one second into its prompt. A call ends by itself
+    // after 30 s without RTP from the peer (media timeout), so each lasts 1,000 frames here.
+    let fresh = || {
+        let t0 = Instant::now();
+        let mut call = Call::new(
+            t0,
+            Arc::new(config.clone()),
+            CallSetup {
+                invite: invite.clone(),
+                offer: offer.clone(),
+                flow,
+                local_sip: "192.0.2.10:5060".parse().unwrap(),
+                media,
+                seed: 7,
+                org: org.clone(),
+                caller: caller.clone(),
+                lockout: false,
+                wall_clock: WallClock {
+                    at: t0,
+                    since_unix: Duration::from_secs(1_700_000_000),
+                },
+            },
+        )
+        .unwrap();
+        let mut sink = Sink(0, Vec::new());
+        let mut buf = [0u8; 1500];
+        let mut now = t0;
+        drain(&mut call, now, &mut sink, &mut buf);
+        let ok = sink
+            .1
+            .iter()
+            .find(|m| m.starts_with(b"SIP/2.0 200"))
+            .map(|m| Message::parse(m, &Limits::default(), true).unwrap())
+            .expect("200 OK");
+        let to = ok.header("To").unwrap().to_string();
+        let ack = format!(
+            "ACK sip:pbx@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKack\r\n\
+             Max-Forwards: 70\r\nTo: {to}\r\nFrom: \"Alice\" <sip:+15551234567@192.0.2.1>;tag=1928301774\r\n\
+             Call-ID: a84b4c76e66710@pc33\r\nCSeq: 314159 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        let ack = Message::parse(ack.as_bytes(), &Limits::default(), true).unwrap();
+        call.handle_sip(now, ack, flow);
+        for _ in 0..60 {
+            let Some((at, _)) = drain(&mut call, now, &mut sink, &mut buf) else {
+                break;
+            };
+            now = at;
+            call.handle_timeout(now);
+        }
+        (call, sink, now)
+    };
+    let mut g = c.benchmark_group("call");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("frame_step", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let (mut call, mut sink, mut now) = fresh();
+                let mut buf = [0u8; 1500];
+                let n = left.min(1000);
+                let sent = sink.0;
+                let start = Instant::now();
+                for _ in 0..n {
+                    if let Some((at, _)) = drain(&mut call, now, &mut sink, &mut buf) {
+                        now = at;
+                    }
+                    call.handle_timeout(now);
+                }
+                spent += start.elapsed();
+                assert!(!call.is_done(), "the call was still up");
+                assert!(sink.0 - sent >= 160 * (n as usize - 1), "a frame per step");
+                left -= n;
+            }
+            spent
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, sip, rtp, call);
 criterion_main!(benches);
