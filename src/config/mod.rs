@@ -639,25 +639,51 @@ fn auth_config(
 /// file is refused, naming it (the secret would be one `cat` away for every local user).
 pub fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
     let shown = path.display().to_string();
-    let io = |source| ConfigError::Io {
-        path: shown.clone(),
-        source,
-    };
+    read_owner_only(path).map_err(|e| match e {
+        SecretFileError::Io(source) => ConfigError::Io {
+            path: shown.clone(),
+            source,
+        },
+        e => ConfigError::Secret {
+            path: shown.clone(),
+            msg: e.to_string(),
+        },
+    })
+}
+
+/// Why a secret file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("mode {0:o} lets others read it; chmod 600 (only our user may read a secret file)")]
+    Readable(u32),
+    #[error("it is not owned by this service's user")]
+    NotOwner,
+}
+
+/// Reads a secret from a file only our user can read (mode 600 or stricter, owned by the
+/// service's user), without its trailing newline. The one reader behind `${file:...}` in the
+/// configuration and the CRM credentials.
+pub fn read_owner_only(path: &Path) -> Result<String, SecretFileError> {
+    let meta = std::fs::metadata(path).map_err(SecretFileError::Io)?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mode = meta.permissions().mode();
         if mode & 0o077 != 0 {
-            return Err(ConfigError::Secret {
-                path: shown,
-                msg: format!(
-                    "mode {:o} lets others read it; chmod 600 (only our user may read a secret file)",
-                    mode & 0o777
-                ),
-            });
+            return Err(SecretFileError::Readable(mode & 0o777));
+        }
+        // Our own uid, as the kernel reports it for this process.
+        if let Ok(me) = std::fs::metadata("/proc/self") {
+            if me.uid() != meta.uid() {
+                return Err(SecretFileError::NotOwner);
+            }
         }
     }
-    let text = std::fs::read_to_string(path).map_err(io)?;
+    #[cfg(not(unix))]
+    let _ = meta;
+    let text = std::fs::read_to_string(path).map_err(SecretFileError::Io)?;
     Ok(text.trim_end_matches(['\r', '\n']).to_string())
 }
 

@@ -19,26 +19,8 @@ pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Reads a secret file, refusing one that others could read.
 fn read_secret_file(path: &str) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("secret file {path}: {e}"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(format!(
-                "secret file {path} is readable by others: chmod 600 it (owner only)"
-            ));
-        }
-        // Our own uid, as the kernel reports it for this process.
-        if let Ok(me) = std::fs::metadata("/proc/self") {
-            if me.uid() != meta.uid() {
-                return Err(format!(
-                    "secret file {path} is not owned by this service's user"
-                ));
-            }
-        }
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("secret file {path}: {e}"))?;
-    Ok(text.trim_end_matches(['\r', '\n']).to_string())
+    crate::config::read_owner_only(std::path::Path::new(path))
+        .map_err(|e| format!("secret file {path}: {e}"))
 }
 
 /// Expands every `${NAME}` and `${file:/path}` in a value. `what` names the value in errors
@@ -387,7 +369,7 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
         let e = secret("p", &v, &env).unwrap_err();
         assert!(
-            e.contains("readable by others") && !e.contains("from-file"),
+            e.contains("lets others read it") && !e.contains("from-file"),
             "{e}"
         );
         assert!(secret("p", "${file:/nonexistent/x}", &env).is_err());
