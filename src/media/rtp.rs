@@ -60,6 +60,8 @@ pub enum RtpReject {
     Malformed,
     WrongPayloadType,
     WrongSource,
+    /// From a source not yet learned (on probation; see `PROBATION`).
+    Learning,
     NotReceiving,
 }
 
@@ -102,6 +104,10 @@ pub fn parse_header(data: &[u8]) -> Option<(RtpHeader, &[u8])> {
     Some((h, rest))
 }
 
+/// In-sequence packets a source other than the SDP address sends before we latch to it
+/// (strict RTP's learning; RFC 3550 A.1 probation).
+pub const PROBATION: u8 = 4;
+
 /// The RTP session state of one call.
 #[derive(Debug)]
 pub struct RtpSession {
@@ -113,6 +119,9 @@ pub struct RtpSession {
     frames: u64,
     remote: Option<SocketAddr>,
     latched: Option<SocketAddr>,
+    /// A source other than the SDP address on its way to being learned (NAT): the address,
+    /// its last sequence number and how many in-sequence packets it has sent.
+    probation: Option<(SocketAddr, u16, u8)>,
     last_rx: Instant,
     marker: bool,
     stats: RtpStats,
@@ -141,6 +150,7 @@ impl RtpSession {
             epoch: now,
             frames: 0,
             latched: None,
+            probation: None,
             last_rx: now,
             marker: true,
             stats: RtpStats::default(),
@@ -183,6 +193,7 @@ impl RtpSession {
     pub fn renegotiate(&mut self, now: Instant, neg: Negotiated) {
         if neg.remote != self.neg.remote {
             self.latched = None;
+            self.probation = None;
         }
         self.remote = neg.remote;
         if neg.ptime_ms != self.neg.ptime_ms || neg.codec != self.neg.codec {
@@ -230,7 +241,9 @@ impl RtpSession {
         src: SocketAddr,
         data: &'a [u8],
     ) -> Result<RtpPayload<'a>, RtpReject> {
-        let r = self.classify(src, data);
+        let r = self
+            .classify(data)
+            .and_then(|(p, seen)| self.admit_source(src, seen.seq).map(|()| (p, seen)));
         match &r {
             Ok((payload, seen)) => {
                 let timed = !matches!(payload, RtpPayload::Event { .. });
@@ -241,10 +254,6 @@ impl RtpSession {
                     .on_packet(seen.ssrc, seen.seq, seen.ts, arrival, timed);
                 self.stats.rx_packets += 1;
                 self.last_rx = now;
-                if self.latched.is_none() {
-                    // Symmetric RTP: answer where the media really comes from (NAT).
-                    self.latched = Some(src);
-                }
             }
             Err(e) => {
                 self.stats.rx_ignored += 1;
@@ -256,22 +265,49 @@ impl RtpSession {
         r.map(|(p, _)| p)
     }
 
-    fn classify<'a>(
-        &self,
-        src: SocketAddr,
-        data: &'a [u8],
-    ) -> Result<(RtpPayload<'a>, Seen), RtpReject> {
+    /// Whom we take media from (symmetric RTP, RFC 4961, with learning as strict RTP does):
+    /// the address in the peer's SDP at once and always — a packet from it moves the latch
+    /// back to it; failing that, a source behind NAT once it has sent `PROBATION` packets
+    /// in sequence and nothing came from the SDP address first. A stranger that slips one
+    /// packet in before the PBX's first no longer takes the call's audio (ours goes where
+    /// the latch is), and once latched, no one else is heard.
+    fn admit_source(&mut self, src: SocketAddr, seq: u16) -> Result<(), RtpReject> {
+        if self.latched == Some(src) {
+            return Ok(());
+        }
+        if self.remote == Some(src) {
+            self.latched = Some(src);
+            self.probation = None;
+            return Ok(());
+        }
+        if self.latched.is_some() {
+            return Err(RtpReject::WrongSource);
+        }
+        match &mut self.probation {
+            Some((a, last, n)) if *a == src && seq == last.wrapping_add(1) => {
+                *last = seq;
+                *n = n.saturating_add(1);
+                if *n >= PROBATION {
+                    self.latched = Some(src);
+                    self.probation = None;
+                    return Ok(());
+                }
+                Err(RtpReject::Learning)
+            }
+            _ => {
+                self.probation = Some((src, seq, 1));
+                Err(RtpReject::Learning)
+            }
+        }
+    }
+
+    fn classify<'a>(&self, data: &'a [u8]) -> Result<(RtpPayload<'a>, Seen), RtpReject> {
         if !self.neg.direction.we_receive() {
             return Err(RtpReject::NotReceiving);
         }
         if data.len() > MAX_RTP_PACKET || data.len() < 12 || data.first().map(|b| b >> 6) != Some(2)
         {
             return Err(RtpReject::Malformed);
-        }
-        if let Some(l) = self.latched {
-            if l != src {
-                return Err(RtpReject::WrongSource);
-            }
         }
         let (h, mut payload) = parse_header(data).ok_or(RtpReject::Malformed)?;
         if h.padding {
@@ -568,47 +604,91 @@ mod tests {
     }
 
     #[test]
-    fn symmetric_rtp_latches_first_valid_source() {
+    fn symmetric_rtp_learns_a_nat_source_after_probation() {
         let t0 = crate::testutil::epoch();
         let mut s = RtpSession::new(t0, neg(), 1, 0, 0);
         let nat: SocketAddr = "198.51.100.7:31000".parse().unwrap();
         let other: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        // Nothing from the SDP address: the NAT source is learned on its 4th packet in a
+        // row; the ones before are dropped.
+        for seq in 1..PROBATION as u16 {
+            assert_eq!(
+                s.handle_packet(t0, nat, &pkt(0, seq, seq == 1)),
+                Err(RtpReject::Learning)
+            );
+            assert_eq!(s.destination(), "192.0.2.1:4000".parse().ok());
+        }
         assert_eq!(
-            s.handle_packet(t0, nat, &pkt(0, 1, true)),
+            s.handle_packet(t0, nat, &pkt(0, 4, false)),
             Ok(RtpPayload::Audio(&[0xFF; 160][..]))
         );
         assert_eq!(s.destination(), Some(nat));
         assert_eq!(
-            s.handle_packet(t0, other, &pkt(0, 2, false)),
+            s.handle_packet(t0, other, &pkt(0, 5, false)),
             Err(RtpReject::WrongSource)
         );
         assert!(matches!(
-            s.handle_packet(t0, nat, &pkt(101, 3, true)),
+            s.handle_packet(t0, nat, &pkt(101, 6, true)),
             Ok(RtpPayload::Event { marker: true, .. })
         ));
         assert_eq!(
-            s.handle_packet(t0, nat, &pkt(18, 4, false)),
+            s.handle_packet(t0, nat, &pkt(18, 7, false)),
             Err(RtpReject::WrongPayloadType)
         );
         assert_eq!(s.stats().rx_packets, 2);
-        assert_eq!(s.stats().rx_ignored, 2);
-        assert_eq!(
-            s.stats().rx_wrong_source,
-            1,
-            "the wrong source is counted apart"
-        );
         // Another port on the latched host is another source too.
         let moved: SocketAddr = "198.51.100.7:31002".parse().unwrap();
-        assert_eq!(
-            s.handle_packet(t0, moved, &pkt(0, 5, false)),
-            Err(RtpReject::WrongSource)
-        );
-        assert_eq!(s.stats().rx_wrong_source, 2);
+        for seq in 8..20 {
+            assert_eq!(
+                s.handle_packet(t0, moved, &pkt(0, seq, false)),
+                Err(RtpReject::WrongSource)
+            );
+        }
         assert_eq!(
             s.destination(),
             Some(nat),
-            "a stranger never moves the latch"
+            "a stranger never moves the latch, however many packets"
         );
+        // The SDP address always wins.
+        let sdp: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        assert!(s.handle_packet(t0, sdp, &pkt(0, 30, false)).is_ok());
+        assert_eq!(s.destination(), Some(sdp));
+        assert_eq!(
+            s.handle_packet(t0, nat, &pkt(0, 31, false)),
+            Err(RtpReject::WrongSource)
+        );
+    }
+
+    #[test]
+    fn a_stranger_first_does_not_take_the_call_from_the_sdp_address() {
+        let t0 = crate::testutil::epoch();
+        let mut s = RtpSession::new(t0, neg(), 1, 0, 0);
+        let sdp: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let stranger: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        // A few packets from a stranger before the PBX's first: not learned yet...
+        for seq in 100..103 {
+            assert_eq!(
+                s.handle_packet(t0, stranger, &pkt(101, seq, false)),
+                Err(RtpReject::Learning)
+            );
+        }
+        assert_eq!(
+            s.destination(),
+            Some(sdp),
+            "our audio still goes to the PBX"
+        );
+        // ...and the PBX's first packet latches the SDP address for good.
+        assert!(s.handle_packet(t0, sdp, &pkt(0, 1, true)).is_ok());
+        for seq in 103..120 {
+            assert_eq!(
+                s.handle_packet(t0, stranger, &pkt(101, seq, false)),
+                Err(RtpReject::WrongSource)
+            );
+        }
+        assert_eq!(s.destination(), Some(sdp));
+        assert_eq!(s.stats().rx_packets, 1);
+        assert_eq!(s.stats().rx_wrong_source, 17);
+        assert_eq!(s.stats().rx_ignored, 20);
     }
 
     #[test]
