@@ -10,13 +10,15 @@
 //! and half of the whole window, the low band (speech's fundamental and first formant, none
 //! of a key's) holds no more than the tones, and its two halves carry similar energy (no
 //! onset inside); it is *clean* when the tones also hold 3/4 of the whole window. A key
-//! begins on 7 consecutive tone-like windows with one pair (32 ms), 4 of them clean, whose
-//! span *measures* as a key: each tone's frequency from its bin's phase advance over the
-//! whole span (so speech, which jolts single 4 ms steps, averages out) within ±(2.5 %+1 Hz),
-//! no glide (first and last steps agree), the tones' *coherent* power (the windows turned
-//! back by the measured advance and summed: only a steady tone adds up) against the energy
-//! outside the DTMF bands, twist on amplitudes corrected for the offset, and no 2:1 or 3:2
-//! ratio (a note and its harmonic).
+//! begins on a span of 7 windows (32 ms) whose first and last are tone-like with one pair,
+//! 4 of them tone-like with it and 3 clean (speech over a key breaks single windows: its
+//! formants take the strongest low-group bin, or the share), and which *measures* as a key:
+//! each tone's frequency from its bin's phase advance over the whole span (so speech, which
+//! jolts single 4 ms steps, averages out) within ±(2.5 %+1 Hz), no glide (first and last
+//! steps agree), the tones' *coherent* power (the windows turned back by the measured
+//! advance and summed: only a steady tone adds up) against the energy outside the DTMF
+//! bands, twist on amplitudes corrected for the offset, and no small-integer ratio of
+//! harmonics (2:1 and 3:2 of a note; 4:3, 5:3 and 5:4 of a high voice).
 //!
 //! *Holding* a key is lenient (hysteresis): each window in which both of its bins stay
 //! within 9 dB of their level at the begin, and the pair keeps a quarter of the window,
@@ -50,11 +52,14 @@ const KEYPAD: [[u8; 4]; 4] = [
     [b'*', b'0', b'#', b'D'],
 ];
 
-/// Consecutive tone-like windows with one pair (4 ms apart) before a key may begin: 32 ms
-/// of tone, so 40 ms always begins; with the balance rule 23 ms yields at most 6.
+/// The begin span: windows (4 ms apart) whose first and last are tone-like with one pair:
+/// 32 ms of tone, so 40 ms always begins; with the balance rule a 23 ms tone makes at most
+/// 6 tone-like windows in a row, so never a span.
 const BEGIN_WINDOWS: usize = 7;
+/// Of the span's windows, the tone-like ones with its pair needed (speech breaks some).
+const MIN_TONE_WINDOWS: u32 = 4;
 /// Of those, the clean ones needed (see `MIN_CLEAN_FRACTION`).
-const MIN_CLEAN_WINDOWS: u32 = 4;
+const MIN_CLEAN_WINDOWS: u32 = 3;
 /// Windows in a row without the held key's tones before it ends: a 10 ms dropout spans at
 /// most 3, a 40 ms pause at least 9.
 const GAP_WINDOWS: u32 = 8;
@@ -89,6 +94,12 @@ const MAX_DRIFT_HZ: f32 = 16.0;
 const HARMONIC_RATIOS: [f32; 2] = [2.0, 1.5];
 /// Two tones this close (relative) to a harmonic ratio are a note, not a key.
 const MAX_HARMONIC_OFFSET: f32 = 0.005;
+/// The same for the close ratios below.
+const MAX_CLOSE_HARMONIC_OFFSET: f32 = 0.0025;
+/// Ratios of harmonics of a high voice (f0 ≈ 180–330 Hz: 3rd and 4th, 3rd and 5th, 4th
+/// and 5th) that lie near but not on keypad ratios: a key within Q.24's tolerance
+/// (±(1.5 %+2 Hz) per tone) comes no closer than 0.33 %, 0.56 % and 0.62 % to them.
+const CLOSE_HARMONIC_RATIOS: [f32; 3] = [4.0 / 3.0, 5.0 / 3.0, 5.0 / 4.0];
 /// Windows kept (a ring).
 const RING: usize = 8;
 
@@ -252,8 +263,6 @@ pub struct InbandDetector {
     /// The last `RING` windows; `head` is the newest.
     history: [Window; RING],
     head: usize,
-    /// The current run of tone-like windows with one pair.
-    run: Option<Run>,
     state: State,
     events: VecDeque<InbandEvent>,
 }
@@ -450,15 +459,23 @@ fn hz(phase: f32, lag: usize) -> f32 {
     phase * RATE / (2.0 * PI * lag as f32)
 }
 
-/// A run of consecutive begin-grade windows with one tone pair.
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    pair: (usize, usize),
-    len: u32,
-    /// Which of its windows were clean (bit 0 the newest).
-    clean: u32,
-    /// First sample of its first window.
-    start: u64,
+/// Why a begin span did not measure as a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reject {
+    /// A tone's measured frequency is outside the tolerance.
+    Frequency,
+    /// The frequency moved between the span's start and end.
+    Glide,
+    /// The coherent tone power is too small a share of the energy above the low band.
+    Coherence,
+    /// Too much energy below the low group.
+    LowBand,
+    /// Twist beyond the limits.
+    Twist,
+    /// The tones stand at a harmonic ratio.
+    Harmonic,
+    /// Never: bins outside the keypad or windows outside the ring.
+    Internal,
 }
 
 /// A key judged down: its pair and the mean power of each tone's bin when it began.
@@ -494,7 +511,6 @@ impl InbandDetector {
             chunks: 0,
             history: [Window::default(); RING],
             head: 0,
-            run: None,
             state: State::Idle,
             events: VecDeque::new(),
         }
@@ -631,12 +647,12 @@ impl InbandDetector {
     /// steps, so speech near a tone, which jolts single steps, averages out), within
     /// ±(`MAX_DEVIATION` + 1 Hz); the first and last two steps agree within `MAX_DRIFT_HZ`
     /// (no glide); the twist on amplitudes corrected for the measured offsets.
-    fn measure(&self, pair: (usize, usize)) -> Option<Held> {
+    fn measure(&self, pair: (usize, usize)) -> Result<Held, Reject> {
         let c = consts();
         let nw = BEGIN_WINDOWS as f32;
         let (mut above, mut low) = (0f32, 0f32);
         for n in 0..BEGIN_WINDOWS {
-            let w = self.back(n)?;
+            let w = self.back(n).ok_or(Reject::Internal)?;
             above += w.energy - w.low;
             low += w.low;
         }
@@ -647,14 +663,17 @@ impl InbandDetector {
         let tones = amp.iter_mut().zip(&mut coherent).zip(&mut measured);
         for (((a, p), f), k) in tones.zip([pair.0, pair.1]) {
             let (Some(&own), Some(&freq)) = (c.own32.get(k), FREQS.get(k)) else {
-                return None; // classify only returns bins 0..8
+                return Err(Reject::Internal); // classify only returns bins 0..8
             };
             // The bin in each window, oldest first, and its phase.
             let mut x = [(0f32, 0f32); BEGIN_WINDOWS];
             let mut ph = [0f32; BEGIN_WINDOWS];
             for ((xs, slot), n) in x.iter_mut().zip(&mut ph).zip((0..BEGIN_WINDOWS).rev()) {
-                let w = self.back(n)?;
-                *xs = (w.re.get(k).copied()?, w.im.get(k).copied()?);
+                let w = self.back(n).ok_or(Reject::Internal)?;
+                let (Some(&re), Some(&im)) = (w.re.get(k), w.im.get(k)) else {
+                    return Err(Reject::Internal);
+                };
+                *xs = (re, im);
                 *slot = w.phase_of(k);
             }
             // Each step's phase advance beyond the bin's own, and their mean.
@@ -665,12 +684,12 @@ impl InbandDetector {
             let adv = steps.iter().sum::<f32>() / steps.len() as f32;
             let offset = hz(adv, HOP);
             if offset.abs() > MAX_DEVIATION * freq + 1.0 {
-                return None;
+                return Err(Reject::Frequency);
             }
             let early: f32 = steps.iter().take(2).sum();
             let late: f32 = steps.iter().rev().take(2).sum();
             if hz(late - early, HOP).abs() > 2.0 * MAX_DRIFT_HZ {
-                return None;
+                return Err(Reject::Glide);
             }
             // The coherent power: the windows turned back by the measured advance and
             // summed, so only what keeps that frequency and phase for the whole span
@@ -690,13 +709,16 @@ impl InbandDetector {
         // The tones against the energy outside the DTMF bands: the band below them
         // (speech's fundamental and first formant) apart from the rest.
         let tones = (coherent[0] + coherent[1]) / c.gain;
-        if tones < MIN_TONE_FRACTION * above || low > MAX_LOW_RATIO * tones {
-            return None;
+        if tones < MIN_TONE_FRACTION * above {
+            return Err(Reject::Coherence);
+        }
+        if low > MAX_LOW_RATIO * tones {
+            return Err(Reject::LowBand);
         }
         // Twist as an amplitude ratio against the dB limits (no log on the hot path).
         let [row, col] = amp;
         if row > col * c.max_normal_ratio || col > row * c.max_reverse_ratio {
-            return None;
+            return Err(Reject::Twist);
         }
         // Two harmonics of one voice or note stand at an exact small ratio; a key's tones
         // come from two oscillators and do not.
@@ -704,12 +726,15 @@ impl InbandDetector {
         if HARMONIC_RATIOS
             .iter()
             .any(|h| (f_col - h * f_row).abs() < MAX_HARMONIC_OFFSET * h * f_row)
+            || CLOSE_HARMONIC_RATIOS
+                .iter()
+                .any(|h| (f_col - h * f_row).abs() < MAX_CLOSE_HARMONIC_OFFSET * h * f_row)
         {
-            return None;
+            return Err(Reject::Harmonic);
         }
         let fall = 10f32.powf(-MAX_FALL_DB / 10.0);
-        Some(Held {
-            digit: key(pair.0, pair.1)?,
+        Ok(Held {
+            digit: key(pair.0, pair.1).ok_or(Reject::Internal)?,
             pair,
             floor: coherent.map(|p| p * fall),
         })
@@ -732,36 +757,18 @@ impl InbandDetector {
         };
         // What is needed of the newest window, read once (no copy of it).
         let (class, start) = (w.class, w.start);
-        let clean = u32::from(w.clean);
         let held = match self.state {
             State::Active { key, .. } => Self::holds(w, &key),
             State::Idle => false,
         };
-        self.run = match (class, self.run) {
-            (Some(p), Some(r)) if r.pair == p => Some(Run {
-                len: r.len + 1,
-                clean: (r.clean << 1) | clean,
-                ..r
-            }),
-            (Some(p), _) => Some(Run {
-                pair: p,
-                len: 1,
-                clean,
-                start,
-            }),
-            (None, _) => None,
-        };
         let end = start + WIN as u64;
-        // A run long enough, of another pair than the key held, that measures as a key.
-        let candidate = match (self.run, self.state) {
-            (Some(r), State::Active { key, .. }) if r.pair == key.pair => None,
-            (Some(r), _)
-                if r.len >= BEGIN_WINDOWS as u32
-                    && (r.clean & ((1 << BEGIN_WINDOWS) - 1)).count_ones() >= MIN_CLEAN_WINDOWS =>
-            {
-                self.measure(r.pair).map(|k| (k, r.start))
-            }
-            _ => None,
+        // A span long enough, of another pair than the key held, that measures as a key.
+        let candidate = match (class, self.state) {
+            (None, _) => None,
+            (Some(p), State::Active { key, .. }) if p == key.pair => None,
+            (Some(p), _) => self
+                .span(p)
+                .and_then(|at| self.measure(p).ok().map(|k| (k, at))),
         };
         self.state = match self.state {
             State::Idle => match candidate {
@@ -796,6 +803,25 @@ impl InbandDetector {
         };
     }
 
+    /// If the begin span ending at the newest window (tone-like with `pair`) may begin a
+    /// key: its oldest window is tone-like with the pair too, and enough of its windows are
+    /// tone-like and clean. Returns the span's first sample.
+    fn span(&self, pair: (usize, usize)) -> Option<u64> {
+        let oldest = self.back(BEGIN_WINDOWS - 1)?;
+        if oldest.class != Some(pair) {
+            return None;
+        }
+        let (mut tone, mut clean) = (0u32, 0u32);
+        for n in 0..BEGIN_WINDOWS {
+            let w = self.back(n)?;
+            if w.class == Some(pair) {
+                tone += 1;
+                clean += u32::from(w.clean);
+            }
+        }
+        (tone >= MIN_TONE_WINDOWS && clean >= MIN_CLEAN_WINDOWS).then_some(oldest.start)
+    }
+
     /// A key went down at sample `at`: report it and hold it.
     fn begin(&mut self, key: Held, at: u64, end: u64) -> State {
         self.events.push_back(InbandEvent::Begin {
@@ -825,7 +851,6 @@ impl InbandDetector {
             });
             self.state = State::Idle;
         }
-        self.run = None;
     }
 
     fn push_silence_chunk(&mut self) {
