@@ -205,3 +205,42 @@ fn trace_file() {
     let pcm: Vec<f32> = pcm.iter().map(|x| x * g).collect();
     println!("{}", detect_g711(&pcm, codec));
 }
+
+/// Talk-off on the long set as the long test runs it, or (PCR_SCAN=dir) on the WAV files
+/// of another directory plus 30 min of music from other seeds: a held-out check. Names each
+/// file that yields a digit (with PCR_TRACE, the detector's measurement of it follows).
+#[test]
+#[ignore = "diagnostic"]
+fn talk_off_scan() {
+    let Some(dir) = std::env::var_os("PCR_SCAN") else {
+        return;
+    };
+    let set = if dir == "long" {
+        let mut set = committed_speech();
+        set.extend(long_speech());
+        set.extend(music_pieces(60, 30.0, 2000));
+        set
+    } else {
+        let mut set = read_dir_wavs(Path::new(&dir));
+        set.extend(music_pieces(60, 30.0, 7000));
+        set
+    };
+    let (mut digits, mut seconds) = (0, 0.0);
+    for bg in &set {
+        seconds += bg.pcm.len() as f32 / RATE;
+        let quieter: Vec<f32> = bg.pcm.iter().map(|x| x * 0.25).collect();
+        for (codec, pcm) in [(Codec::Pcmu, &bg.pcm), (Codec::Pcma, &quieter)] {
+            eprintln!("FILE {} {codec:?}", bg.name);
+            let got = detect_g711(pcm, codec);
+            if !got.is_empty() {
+                eprintln!("DIGITS {} {codec:?} {}", bg.name, got.len());
+            }
+            digits += got.len();
+        }
+    }
+    eprintln!(
+        "TOTAL {} files, {:.2} h each through PCMU and PCMA, {digits} digits",
+        set.len(),
+        seconds / 3600.0
+    );
+}
