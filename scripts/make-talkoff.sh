@@ -7,6 +7,12 @@
 #   scripts/make-talkoff.sh --long    the long set (~1.6 h, ~46 MB, not committed) in
 #                                     tests/data/talkoff-long, which the ignored evaluation
 #                                     reads: cargo test --release --lib dtmf -- --ignored
+#   scripts/make-talkoff.sh --heldout two held-out sets (~1.3 h, not committed) in
+#                                     tests/data/talkoff-heldout/{1,2}: voices of 16 other
+#                                     languages each, never used to choose the detector's
+#                                     rules; PCR_SCAN=tests/data/talkoff-heldout/1 cargo test
+#                                     --release --lib dtmf::inband::under_speech::diagnose::
+#                                     talk_off_scan -- --ignored --nocapture
 #
 # Deterministic for a given espeak-ng and sox (no dither: sox -D). Needs:
 # apt-get install -y espeak-ng sox
@@ -25,6 +31,41 @@ render() { # out voice pitch speed text
 summary() {
   find "$1" -name '*.wav' -printf '%s\n' | awk '{n++; s+=$1} END {printf "%d files, %d bytes, %.2f h at 8000 B/s\n", n, s, s/8000/3600}'
 }
+
+if [ "${1:-}" = "--heldout" ]; then
+  texts=("Thank you for calling customer service, all of our agents are currently busy. Please enter your personal identification number followed by the pound key. Your call is important to us and will be answered in the order it was received."
+  "Vielen Dank für Ihren Anruf, bitte haben Sie einen Moment Geduld. Unsere Geschäftszeiten sind Montag bis Freitag von acht bis achtzehn Uhr. Auf Wiederhören und noch einen schönen Tag."
+  "Merci de votre appel, tous nos conseillers sont actuellement occupés. Nos bureaux sont ouverts du lundi au vendredi de neuf heures à dix-sept heures. Au revoir et bonne journée."
+  "Gracias por llamar, en este momento todos nuestros agentes están ocupados. Ayer fuimos a la playa con los niños y comimos paella en un restaurante del puerto.")
+  # Set 1: extreme pitches (0-39 and 92-99); set 2: pitches spread over 0-99.
+  for set in 1 2; do
+    out=tests/data/talkoff-heldout/$set
+    rm -rf "$out"
+    mkdir -p "$out"
+    if [ $set = 1 ]; then
+      langs="ru hi tr cs fi hu id vi el ro uk ja cmn ko ar he"
+      variants="m1 f2 m6 f4 m2 f3 m7 f5 m3 f1 m4 f4"
+    else
+      langs="bg hr sk sl lt lv et da nb is ca eu af sw ms ta"
+      variants="m2 f1 m5 f5 m7 f3"
+    fi
+    i=0
+    for lang in $langs; do
+      for v in $variants; do
+        if [ $set = 1 ]; then
+          pitch=$(( i % 2 == 0 ? 92 + (i % 8) : (i * 7) % 40 ))
+        else
+          pitch=$(( (i * 53 + 17) % 100 ))
+        fi
+        speed=$(( 120 + (i * 13) % 80 ))
+        render "$out/$lang+$v-p$pitch-s$speed.wav" "$lang+$v" "$pitch" "$speed" "${texts[$(( i % 4 ))]}"
+        i=$((i + 1))
+      done
+    done
+    summary "$out"
+  done
+  exit 0
+fi
 
 if [ "${1:-}" != "--long" ]; then
   out=tests/data/talkoff

@@ -6,17 +6,21 @@
 //! product. 4 low-band bins (125–500 Hz) are computed only for the windows that need them.
 //!
 //! *Beginning* a key is strict. A window is *tone-like* when its strongest low-group and
-//! high-group bins are above the level floor, hold 3/4 of the energy *above* the low band
-//! and half of the whole window, the low band (speech's fundamental and first formant, none
+//! high-group bins are above the level floor, hold 65 % of the energy *above* the low band
+//! and 40 % of the whole window, the low band (speech's fundamental and first formant, none
 //! of a key's) holds no more than the tones, and its two halves carry similar energy (no
 //! onset inside); it is *clean* when the tones also hold 3/4 of the whole window. A key
-//! begins on 7 consecutive tone-like windows with one pair (32 ms), 4 of them clean, whose
-//! span *measures* as a key: each tone's frequency from its bin's phase advance over the
-//! whole span (so speech, which jolts single 4 ms steps, averages out) within ±(2.5 %+1 Hz),
-//! no glide (first and last steps agree), the tones' *coherent* power (the windows turned
-//! back by the measured advance and summed: only a steady tone adds up) against the energy
-//! outside the DTMF bands, twist on amplitudes corrected for the offset, and no 2:1 or 3:2
-//! ratio (a note and its harmonic).
+//! begins on a span of 7 windows (32 ms) whose first and last are tone-like with one pair,
+//! 4 of them tone-like with it and 1 clean (speech over a key breaks single windows: its
+//! formants take the strongest low-group bin, or the share), and which *measures* as a key:
+//! each tone's frequency from its bin's phase advance over the whole span (so speech, which
+//! jolts single 4 ms steps, averages out) within ±(2.5 %+1 Hz), no glide (first and last
+//! steps agree), the tones' *coherent* power (the windows turned back by the measured
+//! advance and summed: only a steady tone adds up) against the energy outside the DTMF
+//! bands, twist on amplitudes corrected for the offset, and not two harmonics of one voice
+//! or note: a pair at a small-integer ratio b:a (2:1, 3:2 of a note; 4:3, 7:5, 7:3 of a
+//! voice) is rejected when Q.24 does not require it (a tone beyond ±(1.5 %+2 Hz)), and
+//! otherwise when the voice's other harmonics (a±1, b±1) stand beside it over the span.
 //!
 //! *Holding* a key is lenient (hysteresis): each window in which both of its bins stay
 //! within 9 dB of their level at the begin, and the pair keeps a quarter of the window,
@@ -50,11 +54,14 @@ const KEYPAD: [[u8; 4]; 4] = [
     [b'*', b'0', b'#', b'D'],
 ];
 
-/// Consecutive tone-like windows with one pair (4 ms apart) before a key may begin: 32 ms
-/// of tone, so 40 ms always begins; with the balance rule 23 ms yields at most 6.
+/// The begin span: windows (4 ms apart) whose first and last are tone-like with one pair:
+/// 32 ms of tone, so 40 ms always begins; with the balance rule a 23 ms tone makes at most
+/// 6 tone-like windows in a row, so never a span.
 const BEGIN_WINDOWS: usize = 7;
+/// Of the span's windows, the tone-like ones with its pair needed (speech breaks some).
+const MIN_TONE_WINDOWS: u32 = 4;
 /// Of those, the clean ones needed (see `MIN_CLEAN_FRACTION`).
-const MIN_CLEAN_WINDOWS: u32 = 4;
+const MIN_CLEAN_WINDOWS: u32 = 1;
 /// Windows in a row without the held key's tones before it ends: a 10 ms dropout spans at
 /// most 3, a 40 ms pause at least 9.
 const GAP_WINDOWS: u32 = 8;
@@ -64,10 +71,11 @@ const MAX_FALL_DB: f32 = 9.0;
 const MIN_HOLD_FRACTION: f32 = 0.25;
 /// Energy below the low group a tone-like window may hold, as a share of its two tones'.
 const MAX_LOW_RATIO: f32 = 1.0;
-/// Share of a tone-like window's energy *above* the low band its two tones must hold.
-const MIN_TONE_FRACTION: f32 = 0.75;
+/// Share of a tone-like window's energy *above* the low band its two tones must hold, and
+/// of a span's (coherently).
+const MIN_TONE_FRACTION: f32 = 0.65;
 /// Share of a tone-like window's whole energy its two tones must hold.
-const MIN_WHOLE_FRACTION: f32 = 0.5;
+const MIN_WHOLE_FRACTION: f32 = 0.4;
 /// Share of a clean window's whole energy its two tones hold.
 const MIN_CLEAN_FRACTION: f32 = 0.75;
 /// Weakest tone accepted, dBm0 (full-scale sine = +3.14 dBm0).
@@ -84,11 +92,30 @@ const MIN_HALF_BALANCE: f32 = 0.35;
 /// The mean offsets of the first two and the last two lag-32 steps of a begin (16 ms
 /// apart) must agree within this, Hz: a glide through a key's frequencies is not a key.
 const MAX_DRIFT_HZ: f32 = 16.0;
-/// Ratios of a note's harmonics that fall on two keypad tones: 2:1 and 3:2 (within Q.24's
-/// tolerance a key's tones come no closer than 0.77 % and 1.15 % to them).
-const HARMONIC_RATIOS: [f32; 2] = [2.0, 1.5];
-/// Two tones this close (relative) to a harmonic ratio are a note, not a key.
-const MAX_HARMONIC_OFFSET: f32 = 0.005;
+/// Q.24's frequency tolerance a key must be detected within: ±(1.5 % + 2 Hz) per tone.
+const MUST_DEVIATION: f32 = 0.015;
+const MUST_DEVIATION_HZ: f32 = 2.0;
+/// Margin for the measurement's error on that tolerance, Hz.
+const MUST_MARGIN_HZ: f32 = 1.0;
+/// A pair with a tone outside that tolerance (but within the wider one accepted) and this
+/// close (relative) to a ratio b:a of small integers is two harmonics of one note or
+/// voice, not a key: 2:1 and 3:2 of a note, 4:3, 5:4, 5:3 of a high voice, and so on.
+/// Harmonic pairs measured under speech come within 0.5 %.
+const MAX_HARMONIC_OFFSET: f32 = 0.01;
+/// A voice's pair: harmonic numbers of its row tone tried (f0 from 70 Hz up).
+const MAX_VOICE_HARMONIC: u32 = 10;
+/// Two tones this close (relative) to a ratio b:a of those are looked at as harmonics.
+const MAX_VOICE_RATIO_OFFSET: f32 = 0.008;
+/// A harmonic next to the pair (a±1, b±1) this strong against the weaker tone, dB, makes
+/// it a voice (speech under a real key may put that much there by chance).
+const MAX_VOICE_NEIGHBOUR_DB: f32 = -6.0;
+/// ... and this strong, dB, when the ratio is within `MAX_EXACT_RATIO_OFFSET` of b:a and a
+/// tone is more than `MIN_OFF_NOMINAL` off its key's frequency: a key from a phone is
+/// within a fraction of a percent of nominal, a voice's pair anywhere in the tolerance,
+/// and silence or Q.24's 15 dB of white noise leaves the neighbours 30 dB down.
+const MAX_OFF_VOICE_NEIGHBOUR_DB: f32 = -15.0;
+const MAX_EXACT_RATIO_OFFSET: f32 = 0.002;
+const MIN_OFF_NOMINAL: f32 = 0.007;
 /// Windows kept (a ring).
 const RING: usize = 8;
 
@@ -123,6 +150,11 @@ struct Consts {
     own32: [f32; 8],
     /// (Σw)² / (2·WIN): |X|² of a pure tone over its (unwindowed) energy in the window.
     gain: f32,
+    /// Hann window over a whole span (`RING` chunks).
+    span_hann: [f32; RING * HOP],
+    /// `MAX_VOICE_NEIGHBOUR_DB` and `MAX_OFF_VOICE_NEIGHBOUR_DB` as power ratios.
+    max_voice_neighbour: f32,
+    max_off_voice_neighbour: f32,
 }
 
 fn consts() -> &'static Consts {
@@ -168,6 +200,11 @@ fn consts() -> &'static Consts {
             })
         };
         let min_amp = 32768.0 * 10f32.powf((MIN_LEVEL_DBM0 - FULL_SCALE_DBM0) / 20.0);
+        let mut span_hann = [0f32; RING * HOP];
+        for (n, w) in span_hann.iter_mut().enumerate() {
+            let s = (std::f64::consts::PI * (n as f64 + 0.5) / (RING * HOP) as f64).sin();
+            *w = (s * s) as f32;
+        }
         Consts {
             // Half-balance ≥ 0.5 means each half holds ≥ 1/3 of a window's energy, and a
             // window holds ≥ min_window_energy; keep a factor 2 of margin.
@@ -181,6 +218,9 @@ fn consts() -> &'static Consts {
             mat,
             low_mat,
             gain: sum_w * sum_w / (2.0 * WIN as f32),
+            span_hann,
+            max_voice_neighbour: 10f32.powf(MAX_VOICE_NEIGHBOUR_DB / 10.0),
+            max_off_voice_neighbour: 10f32.powf(MAX_OFF_VOICE_NEIGHBOUR_DB / 10.0),
         }
     })
 }
@@ -242,8 +282,9 @@ pub struct InbandDetector {
     /// First-half partial sums (re/im of 8 bins) of the window that started last chunk.
     first: [f32; 16],
     chunk: [f32; HOP],
-    /// The previous chunk's samples (first half of the window completing now).
-    prev_chunk: [f32; HOP],
+    /// The last `RING` chunks' samples, by chunk index modulo `RING`: the span a begin
+    /// measures, and the first half of the window completing now.
+    past: [[f32; HOP]; RING],
     fill: usize,
     /// Energy of the previous chunk (first half of the window completing now).
     prev_chunk_energy: f32,
@@ -252,8 +293,6 @@ pub struct InbandDetector {
     /// The last `RING` windows; `head` is the newest.
     history: [Window; RING],
     head: usize,
-    /// The current run of tone-like windows with one pair.
-    run: Option<Run>,
     state: State,
     events: VecDeque<InbandEvent>,
 }
@@ -441,24 +480,70 @@ unsafe fn product_avx2(c: &Consts, x: &[f32; HOP]) -> [f32; OUTS] {
     product_body::<true>(c, x)
 }
 
+/// The ring slot of chunk `i`.
+fn ring_index(i: u64) -> usize {
+    (i % RING as u64) as usize
+}
+
 /// Slot `i` of the window ring (`i` is always below `RING`; the fallback is never taken).
 fn ring_slot(history: &mut [Window; RING], i: usize) -> Option<&mut Window> {
     history.get_mut(i % RING)
+}
+
+/// Is `r` (high tone over low) within `MAX_HARMONIC_OFFSET` of a ratio b:a, a ≤ 10?
+fn harmonic(r: f32) -> bool {
+    (1..=MAX_VOICE_HARMONIC).any(|a| {
+        let a = a as f32;
+        let b = (a * r).round();
+        (r * a / b - 1.0).abs() <= MAX_HARMONIC_OFFSET
+    })
+}
+
+/// |X(f)|² at each of `freqs` of an already windowed block, all in one pass (a rotating
+/// phasor per frequency; only the rare measurement of a voice uses it). A frequency of 0
+/// gives 0.
+fn dft_powers<const N: usize>(x: &[f32], freqs: [f32; N]) -> [f32; N] {
+    let step = freqs.map(|f| (2.0 * PI * f / RATE).sin_cos());
+    let (mut rr, mut ri) = ([1f32; N], [0f32; N]);
+    let (mut sr, mut si) = ([0f32; N], [0f32; N]);
+    for v in x {
+        let lanes = sr.iter_mut().zip(&mut si).zip(rr.iter_mut().zip(&mut ri));
+        for (((sr, si), (rr, ri)), (s, c)) in lanes.zip(&step) {
+            *sr += v * *rr;
+            *si += v * *ri;
+            (*rr, *ri) = (*rr * c - *ri * s, *ri * c + *rr * s);
+        }
+    }
+    let mut p = [0f32; N];
+    for (((p, sr), si), f) in p.iter_mut().zip(sr).zip(si).zip(freqs) {
+        *p = if f == 0.0 { 0.0 } else { sr * sr + si * si };
+    }
+    p
 }
 
 fn hz(phase: f32, lag: usize) -> f32 {
     phase * RATE / (2.0 * PI * lag as f32)
 }
 
-/// A run of consecutive begin-grade windows with one tone pair.
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    pair: (usize, usize),
-    len: u32,
-    /// Which of its windows were clean (bit 0 the newest).
-    clean: u32,
-    /// First sample of its first window.
-    start: u64,
+/// Why a begin span did not measure as a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reject {
+    /// A tone's measured frequency is outside the tolerance.
+    Frequency,
+    /// The frequency moved between the span's start and end.
+    Glide,
+    /// The coherent tone power is too small a share of the energy above the low band.
+    Coherence,
+    /// Too much energy below the low group.
+    LowBand,
+    /// Twist beyond the limits.
+    Twist,
+    /// The tones stand at a harmonic ratio.
+    Harmonic,
+    /// The tones are two harmonics of a voice (its other harmonics stand beside them).
+    Voice,
+    /// Never: bins outside the keypad or windows outside the ring.
+    Internal,
 }
 
 /// A key judged down: its pair and the mean power of each tone's bin when it began.
@@ -488,13 +573,12 @@ impl InbandDetector {
         InbandDetector {
             first: [0.0; 16],
             chunk: [0.0; HOP],
-            prev_chunk: [0.0; HOP],
+            past: [[0.0; HOP]; RING],
             fill: 0,
             prev_chunk_energy: 0.0,
             chunks: 0,
             history: [Window::default(); RING],
             head: 0,
-            run: None,
             state: State::Idle,
             events: VecDeque::new(),
         }
@@ -554,6 +638,9 @@ impl InbandDetector {
         let out = out.unwrap_or([0f32; OUTS]);
         let chunk_index = self.chunks;
         self.chunks += 1;
+        if let Some(p) = self.past.get_mut(ring_index(chunk_index)) {
+            *p = self.chunk;
+        }
         if chunk_index > 0 {
             // The window that began last chunk ends with this one; built in its ring slot.
             self.head = (self.head + 1) % RING;
@@ -564,10 +651,10 @@ impl InbandDetector {
                 w.start = (chunk_index - 1) * HOP as u64;
                 w.sum_halves(&self.first, &out);
                 w.low = 0.0;
-                let class = if quiet {
-                    None
-                } else {
-                    Self::classify(w, &self.prev_chunk, &self.chunk)
+                let prev = self.past.get(ring_index(chunk_index + RING as u64 - 1));
+                let class = match prev {
+                    Some(prev) if !quiet => Self::classify(w, prev, &self.chunk),
+                    _ => None,
                 };
                 w.class = class.map(|(p, _)| p);
                 w.clean = class.is_some_and(|(_, clean)| clean);
@@ -578,7 +665,6 @@ impl InbandDetector {
             self.first = *first;
         }
         self.prev_chunk_energy = e;
-        self.prev_chunk = self.chunk;
     }
 
     /// The window `n` windows before the newest (0 = newest), for `n < RING`.
@@ -630,13 +716,15 @@ impl InbandDetector {
     /// frequency from its phase advance over the whole span (the sum of the five lag-32
     /// steps, so speech near a tone, which jolts single steps, averages out), within
     /// ±(`MAX_DEVIATION` + 1 Hz); the first and last two steps agree within `MAX_DRIFT_HZ`
-    /// (no glide); the twist on amplitudes corrected for the measured offsets.
-    fn measure(&self, pair: (usize, usize)) -> Option<Held> {
+    /// (no glide); the coherent tone power against the energy outside the bands; the twist
+    /// on amplitudes corrected for the measured offsets; not two harmonics of one voice or
+    /// note.
+    fn measure(&self, pair: (usize, usize)) -> Result<Held, Reject> {
         let c = consts();
         let nw = BEGIN_WINDOWS as f32;
         let (mut above, mut low) = (0f32, 0f32);
         for n in 0..BEGIN_WINDOWS {
-            let w = self.back(n)?;
+            let w = self.back(n).ok_or(Reject::Internal)?;
             above += w.energy - w.low;
             low += w.low;
         }
@@ -647,14 +735,17 @@ impl InbandDetector {
         let tones = amp.iter_mut().zip(&mut coherent).zip(&mut measured);
         for (((a, p), f), k) in tones.zip([pair.0, pair.1]) {
             let (Some(&own), Some(&freq)) = (c.own32.get(k), FREQS.get(k)) else {
-                return None; // classify only returns bins 0..8
+                return Err(Reject::Internal); // classify only returns bins 0..8
             };
             // The bin in each window, oldest first, and its phase.
             let mut x = [(0f32, 0f32); BEGIN_WINDOWS];
             let mut ph = [0f32; BEGIN_WINDOWS];
             for ((xs, slot), n) in x.iter_mut().zip(&mut ph).zip((0..BEGIN_WINDOWS).rev()) {
-                let w = self.back(n)?;
-                *xs = (w.re.get(k).copied()?, w.im.get(k).copied()?);
+                let w = self.back(n).ok_or(Reject::Internal)?;
+                let (Some(&re), Some(&im)) = (w.re.get(k), w.im.get(k)) else {
+                    return Err(Reject::Internal);
+                };
+                *xs = (re, im);
                 *slot = w.phase_of(k);
             }
             // Each step's phase advance beyond the bin's own, and their mean.
@@ -665,12 +756,12 @@ impl InbandDetector {
             let adv = steps.iter().sum::<f32>() / steps.len() as f32;
             let offset = hz(adv, HOP);
             if offset.abs() > MAX_DEVIATION * freq + 1.0 {
-                return None;
+                return Err(Reject::Frequency);
             }
             let early: f32 = steps.iter().take(2).sum();
             let late: f32 = steps.iter().rev().take(2).sum();
             if hz(late - early, HOP).abs() > 2.0 * MAX_DRIFT_HZ {
-                return None;
+                return Err(Reject::Glide);
             }
             // The coherent power: the windows turned back by the measured advance and
             // summed, so only what keeps that frequency and phase for the whole span
@@ -690,26 +781,41 @@ impl InbandDetector {
         // The tones against the energy outside the DTMF bands: the band below them
         // (speech's fundamental and first formant) apart from the rest.
         let tones = (coherent[0] + coherent[1]) / c.gain;
-        if tones < MIN_TONE_FRACTION * above || low > MAX_LOW_RATIO * tones {
-            return None;
+        if tones < MIN_TONE_FRACTION * above {
+            return Err(Reject::Coherence);
+        }
+        if low > MAX_LOW_RATIO * tones {
+            return Err(Reject::LowBand);
         }
         // Twist as an amplitude ratio against the dB limits (no log on the hot path).
         let [row, col] = amp;
         if row > col * c.max_normal_ratio || col > row * c.max_reverse_ratio {
-            return None;
+            return Err(Reject::Twist);
         }
-        // Two harmonics of one voice or note stand at an exact small ratio; a key's tones
-        // come from two oscillators and do not.
+        // Two harmonics of one voice or note stand at a small-integer ratio b:a. Such a
+        // pair that Q.24 does not require us to detect (a tone beyond ±(1.5 % + 2 Hz)) is
+        // rejected outright; one it does, only when the voice's other harmonics are there.
         let [f_row, f_col] = measured;
-        if HARMONIC_RATIOS
-            .iter()
-            .any(|h| (f_col - h * f_row).abs() < MAX_HARMONIC_OFFSET * h * f_row)
-        {
-            return None;
+        let must = [(f_row, pair.0), (f_col, pair.1)]
+            .into_iter()
+            .all(|(f, k)| {
+                FREQS.get(k).is_some_and(|&n| {
+                    (f - n).abs() <= MUST_DEVIATION * n + MUST_DEVIATION_HZ + MUST_MARGIN_HZ
+                })
+            });
+        if !must && harmonic(f_col / f_row) {
+            return Err(Reject::Harmonic);
+        }
+        let dev = [(f_row, pair.0), (f_col, pair.1)]
+            .into_iter()
+            .map(|(f, k)| FREQS.get(k).map_or(1.0, |&n| (f / n - 1.0).abs()))
+            .fold(0f32, f32::max);
+        if self.voiced(f_row, f_col, dev) {
+            return Err(Reject::Voice);
         }
         let fall = 10f32.powf(-MAX_FALL_DB / 10.0);
-        Some(Held {
-            digit: key(pair.0, pair.1)?,
+        Ok(Held {
+            digit: key(pair.0, pair.1).ok_or(Reject::Internal)?,
             pair,
             floor: coherent.map(|p| p * fall),
         })
@@ -732,36 +838,18 @@ impl InbandDetector {
         };
         // What is needed of the newest window, read once (no copy of it).
         let (class, start) = (w.class, w.start);
-        let clean = u32::from(w.clean);
         let held = match self.state {
             State::Active { key, .. } => Self::holds(w, &key),
             State::Idle => false,
         };
-        self.run = match (class, self.run) {
-            (Some(p), Some(r)) if r.pair == p => Some(Run {
-                len: r.len + 1,
-                clean: (r.clean << 1) | clean,
-                ..r
-            }),
-            (Some(p), _) => Some(Run {
-                pair: p,
-                len: 1,
-                clean,
-                start,
-            }),
-            (None, _) => None,
-        };
         let end = start + WIN as u64;
-        // A run long enough, of another pair than the key held, that measures as a key.
-        let candidate = match (self.run, self.state) {
-            (Some(r), State::Active { key, .. }) if r.pair == key.pair => None,
-            (Some(r), _)
-                if r.len >= BEGIN_WINDOWS as u32
-                    && (r.clean & ((1 << BEGIN_WINDOWS) - 1)).count_ones() >= MIN_CLEAN_WINDOWS =>
-            {
-                self.measure(r.pair).map(|k| (k, r.start))
-            }
-            _ => None,
+        // A span long enough, of another pair than the key held, that measures as a key.
+        let candidate = match (class, self.state) {
+            (None, _) => None,
+            (Some(p), State::Active { key, .. }) if p == key.pair => None,
+            (Some(p), _) => self
+                .span(p)
+                .and_then(|at| self.measure(p).ok().map(|k| (k, at))),
         };
         self.state = match self.state {
             State::Idle => match candidate {
@@ -796,6 +884,89 @@ impl InbandDetector {
         };
     }
 
+    /// If the begin span ending at the newest window (tone-like with `pair`) may begin a
+    /// key: its oldest window is tone-like with the pair too, and enough of its windows are
+    /// tone-like and clean. Returns the span's first sample.
+    fn span(&self, pair: (usize, usize)) -> Option<u64> {
+        let oldest = self.back(BEGIN_WINDOWS - 1)?;
+        if oldest.class != Some(pair) {
+            return None;
+        }
+        let (mut tone, mut clean) = (0u32, 0u32);
+        for n in 0..BEGIN_WINDOWS {
+            let w = self.back(n)?;
+            if w.class == Some(pair) {
+                tone += 1;
+                clean += u32::from(w.clean);
+            }
+        }
+        (tone >= MIN_TONE_WINDOWS && clean >= MIN_CLEAN_WINDOWS).then_some(oldest.start)
+    }
+
+    /// Are the two measured tones harmonics `a` and `b` of one voice? Speech that makes a
+    /// pair (a high voice's 3rd and 7th, a low one's 7th and 10th) has its other harmonics
+    /// too, about as strong; a key has nothing beside its tones but what speech under it
+    /// happens to put there. For each `a` whose `b` fits the ratio, the harmonics next to
+    /// the pair (a±1, b±1) are measured over the whole span (256 samples, Hann: 31 Hz
+    /// apart, so harmonics of a 70 Hz voice are told apart) against the weaker tone. `dev`
+    /// is the larger relative offset of the two tones from their key's frequencies.
+    fn voiced(&self, f_row: f32, f_col: f32, dev: f32) -> bool {
+        let c = consts();
+        let r = f_col / f_row;
+        // The ratios b:a the pair fits (if none, nothing more to do).
+        let fits = (2..=MAX_VOICE_HARMONIC).filter_map(|a| {
+            let a = a as f32;
+            let b = (a * r).round();
+            ((r * a / b - 1.0).abs() <= MAX_VOICE_RATIO_OFFSET).then_some((a, b))
+        });
+        let mut fits = fits.peekable();
+        if fits.peek().is_none() {
+            return false;
+        }
+        // The span's samples, oldest first, windowed.
+        let mut x = [0f32; RING * HOP];
+        let spans = x.chunks_exact_mut(HOP).zip(c.span_hann.chunks_exact(HOP));
+        for (i, (dst, w)) in spans.enumerate() {
+            if let Some(src) = self.past.get(ring_index(self.chunks + i as u64)) {
+                for ((d, s), w) in dst.iter_mut().zip(src).zip(w) {
+                    *d = s * w;
+                }
+            }
+        }
+        fits.any(|(a, b)| {
+            // The voice's f0 that best fits both tones, and the harmonics beside them
+            // (a + 1 = b or b - 1 = a measure a tone again: left out).
+            let f0 = (a * f_row + b * f_col) / (a * a + b * b);
+            let side = |k: f32| {
+                if k == a || k == b || k * f0 > RATE / 2.0 - 100.0 {
+                    0.0
+                } else {
+                    k * f0
+                }
+            };
+            let [p_row, p_col, n1, n2, n3, n4] = dft_powers(
+                &x,
+                [
+                    f_row,
+                    f_col,
+                    side(a - 1.0),
+                    side(a + 1.0),
+                    side(b - 1.0),
+                    side(b + 1.0),
+                ],
+            );
+            // An exact ratio off the keys' nominal frequencies is held to less.
+            let exact = (r * a / b - 1.0).abs() <= MAX_EXACT_RATIO_OFFSET;
+            let limit = p_row.min(p_col)
+                * if exact && dev > MIN_OFF_NOMINAL {
+                    c.max_off_voice_neighbour
+                } else {
+                    c.max_voice_neighbour
+                };
+            [n1, n2, n3, n4].into_iter().any(|p| p >= limit)
+        })
+    }
+
     /// A key went down at sample `at`: report it and hold it.
     fn begin(&mut self, key: Held, at: u64, end: u64) -> State {
         self.events.push_back(InbandEvent::Begin {
@@ -825,7 +996,6 @@ impl InbandDetector {
             });
             self.state = State::Idle;
         }
-        self.run = None;
     }
 
     fn push_silence_chunk(&mut self) {

@@ -189,6 +189,46 @@ fn deviation_of_3_5_percent_or_more_never_detected() {
     }
 }
 
+/// A pair within Q.24's tolerance is detected even where its ratio is that of two harmonics
+/// (b:a, a ≤ 10: the detector's voice tests), alone or under 15 dB of white noise.
+#[test]
+fn harmonic_ratios_within_q24_tolerance_detected() {
+    let mut rng = SmallRng::seed_from_u64(12);
+    let mut tried = 0;
+    for key in all_keys() {
+        let (f1, f2) = freqs(key);
+        let tol = |f: f32| 0.015 * f + 2.0 - 0.5;
+        for a in 2..=10 {
+            let b = (a as f32 * f2 / f1).round();
+            let ratio = b / a as f32;
+            // Low tones across its tolerance whose ratio-matched high tone is within its own.
+            for step in -4..=4 {
+                let lo = f1 + step as f32 / 4.0 * tol(f1);
+                let hi = lo * ratio;
+                if (hi - f2).abs() > tol(f2) {
+                    continue;
+                }
+                tried += 1;
+                for noise in [false, true] {
+                    let mut s = Sig::default()
+                        .silence(40.0)
+                        .pair(lo, hi, -20.0, -20.0, 60.0, &mut rng)
+                        .silence(40.0);
+                    if noise {
+                        s = s.noise(-35.0, &mut rng);
+                    }
+                    assert_eq!(
+                        keys(&detect(&s.pcm())),
+                        key.to_string(),
+                        "{key} at {lo:.1}/{hi:.1} ({b}:{a}), noise {noise}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(tried > 50, "{tried}");
+}
+
 #[test]
 fn twist_at_the_limits_detected_whatever_the_phase() {
     let mut rng = SmallRng::seed_from_u64(4);

@@ -285,6 +285,16 @@ fn frame_powers(x: &[f32]) -> Vec<f32> {
 /// phases; the keys land where the background is most active (of 16 tries), 400 ms after
 /// the mix starts. The background is scaled so the keys are `ratio_db` above it.
 fn make_mix(bg: &Background, pin: &str, ratio_db: f32, rng: &mut SmallRng) -> Vec<f32> {
+    make_mix_keys(bg, pin, ratio_db, rng).0
+}
+
+/// `make_mix` and where its keys lie: (key, first sample, samples).
+fn make_mix_keys(
+    bg: &Background,
+    pin: &str,
+    ratio_db: f32,
+    rng: &mut SmallRng,
+) -> (Vec<f32>, Vec<(char, usize, usize)>) {
     let ms = |v: f32| (v * 8.0).round() as usize;
     let mut presses = vec![];
     let mut t = 0;
@@ -333,6 +343,10 @@ fn make_mix(bg: &Background, pin: &str, ratio_db: f32, rng: &mut SmallRng) -> Ve
     let dtmf_power = (a_lo * a_lo + a_hi * a_hi) / 2.0;
     let g = (dtmf_power / 10f32.powf(ratio_db / 10.0) / bg_power).sqrt();
     let mut out: Vec<f32> = under.iter().map(|x| g * x).collect();
+    let keys = presses
+        .iter()
+        .map(|&(k, start, on)| (k, lead + start, on))
+        .collect();
     for (k, start, on) in presses {
         let (f1, f2) = key_freqs(k);
         let f1 = f1 * (1.0 + rng.gen_range(-0.01..0.01));
@@ -346,7 +360,7 @@ fn make_mix(bg: &Background, pin: &str, ratio_db: f32, rng: &mut SmallRng) -> Ve
             *x += a_lo * (2.0 * PI * f1 * t + p1).sin() + a_hi * (2.0 * PI * f2 * t + p2).sin();
         }
     }
-    out
+    (out, keys)
 }
 
 /// How one PIN came out.
@@ -485,9 +499,9 @@ fn format_table(table: &[(f32, Codec, Tally)]) -> String {
 }
 
 /// What must hold, as shares of exact PINs at 15, 10 and 5 dB. Issue 11 asks every PIN at
-/// 10 dB and 9 in 10 at 5 dB; this detector reaches every one and 2 in 3 on the committed
-/// material, 99.8 %, 97 % and 70 % on the full evaluation (DESIGN.md says why 5 dB stays
-/// short). These are floors against regressions, a little under what it does.
+/// 10 dB and 9 in 10 at 5 dB; this detector reaches every one at 15 and 10 dB, and at 5 dB
+/// 93–95 % on the committed material and 94 % on the full evaluation. These are floors
+/// against regressions, a little under what it does.
 fn check_targets(table: &[(f32, Codec, Tally)], failures: &str, floors: [f32; 3]) {
     let text = format_table(table);
     for (ratio, codec, t) in table {
@@ -528,7 +542,7 @@ fn pins_under_speech_and_music_committed_set() {
     if std::env::var_os("PCR_EVAL_PRINT").is_some() {
         println!("{}", format_table(&table));
     }
-    check_targets(&table, &failures, [1.0, 1.0, 0.6]);
+    check_targets(&table, &failures, [1.0, 1.0, 0.9]);
 }
 
 /// Talk-off on the music made here (the committed speech is in tests.rs): 2 minutes, both
@@ -561,7 +575,7 @@ fn pins_under_speech_full_evaluation() {
     );
     println!("{}", format_table(&table));
     println!("{failures}");
-    check_targets(&table, &failures, [0.99, 0.95, 0.65]);
+    check_targets(&table, &failures, [1.0, 1.0, 0.92]);
 }
 
 /// Talk-off on the long set: all voices through PCMU at their level and through PCMA 12 dB
@@ -604,3 +618,5 @@ fn talk_off_long_set() {
     assert!(seconds >= 1.5 * 3600.0, "talk-off set under 1.5 h");
     assert_eq!(digits, 0, "{report}");
 }
+
+mod diagnose;
