@@ -315,7 +315,7 @@ rtp_port_min = {lo}
 rtp_port_max = {hi}
 # SIPp sends no RTP during the hold (only the PIN capture).
 media_timeout_secs = {wait}
-shared_socket = {"true" if args.shared_socket else "false"}
+{"shared_socket = true" if args.shared_socket else ""}
 
 [prompts]
 dir = "{os.path.join(REPO, 'sip-config', 'prompts')}"
