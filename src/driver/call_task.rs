@@ -389,7 +389,7 @@ impl CallIo for DriverIo<'_> {
             }
             CallEvent::CheckPin(check) => {
                 // The lockout store may be a network away and argon2 takes milliseconds of
-                // CPU: never on the call's task.
+                // CPU: never on the call loop.
                 let (inbox, shared) = (self.inbox.clone(), self.g.shared.clone());
                 tokio::spawn(async move {
                     let r =

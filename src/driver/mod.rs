@@ -1,6 +1,7 @@
 //! The tokio drivers: the only code that owns sockets, reads the clock and sleeps.
-//! One receive task per SIP socket (UDP) or connection (TCP), one task per call owning
-//! its RTP socket and a single timer. `dashmap` maps Call-ID to the call task's inbox.
+//! One receive task per SIP socket (UDP) or connection (TCP), one call loop per core
+//! (`shard`) owning its calls, their RTP sockets and one timer ring. `dashmap` maps Call-ID
+//! to the call's handle (its loop's inbox and its key there).
 #![allow(clippy::disallowed_methods)]
 
 mod admin;
@@ -415,8 +416,8 @@ impl Server {
         );
         let deadline = tokio::time::Instant::now() + drain;
         let mut forced = false;
-        // Calls in progress, not tasks: an ended call's task lingers for its transactions'
-        // retransmission timers (up to 32 s on UDP), which a drain need not wait for.
+        // Calls in progress, not table entries: an ended call lingers in its loop for its
+        // transactions' retransmission timers (up to 32 s on UDP), which a drain need not wait for.
         while shared.active() > 0 {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => break,
