@@ -104,43 +104,60 @@ impl CallGuard {
     /// Refuses the call before it was built: `code` (with Retry-After for 503) to the
     /// INVITE and the call's audit record, with `reason` (never the caller's digits).
     pub(crate) fn refuse(&mut self, code: u16, reason: &str) {
+        if code == 503 {
+            self.shared.metrics.overload_rejections.inc();
+        }
+        self.answer_unanswered(code);
+        self.audit_abandoned(reason, Some(code));
+    }
+
+    /// Answers the INVITE with `code` if it has no final response yet (Retry-After with
+    /// 503). `false` if it already had one.
+    pub(crate) fn answer_unanswered(&mut self, code: u16) -> bool {
+        let Some((invite, flow)) = self.unanswered.take() else {
+            return false;
+        };
         let config = self.shared.config.load();
-        if let Some((invite, flow)) = self.unanswered.take() {
-            let tag = stateless_tag(&invite);
-            let mut r = response(&invite, code, Some(&tag), &config.sip.user_agent);
-            if code == 503 {
-                r.push_header("Retry-After", config.sip.retry_after_secs.to_string());
-                self.shared.metrics.overload_rejections.inc();
-            }
-            send_sip_now(
-                &self.shared,
-                SipTransmit {
-                    flow: response_flow(&invite, flow),
-                    data: r.to_bytes(),
-                },
-            );
+        let tag = stateless_tag(&invite);
+        let mut r = response(&invite, code, Some(&tag), &config.sip.user_agent);
+        if code == 503 {
+            r.push_header("Retry-After", config.sip.retry_after_secs.to_string());
         }
-        if !std::mem::replace(&mut self.audited, true) {
-            self.shared
-                .metrics
-                .calls
-                .get_or_create(&CallLabels {
-                    organization: self.organization.clone(),
-                    outcome: "abandoned".into(),
-                })
-                .inc();
-            self.shared.audit.write(
-                "call",
-                &serde_json::json!({
-                    "call_id": self.call_id,
-                    "organization": self.organization,
-                    "caller": self.caller,
-                    "reason": reason,
-                    "sip_status": code,
-                    "outcome": "abandoned",
-                }),
-            );
+        send_sip_now(
+            &self.shared,
+            SipTransmit {
+                flow: response_flow(&invite, flow),
+                data: r.to_bytes(),
+            },
+        );
+        true
+    }
+
+    /// The audit record (and the calls metric) of a call that ended without its flow's own
+    /// record, once.
+    fn audit_abandoned(&mut self, reason: &str, sip_status: Option<u16>) {
+        if std::mem::replace(&mut self.audited, true) {
+            return;
         }
+        self.shared
+            .metrics
+            .calls
+            .get_or_create(&CallLabels {
+                organization: self.organization.clone(),
+                outcome: "abandoned".into(),
+            })
+            .inc();
+        let mut record = serde_json::json!({
+            "call_id": self.call_id,
+            "organization": self.organization,
+            "caller": self.caller,
+            "reason": reason,
+            "outcome": "abandoned",
+        });
+        if let (Some(code), Some(m)) = (sip_status, record.as_object_mut()) {
+            m.insert("sip_status".into(), code.into());
+        }
+        self.shared.audit.write("call", &record);
     }
 
     /// Gives the RTP port back (the socket itself is dropped by its owner).
@@ -168,40 +185,12 @@ impl Drop for CallGuard {
                 calls_panicked = n,
                 "call panicked: this call ended, its port and entry released"
             );
-            let config = self.shared.config.load();
-            if let Some((invite, flow)) = self.unanswered.take() {
-                let tag = stateless_tag(&invite);
-                let r = response(&invite, 500, Some(&tag), &config.sip.user_agent);
-                send_sip_now(
-                    &self.shared,
-                    SipTransmit {
-                        flow: response_flow(&invite, flow),
-                        data: r.to_bytes(),
-                    },
-                );
-            } else if let Some(bye) = self.bye.take() {
-                send_sip_now(&self.shared, bye);
+            if !self.answer_unanswered(500) {
+                if let Some(bye) = self.bye.take() {
+                    send_sip_now(&self.shared, bye);
+                }
             }
-            if !self.audited {
-                self.shared
-                    .metrics
-                    .calls
-                    .get_or_create(&CallLabels {
-                        organization: self.organization.clone(),
-                        outcome: "abandoned".into(),
-                    })
-                    .inc();
-                self.shared.audit.write(
-                    "call",
-                    &serde_json::json!({
-                        "call_id": self.call_id,
-                        "organization": self.organization,
-                        "caller": self.caller,
-                        "reason": "internal_error",
-                        "outcome": "abandoned",
-                    }),
-                );
-            }
+            self.audit_abandoned("internal_error", None);
         }
         self.release_port();
         self.release_active();

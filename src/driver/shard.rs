@@ -13,16 +13,15 @@
 
 use super::batch::{RecvBatch, SendBatch};
 use super::call_task::{bind_rtp, fault_point, CallGuard, DriverIo, MediaSockets};
-use super::{advertised, send_sip_now, CallInput, Shared};
+use super::{advertised, CallInput, Shared};
 use crate::call::run::drain;
 use crate::call::{Call, CallSetup, Wake};
 use crate::config::{Config, Transport};
 use crate::media::rtcp::WallClock;
 use crate::media::rtp::MAX_RTP_PACKET;
-use crate::sip::build::{response, response_flow, stateless_tag};
 use crate::sip::endpoint::Admission;
 use crate::sip::sdp::LocalMedia;
-use crate::sip::{Flow, SipTransmit};
+use crate::sip::Flow;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
@@ -564,19 +563,21 @@ impl Loop {
         };
         let buf = &mut self.tx_buf[..];
         let out = self.out.as_mut();
-        let span = slot.span.clone();
-        let _entered = span.enter();
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            let now = Instant::now();
-            f(&mut slot.call, &mut slot.guard, now);
-            drain_slot(slot, buf, out)
-        }));
-        if let (Some(d), Some(slot)) = (&mut self.demux, self.calls.get_mut(&key)) {
+        // The call's span, entered for the step: moved out and back rather than cloned (a
+        // clone and its drop touch the subscriber's registry, every frame).
+        let span = std::mem::replace(&mut slot.span, tracing::Span::none());
+        let r = {
+            let _entered = span.enter();
+            catch_unwind(AssertUnwindSafe(|| {
+                let now = Instant::now();
+                f(&mut slot.call, &mut slot.guard, now);
+                drain_slot(slot, now, buf, out)
+            }))
+        };
+        slot.span = span;
+        if let Some(d) = &mut self.demux {
             d.sync(key, slot, r.is_ok());
         }
-        let Some(slot) = self.calls.get_mut(&key) else {
-            return;
-        };
         match r {
             Ok(Stepped::Goes(next)) => {
                 if next.map(|n| n.0) != slot.armed.map(|a| a.0) {
@@ -800,7 +801,12 @@ impl Loop {
 }
 
 /// Drains one call after a step and publishes its state; `Done` once it may be dropped.
-fn drain_slot(slot: &mut Slot, buf: &mut [u8], shared_out: Option<&mut SharedOut>) -> Stepped {
+fn drain_slot(
+    slot: &mut Slot,
+    now: Instant,
+    buf: &mut [u8],
+    shared_out: Option<&mut SharedOut>,
+) -> Stepped {
     let Slot {
         call,
         guard: g,
@@ -820,7 +826,6 @@ fn drain_slot(slot: &mut Slot, buf: &mut [u8], shared_out: Option<&mut SharedOut
         inbox: handle,
         ended: false,
     };
-    let now = Instant::now();
     let next = drain(call, now, &mut io, buf);
     if io.ended {
         match media {
@@ -920,22 +925,7 @@ fn build(
         Err(e) => {
             // Admission answers these 400 first; this is the backstop.
             warn!(error = %e, "call set-up failed");
-            if let Some((invite, flow)) = g.unanswered.take() {
-                let tag = stateless_tag(&invite);
-                let r = response(
-                    &invite,
-                    400,
-                    Some(&tag),
-                    &shared.config.load().sip.user_agent,
-                );
-                send_sip_now(
-                    shared,
-                    SipTransmit {
-                        flow: response_flow(&invite, flow),
-                        data: r.to_bytes(),
-                    },
-                );
-            }
+            g.answer_unanswered(400);
             None
         }
     }
