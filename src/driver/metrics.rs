@@ -81,7 +81,7 @@ impl EncodeMetric for BulkHistogram {
                 .bounds
                 .iter()
                 .copied()
-                .chain(std::iter::once(f64::MAX))
+                .chain(std::iter::once(f64::INFINITY))
                 .zip(inner.counts.iter().copied())
                 .collect();
             (inner.sum, inner.count, buckets)
@@ -485,6 +485,36 @@ pub fn sip_kind(data: &[u8]) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_lateness_flushed_from_loops_reads_as_a_prometheus_histogram() {
+        let m = Metrics::default();
+        let mut a = m.frame_lateness.local();
+        let mut b = m.frame_lateness.local();
+        a.observe(0.00005);
+        a.observe(0.003);
+        b.observe(10.0); // past every bound: only +Inf counts it
+        m.frame_lateness.flush(&mut a);
+        m.frame_lateness.flush(&mut b);
+        m.frame_lateness.flush(&mut a); // nothing new: no change
+        let text = m.encode();
+        let line = |le: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("pincoderouting_rtp_frame_lateness_seconds_bucket")
+                        && l.contains(&format!("le=\"{le}\""))
+                })
+                .unwrap_or_else(|| panic!("no le={le} bucket in\n{text}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(line("0.0001"), "1");
+        assert_eq!(line("0.0032"), "2");
+        assert_eq!(line("+Inf"), "3");
+        assert!(text.contains("pincoderouting_rtp_frame_lateness_seconds_count 3"));
+    }
 
     #[test]
     fn labels_are_bounded_and_text_is_prometheus() {
