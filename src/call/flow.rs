@@ -124,7 +124,7 @@ enum State {
         entry: Pin,
         until: Instant,
     },
-    /// The PIN is being compared with the one on file (argon2, on a blocking pool).
+    /// The PIN is being compared with the one on file (argon2, on the PIN-check workers).
     AwaitingCheck {
         attempt: u32,
         until: Instant,

@@ -5,7 +5,7 @@
 
 use crate::crm::Contact;
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use subtle::ConstantTimeEq;
 
@@ -80,7 +80,7 @@ impl std::fmt::Debug for StoredPin {
     }
 }
 
-// 8 MiB, 2 passes: a few ms per verification, on the blocking pool (PinCheck). A 4–8 digit PIN has
+// 8 MiB, 2 passes: a few ms per verification, on the PIN-check workers (PinCheck). A 4–8 digit PIN has
 // little entropy anyway; the hash keeps it out of the file, not out of reach forever.
 // Checked at compile time: invalid parameters fail the build, never a call.
 const ARGON2_PARAMS: Params = match Params::new(8 * 1024, 2, 1, None) {
@@ -90,6 +90,68 @@ const ARGON2_PARAMS: Params = match Params::new(8 * 1024, 2, 1, None) {
 
 fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, ARGON2_PARAMS)
+}
+
+/// The most argon2 memory a thread keeps between verifications (256 MiB); a stored hash
+/// that asks for more gets memory of its own for that one verification.
+const KEEP_ARGON2_BLOCKS: usize = 256 * 1024;
+
+thread_local! {
+    /// argon2's working memory, kept by the thread that verifies (the PIN-check workers):
+    /// allocating, zeroing and faulting in 8 MiB for every check cost as much CPU as the
+    /// hash itself. Every block is written before it is read, so reuse needs no clearing.
+    static ARGON2_MEMORY: std::cell::RefCell<Vec<argon2::Block>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `Argon2::verify_password` with the thread's kept memory: the algorithm, version, cost
+/// and salt from the PHC string, the output compared in constant time.
+fn verify_argon2(entered: &[u8], phc: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(hash.algorithm) else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Ok(params) = Params::try_from(&hash) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let mut out_buf = [0u8; 64];
+    let Some(out) = out_buf.get_mut(..expected.len()) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    let argon = Argon2::new(algorithm, version, params);
+    let hashed = |memory: &mut [argon2::Block], out: &mut [u8]| {
+        argon
+            .hash_password_into_with_memory(entered, salt, out, memory)
+            .is_ok()
+    };
+    let done = ARGON2_MEMORY.with(|kept| match kept.try_borrow_mut() {
+        Ok(mut kept) if blocks <= KEEP_ARGON2_BLOCKS => {
+            if kept.len() < blocks {
+                kept.resize(blocks, argon2::Block::default());
+            }
+            kept.get_mut(..blocks).map(|m| hashed(m, out))
+        }
+        _ => None,
+    });
+    let done = match done {
+        Some(done) => done,
+        None => hashed(&mut vec![argon2::Block::default(); blocks], out),
+    };
+    done && bool::from(out.ct_eq(expected.as_bytes()))
 }
 
 /// Hashes a PIN for storage (argon2id, random salt).
@@ -117,9 +179,7 @@ impl StoredPin {
     /// Does the entered PIN match? Constant time in the PIN's content.
     pub fn matches(&self, entered: &Pin) -> bool {
         match self {
-            StoredPin::Argon2(h) => PasswordHash::new(h)
-                .map(|p| argon2().verify_password(entered.bytes(), &p).is_ok())
-                .unwrap_or(false),
+            StoredPin::Argon2(h) => verify_argon2(entered.bytes(), h),
             StoredPin::Plain(p) => {
                 // Compare fixed-width buffers so neither content nor length leaks by timing.
                 // A Pin never holds more than MAX_PIN bytes (from_digits, push), so the zips
@@ -231,7 +291,7 @@ impl PinCheck {
         &self.keys
     }
 
-    /// Does the comparison need CPU (argon2), so belongs on a blocking pool?
+    /// Does the comparison need CPU (argon2), so belongs on the PIN-check workers?
     pub fn is_costly(&self) -> bool {
         matches!(
             &self.what,
@@ -354,6 +414,56 @@ mod tests {
             name: "A".into(),
             pin,
         }
+    }
+
+    #[test]
+    fn kept_memory_verification_agrees_with_argon2_for_every_variant() {
+        use argon2::password_hash::{PasswordVerifier, SaltString};
+        let right = Pin::from_digits("4321").unwrap();
+        let wrong = Pin::from_digits("4320").unwrap();
+        let salt = SaltString::encode_b64(b"sixteen byte slt").unwrap();
+        // Different algorithms, versions, costs, lanes and output lengths, in an order
+        // that makes the kept memory grow and then be reused by a smaller hash.
+        let variants = [
+            (
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(1024, 1, 1, None),
+            ),
+            (
+                Algorithm::Argon2i,
+                Version::V0x10,
+                Params::new(4096, 3, 2, Some(16)),
+            ),
+            (
+                Algorithm::Argon2d,
+                Version::V0x13,
+                Params::new(2048, 2, 4, Some(64)),
+            ),
+            (
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(512, 1, 1, Some(32)),
+            ),
+        ];
+        for (alg, version, params) in variants {
+            let a = Argon2::new(alg, version, params.unwrap());
+            let phc = a.hash_password(right.bytes(), &salt).unwrap().to_string();
+            let parsed = PasswordHash::new(&phc).unwrap();
+            for (pin, ok) in [(&right, true), (&wrong, false), (&right, true)] {
+                assert_eq!(
+                    a.verify_password(pin.bytes(), &parsed).is_ok(),
+                    ok,
+                    "argon2's own verdict, {phc}"
+                );
+                assert_eq!(verify_argon2(pin.bytes(), &phc), ok, "ours, {phc}");
+            }
+        }
+        assert!(!verify_argon2(
+            right.bytes(),
+            "$argon2id$v=19$m=8,t=1,p=1$bad"
+        ));
+        assert!(!verify_argon2(right.bytes(), "not a hash"));
     }
 
     #[test]

@@ -377,8 +377,14 @@ impl CallIo for DriverIo<'_> {
                 }
             }
             CallEvent::CheckPin(check) => {
-                // The lockout store may be a network away and argon2 takes milliseconds of
-                // CPU: never on the call loop.
+                // A plain comparison against the in-memory store is settled here, so the
+                // REFER leaves in the step that took the `#`. The lockout store may be a
+                // network away and argon2 takes milliseconds of CPU: never on the call loop.
+                use super::lockout_store::{settle_now, Settle};
+                let check = match settle_now(&self.g.shared.lockout, now, check) {
+                    Settle::Done(settled) => return call.handle_check(now, settled),
+                    Settle::Wait(check) => check,
+                };
                 let (inbox, shared) = (self.inbox.clone(), self.g.shared.clone());
                 tokio::spawn(async move {
                     let r =

@@ -8,12 +8,12 @@
 //! skewed clocks agree. Every operation has a deadline; on error or deadline the
 //! configured policy applies (fail closed by default: no verdict without the store).
 
+use super::costly::CostlyPool;
 use crate::call::lockout::{Lockout, LockoutPolicy};
 use crate::call::verdict::{CheckResult, LockState, PinCheck};
 use crate::config::{LockoutConfig, LockoutStoreConfig, OnStoreError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
 use tracing::warn;
 
 /// The lockout store of a running server.
@@ -60,29 +60,30 @@ impl LockoutStore {
 }
 
 /// Settles a verdict against the store: a locked key stops it before the comparison, the
-/// comparison runs on the blocking pool when it costs CPU (argon2), the outcome is counted.
-/// Costly comparisons take a slot of `costly` first: a few at a time (one per core), in
-/// the order they came, because each holds argon2's memory (8 MiB) and a core for
-/// milliseconds, and a burst of callers typing at once must not grow the blocking pool by
-/// a thread and 8 MiB each. A cheap comparison (plain PIN, a webhook's verdict) never
-/// waits behind them: it runs here, in microseconds.
+/// comparison runs on the PIN-check workers when it costs CPU (argon2), the outcome is counted.
+/// Costly comparisons run on the PIN-check workers (`costly`): a few at a time (one per
+/// core), in the order they came, below the call loops' priority, because each holds
+/// argon2's memory (8 MiB) and a core for milliseconds, and a burst of callers typing at
+/// once must neither grow a thread pool by a thread and 8 MiB each nor delay the media.
+/// A cheap comparison (plain PIN, a webhook's verdict) never waits behind them: it runs
+/// here, in microseconds.
 pub(crate) async fn settle(
     store: &LockoutStore,
-    costly: &Semaphore,
+    costly: &CostlyPool,
     check: PinCheck,
 ) -> CheckResult {
+    let check = match settle_now(store, Instant::now(), check) {
+        Settle::Done(settled) => return settled,
+        Settle::Wait(check) => check,
+    };
     match store {
         LockoutStore::Off | LockoutStore::Memory(_) => {
             let table = store.memory().cloned();
-            if !check.is_costly() {
-                return check.settle_in_memory(Instant::now(), table.as_deref());
-            }
-            let _slot = costly.acquire().await.ok();
-            let run = move || check.settle_in_memory(Instant::now(), table.as_deref());
             // Never on a runtime thread if it costs milliseconds.
-            tokio::task::spawn_blocking(run)
+            costly
+                .run(move || check.settle_in_memory(Instant::now(), table.as_deref()))
                 .await
-                .unwrap_or_else(|_| unavailable_after_panic())
+                .unwrap_or_else(unavailable_after_panic)
         }
         LockoutStore::Redis(r) => {
             let keys = check.keys().to_vec();
@@ -97,10 +98,9 @@ pub(crate) async fn settle(
                 }
             }
             let judgement = if check.is_costly() {
-                let _slot = costly.acquire().await.ok();
-                match tokio::task::spawn_blocking(move || check.judge()).await {
-                    Ok(j) => j,
-                    Err(_) => return unavailable_after_panic(),
+                match costly.run(move || check.judge()).await {
+                    Some(j) => j,
+                    None => return unavailable_after_panic(),
                 }
             } else {
                 check.judge()
@@ -121,6 +121,27 @@ pub(crate) async fn settle(
             }
         }
     }
+}
+
+/// Settles a check at once when nothing in it waits: the store is in memory (or off) and
+/// the comparison costs microseconds (a plain PIN, a webhook's verdict). The call loop
+/// does this in the step that took the `#`, so the REFER leaves in that step; anything
+/// else (argon2, a store a network away) is given back for `settle`, off the loop.
+pub(crate) fn settle_now(store: &LockoutStore, now: Instant, check: PinCheck) -> Settle {
+    match store {
+        LockoutStore::Off | LockoutStore::Memory(_) if !check.is_costly() => {
+            Settle::Done(check.settle_in_memory(now, store.memory().map(|m| &**m)))
+        }
+        _ => Settle::Wait(check),
+    }
+}
+
+/// What `settle_now` did with a check.
+pub(crate) enum Settle {
+    /// Settled: the verdict.
+    Done(CheckResult),
+    /// It has to wait (argon2, a store a network away): for `settle`.
+    Wait(PinCheck),
 }
 
 /// The comparison itself panicked (a bug): no verdict stands.
@@ -289,38 +310,71 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_burst_of_argon2_checks_waits_for_slots_and_every_one_is_judged() {
+    async fn a_burst_of_argon2_checks_waits_for_the_workers_and_every_one_is_judged() {
         let right = Pin::from_digits("1234").unwrap();
         let hashed = StoredPin::from_hash(&hash_pin(&right).unwrap()).unwrap();
         let store = Arc::new(LockoutStore::Off);
-        let slots = Arc::new(Semaphore::new(1));
-        // One slot held: the costly checks queue, a cheap one does not wait for them.
-        let held = slots.clone().acquire_owned().await.unwrap();
+        let workers = Arc::new(CostlyPool::start(1));
+        // The one worker busy: the costly checks queue, a cheap one does not wait for them.
+        let (release, busy) = std::sync::mpsc::channel::<()>();
+        let blocker = {
+            let workers = workers.clone();
+            tokio::spawn(async move { workers.run(move || busy.recv().is_ok()).await })
+        };
         let burst: Vec<_> = (0..8)
             .map(|i| {
-                let (store, slots) = (store.clone(), slots.clone());
+                let (store, workers) = (store.clone(), workers.clone());
                 let c = check(hashed.clone(), if i % 2 == 0 { "1234" } else { "1235" });
-                tokio::spawn(async move { settle(&store, &slots, c).await })
+                tokio::spawn(async move { settle(&store, &workers, c).await })
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(
             burst.iter().all(|h| !h.is_finished()),
-            "costly checks wait for a slot"
+            "costly checks wait for a worker"
         );
         let cheap = settle(
             &store,
-            &slots,
+            &workers,
             check(StoredPin::Plain(right.clone()), "1234"),
         )
         .await;
         assert!(cheap.verified.is_some(), "a plain PIN is judged at once");
-        drop(held);
+        release.send(()).unwrap();
+        assert_eq!(blocker.await.unwrap(), Some(true));
         for (i, h) in burst.into_iter().enumerate() {
             let r = h.await.unwrap();
             assert_eq!(r.verified.is_some(), i % 2 == 0, "check {i}");
             assert_eq!(r.lock, LockState::Open);
         }
-        assert_eq!(slots.available_permits(), 1, "every slot given back");
+    }
+
+    #[test]
+    fn only_cheap_checks_against_memory_are_settled_at_once() {
+        let right = Pin::from_digits("1234").unwrap();
+        let now = Instant::now();
+        let memory = LockoutStore::Memory(Arc::new(Mutex::new(Lockout::new(
+            crate::call::lockout::LockoutPolicy::default(),
+        ))));
+        for store in [&LockoutStore::Off, &memory] {
+            let plain = |typed| check(StoredPin::Plain(right.clone()), typed);
+            let Settle::Done(ok) = settle_now(store, now, plain("1234")) else {
+                panic!("a plain PIN waits")
+            };
+            assert!(ok.verified.is_some(), "right plain PIN verified at once");
+            let Settle::Done(wrong) = settle_now(store, now, plain("1235")) else {
+                panic!("a plain PIN waits")
+            };
+            assert!(wrong.verified.is_none(), "wrong plain PIN refused at once");
+            assert_eq!(wrong.lock, LockState::Open);
+        }
+        let hashed = StoredPin::from_hash(&hash_pin(&right).unwrap()).unwrap();
+        assert!(
+            matches!(
+                settle_now(&memory, now, check(hashed, "1234")),
+                Settle::Wait(_)
+            ),
+            "argon2 is given back, never run on the call loop"
+        );
     }
 }

@@ -8,6 +8,7 @@ mod admin;
 mod audit;
 mod batch;
 mod call_task;
+mod costly;
 mod lockout_store;
 pub mod metrics;
 mod ports;
@@ -86,8 +87,9 @@ pub(crate) struct Shared {
     pub refused: DashMap<String, std::time::Instant>,
     /// Failed-PIN counters across calls (memory or Redis).
     pub lockout: lockout_store::LockoutStore,
-    /// Slots for argon2 comparisons, one per core (`lockout_store::settle`).
-    pub costly_checks: tokio::sync::Semaphore,
+    /// The PIN-check workers for argon2 comparisons, one per core, below the call loops'
+    /// priority (`lockout_store::settle`).
+    pub costly_checks: costly::CostlyPool,
     pub metrics: metrics::Metrics,
     /// SIGTERM/SIGINT came: readiness 503, new calls and OPTIONS 503, calls go on.
     pub draining: AtomicBool,
@@ -335,7 +337,7 @@ impl Server {
                     std::time::Instant::now(),
                 )),
                 lockout,
-                costly_checks: tokio::sync::Semaphore::new(n_loops),
+                costly_checks: costly::CostlyPool::start(n_loops),
             }),
             tcp,
             admin,
