@@ -491,6 +491,10 @@ def sipp_args(args, step_dir, callers, n, rate, hold_ms, limit, timeout_s):
             "-inf", callers, "-m", str(n), "-l", str(limit), "-r", str(rate),
             "-d", str(hold_ms), "-nostdin", "-timeout", f"{timeout_s}s",
             "-timeout_error", "-max_socket", "60000",
+            # SIPp's SIP socket as deep as ours (4 MiB, up to net.core.rmem_max): with its
+            # default a burst of our messages overflowed it, and a response lost there with
+            # the next request kept made SIPp abort the call as "unexpected message".
+            "-buff_size", str(4 << 20),
             "-trace_stat", "-stf", os.path.join(step_dir, "sipp_stat.csv"), "-fd", "1",
             "-trace_rtt", "-rtt_freq", "1",
             "-trace_err", "-error_file", os.path.join(step_dir, "sipp_errors.log")]
@@ -945,7 +949,12 @@ def main():
     p.add_argument("--ramp-s", type=float, default=8.0,
                    help="each step's calls are placed within about this long")
     p.add_argument("--ramp-rate", type=int, default=0,
-                   help="calls per second while ramping up (0: N / --ramp-s, at least 20)")
+                   help="calls per second while ramping up (0: N / --ramp-s, at least 20, "
+                        "at most --max-ramp-rate)")
+    p.add_argument("--max-ramp-rate", type=int, default=200,
+                   help="the ramp's (and so the PIN phase's) highest rate: SIPp plays each "
+                        "capture on a thread and a raw socket of its own, and beyond ~200 "
+                        "captures a second SIPp, not the service, runs out of CPU")
     p.add_argument("--rate", "--rate-step", type=int, default=500,
                    help="the call-rate step: short calls per second (0: no rate step)")
     p.add_argument("--duration", type=int, default=20, help="the call-rate step's seconds")
@@ -1034,10 +1043,14 @@ def main():
                 print(f"N={n:<6} SKIPPED: needs ~{2 * n + 200} open files, ulimit -n is "
                       f"{nofile}", flush=True)
                 continue
-            rate = args.ramp_rate or max(20, math.ceil(n / args.ramp_s))
-            log(f"step N={n}: ramp {rate}/s, hold {args.hold_ms} ms")
+            rate = args.ramp_rate or min(args.max_ramp_rate,
+                                         max(20, math.ceil(n / args.ramp_s)))
+            # The PIN phase comes at the ramp's rate; the hold outlasts the ramp by 10 s
+            # at least, so that every call is up for a steady window before the first PIN.
+            hold_ms = max(args.hold_ms, math.ceil(n / rate * 1000) + 10000)
+            log(f"step N={n}: ramp {rate}/s, hold {hold_ms} ms")
             try:
-                r = run_calls(args, work, crm, f"step-{n}", n, rate, args.hold_ms)
+                r = run_calls(args, work, crm, f"step-{n}", n, rate, hold_ms)
             except Failed as e:
                 r = {"n": n, "error": str(e)}
                 log(f"N={n}: {e}")
