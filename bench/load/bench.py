@@ -515,7 +515,8 @@ def sipp_final_stats(step_dir):
 
 def sipp_rtts(step_dir, rtd="1"):
     """Exact response times (ms) from SIPp's -trace_rtt file, and their dates: rtd 1 is
-    INVITE -> 200, rtd 2 an INFO caller's `#` (its last INFO sent) -> our REFER received."""
+    INVITE -> 200, rtd 2 (3) an HTTP-CRM (file-CRM) INFO caller's `#` (its last INFO
+    sent) -> our REFER received."""
     vals, dates = [], []
     for name in os.listdir(step_dir):
         if not name.endswith("_rtt.csv"):
@@ -734,11 +735,13 @@ def summarize_sipp(r, step_dir):
         r["setup_rate"] = round((len(dates) - 1) / ((max(dates) - min(dates)) / 1000), 1)
     # `#` -> REFER on the wire, as SIPp saw it (INFO callers only: SIPp knows when it
     # sent their `#`; a capture's keys leave from SIPp's play thread).
-    wire, _ = sipp_rtts(step_dir, "2")
-    r["info_wire_refer_n"] = len(wire)
-    r["info_wire_refer_p50_ms"] = quantile(wire, 0.50)
-    r["info_wire_refer_p99_ms"] = quantile(wire, 0.99)
-    r["info_wire_refer_max_ms"] = max(wire) if wire else None
+    # The HTTP CRM's callers (the target's), and apart the file CRM's (argon2 included).
+    for key, rtd in (("info_wire_refer", "2"), ("info_wire_refer_file", "3")):
+        wire, _ = sipp_rtts(step_dir, rtd)
+        r[f"{key}_n"] = len(wire)
+        r[f"{key}_p50_ms"] = quantile(wire, 0.50)
+        r[f"{key}_p99_ms"] = quantile(wire, 0.99)
+        r[f"{key}_max_ms"] = max(wire) if wire else None
     entries = sipp_error_entries(step_dir)
     kinds = {}
     for e in entries:

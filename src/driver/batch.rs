@@ -1,7 +1,7 @@
 //! Batched datagram I/O for the shared media sockets: RTP frames of many calls leave in one
 //! `sendmmsg`, and what has arrived is read with one `recvmmsg`. Linux only (as the
-//! service is); the one place besides the DTMF kernels with `unsafe`, each block with the
-//! reason it is sound.
+//! service is); with loop_timer.rs and the DTMF kernels, the places with `unsafe`, each
+//! block with the reason it is sound.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;

@@ -10,6 +10,7 @@ mod batch;
 mod call_task;
 mod costly;
 mod lockout_store;
+mod loop_timer;
 pub mod metrics;
 mod ports;
 mod shard;

@@ -470,9 +470,7 @@ impl Loop {
     async fn run(mut self, mut rx: mpsc::Receiver<LoopMsg>) {
         let mut msgs: Vec<LoopMsg> = Vec::with_capacity(256);
         let mut ready: Vec<(u64, Sock)> = Vec::with_capacity(256);
-        let far = tokio::time::Instant::now() + Duration::from_secs(86400 * 365);
-        let sleep = tokio::time::sleep_until(far);
-        tokio::pin!(sleep);
+        let mut timer = super::loop_timer::LoopTimer::new();
         let mut slept_until: Option<Instant> = None;
         loop {
             let mut next = self.timers.next();
@@ -483,8 +481,7 @@ impl Loop {
             }
             if next != slept_until {
                 slept_until = next;
-                let at = next.map(tokio::time::Instant::from_std).unwrap_or(far);
-                sleep.as_mut().reset(at);
+                timer.set(next);
             }
             if self.again.is_empty() {
                 tokio::select! {
@@ -494,7 +491,7 @@ impl Loop {
                         }
                     }
                     () = self.ready.notify.notified() => {}
-                    () = &mut sleep, if next.is_some() => {
+                    () = timer.rung(), if next.is_some() => {
                         slept_until = None;
                     }
                 }
