@@ -920,9 +920,10 @@ fn build(
     match Call::new(Instant::now(), config, setup) {
         Ok(c) => Some((c, media)),
         Err(e) => {
-            // Admission answers these 400 first; this is the backstop.
+            // Admission answers these 400 first; this is the backstop (with its audit
+            // record, as every refused INVITE has).
             warn!(error = %e, "call set-up failed");
-            g.answer_unanswered(400);
+            g.refuse(400, "call_setup_failed");
             None
         }
     }
