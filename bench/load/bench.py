@@ -107,7 +107,8 @@ def stop_all(grace=2.0):
 
 
 class RtpSink:
-    """Drops our RTP to SIPp's media port at the input hook (nftables), after the window.
+    """Drops our RTP (and RTCP) to SIPp's media ports at the input hook (nftables), after
+    the window.
 
     SIPp's pcap play sends each capture from a raw UDP socket of its own, bound to
     127.0.0.1, and every raw UDP socket gets a copy of every UDP datagram to that address:
@@ -133,7 +134,7 @@ class RtpSink:
             return
         rules = (f"table inet {self.TABLE} {{\n  chain input {{\n"
                  f"    type filter hook input priority 0;\n"
-                 f"    udp dport {self.port} counter drop\n  }}\n}}\n")
+                 f"    udp dport {{ {self.port}, {self.port + 1} }} counter drop\n  }}\n}}\n")
         done = subprocess.run(["nft", "-f", "-"], input=rules, text=True,
                               capture_output=True)
         if done.returncode != 0:
@@ -487,7 +488,7 @@ def sipp_args(args, step_dir, callers, n, rate, hold_ms, limit, timeout_s):
     # The scenario is copied beside the captures it plays (where SIPp looks first).
     return ["sipp", "-sf", os.path.join(step_dir, "pin_call.xml"),
             f"127.0.0.1:{args.sip_port}", "-i", "127.0.0.1", "-p", str(args.sipp_port),
-            "-mi", "127.0.0.1", "-mp", str(args.media_port),
+            "-mi", args.sipp_media_ip, "-mp", str(args.media_port),
             "-inf", callers, "-m", str(n), "-l", str(limit), "-r", str(rate),
             "-d", str(hold_ms), "-nostdin", "-timeout", f"{timeout_s}s",
             "-timeout_error", "-max_socket", "60000",
@@ -980,6 +981,10 @@ def main():
     p.add_argument("--sipp-port", type=int, default=5291)
     p.add_argument("--admin-port", type=int, default=9290)
     p.add_argument("--media-port", type=int, default=7100, help="SIPp's media port")
+    p.add_argument("--sipp-media-ip", default="127.0.0.3",
+                   help="SIPp's media address (-mi), a loopback address apart from ours: "
+                        "SIPp binds each playing capture's raw socket to it, and a raw socket "
+                        "gets a copy of every UDP datagram to its address")
     p.add_argument("--rtp-sink", choices=["auto", "on", "off"], default="auto",
                    help="after the window, drop our RTP to SIPp's media port with nftables "
                         "before delivery, so SIPp's raw pcap sockets do not each get a copy "

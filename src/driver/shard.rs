@@ -133,6 +133,9 @@ struct Slot {
     /// The deadline filed in the heap for this call, and what it is for.
     armed: Option<(Instant, Wake)>,
     last_flush: Instant,
+    /// The progress and digit count last published to the admin listing's `CallStatus`
+    /// (another allocation: touched only when they change, not every frame).
+    published: (u8, u32),
     span: tracing::Span,
 }
 
@@ -786,6 +789,7 @@ impl Loop {
                 },
                 armed: None,
                 last_flush: Instant::now(),
+                published: (u8::MAX, u32::MAX),
                 span,
             },
         );
@@ -810,6 +814,7 @@ fn drain_slot(
         media,
         handle,
         last_flush,
+        published,
         ..
     } = slot;
     let out = match (&*media, shared_out) {
@@ -836,8 +841,12 @@ fn drain_slot(
     if g.unanswered.is_some() && !call.invite_pending() {
         g.unanswered = None;
     }
-    g.status.state.store(call.progress(), Ordering::Relaxed);
-    g.status.digits.store(call.digit_count(), Ordering::Relaxed);
+    let now_at = (call.progress(), call.digit_count());
+    if *published != now_at {
+        *published = now_at;
+        g.status.state.store(now_at.0, Ordering::Relaxed);
+        g.status.digits.store(now_at.1, Ordering::Relaxed);
+    }
     if now.duration_since(*last_flush) >= Duration::from_secs(1) {
         *last_flush = now;
         if let Some(stats) = call.rtp_stats() {
