@@ -1,5 +1,6 @@
 //! Hot paths of the sans-IO core: SIP parse, endpoint routing, and the per-packet RTP work
-//! (validate one inbound packet, write one outbound frame). Run: `cargo bench --bench core`.
+//! (validate one inbound packet, write one outbound frame), a call's whole frame step, and a
+//! call loop's frame scheduling. Run: `cargo bench --bench core`.
 #![allow(clippy::disallowed_methods)]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -225,5 +226,34 @@ fn call(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sip, rtp, call);
+/// A call loop's frame scheduling: 4000 calls, each with a frame due every 20 ms at its own
+/// phase; one iteration is one millisecond of the loop (take what is due, file each call's
+/// next frame). Throughput: frames scheduled.
+fn frame_scheduling(c: &mut Criterion) {
+    use pincoderouting::driver::timers::Timers;
+    const CALLS: u64 = 4000;
+    let mut g = c.benchmark_group("loop");
+    g.throughput(Throughput::Elements(CALLS / 20));
+    g.bench_function("frame_scheduling_ms", |b| {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0);
+        for key in 0..CALLS {
+            // Phases spread over the 20 ms, to the microsecond.
+            timers.push(t0 + Duration::from_micros(key * 20_000 / CALLS), key);
+        }
+        let mut now = t0;
+        let mut due = Vec::with_capacity(1024);
+        b.iter(|| {
+            now += Duration::from_millis(1);
+            timers.take_due(now, &mut due);
+            for (at, key) in due.drain(..) {
+                timers.push(at + Duration::from_millis(20), black_box(key));
+            }
+            black_box(timers.next())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, sip, rtp, call, frame_scheduling);
 criterion_main!(benches);

@@ -15,6 +15,8 @@ pub mod metrics;
 mod ports;
 mod shard;
 mod tcp;
+#[doc(hidden)]
+pub mod timers;
 
 pub use admin::ReloadHook;
 pub use audit::AuditSink;
