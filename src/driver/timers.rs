@@ -12,9 +12,9 @@ pub const RING: u64 = 1024;
 /// A loop's deadlines: a ring of one-millisecond slots for what is due within the next
 /// second (every media frame: O(1) to file and to fire), a heap for later ones. A deadline
 /// is filed in the slot of the millisecond it falls in, rounded up, and fires once that
-/// millisecond has begun — never early, at most a millisecond late (tokio's timer
-/// resolution). Entries whose call has since filed another deadline are skipped by the
-/// caller (stale).
+/// millisecond has begun — never early, at most a millisecond late (the slot's width; the
+/// loop's timerfd wakes it at the slot's start). Entries whose call has since filed another
+/// deadline are skipped by the caller (stale).
 pub struct Timers {
     origin: Instant,
     /// The first millisecond (since `origin`) not yet fired.
