@@ -1017,6 +1017,8 @@ def main():
         if not port_free(port, kind):
             sys.exit(f"bench/load: port {port} is in use (another bench or test running?)")
 
+    if args.rtp_sink == "auto" and not RtpSink("auto", args.media_port).usable:
+        log("no nft, or not root: our RTP goes to SIPp in the PIN phase too (see --rtp-sink)")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     version = subprocess.run([args.bin, "--version"], capture_output=True, text=True,
                              timeout=10).stdout.strip()
