@@ -17,6 +17,21 @@ fn require_sipp() {
     );
 }
 
+/// Waits for `calls` "call ended" log lines and checks each: the PBX hung up, we sent at
+/// least `tx` RTP packets and got at least `rx` back (SIPp's echo), none ignored. The log.
+fn echoed_calls_ended(svc: &Service, calls: usize, tx: u64, rx: u64) -> Vec<serde_json::Value> {
+    let log = svc.wait_for(Duration::from_secs(10), |l| {
+        l.iter().filter(|e| msg(e) == "call ended").count() >= calls
+    });
+    for e in log.iter().filter(|e| msg(e) == "call ended") {
+        assert_eq!(field(e, "reason"), "RemoteBye", "{e}");
+        assert!(num(e, "rtp_tx") >= tx, "we sent RTP: {e}");
+        assert!(num(e, "rtp_rx") >= rx, "RTP came back from SIPp: {e}");
+        assert_eq!(num(e, "rtp_rx_ignored"), 0, "{e}");
+    }
+    log
+}
+
 #[test]
 fn basic_call_rtp_both_ways_then_bye_from_pbx_udp_and_tcp() {
     require_sipp();
@@ -40,16 +55,8 @@ fn basic_call_rtp_both_ways_then_bye_from_pbx_udp_and_tcp() {
         );
         assert!(out.status.success(), "sipp basic call over {transport}");
     }
-    let ended = svc.wait_for(Duration::from_secs(10), |l| {
-        l.iter().filter(|e| msg(e) == "call ended").count() >= 2
-    });
-    for e in ended.iter().filter(|e| msg(e) == "call ended") {
-        assert_eq!(field(e, "reason"), "RemoteBye", "{e}");
-        // 2 s of 20 ms frames: ~100 sent; SIPp echoed them back to us.
-        assert!(num(e, "rtp_tx") >= 90, "we sent RTP: {e}");
-        assert!(num(e, "rtp_rx") >= 80, "RTP came back from SIPp: {e}");
-        assert_eq!(num(e, "rtp_rx_ignored"), 0, "{e}");
-    }
+    // 2 s of 20 ms frames: ~100 sent; SIPp echoed them back to us.
+    echoed_calls_ended(&svc, 2, 90, 80);
 }
 
 #[test]
@@ -503,16 +510,8 @@ fn shared_media_socket_tells_concurrent_calls_apart_by_their_source() {
     for c in callers {
         assert!(c.join().unwrap().status.success(), "sipp call");
     }
-    let log = svc.wait_for(Duration::from_secs(10), |l| {
-        l.iter().filter(|e| msg(e) == "call ended").count() >= 4
-    });
-    for e in log.iter().filter(|e| msg(e) == "call ended") {
-        assert_eq!(field(e, "reason"), "RemoteBye", "{e}");
-        // 3 s of frames out, and each call got back its own echo, none another's.
-        assert!(num(e, "rtp_tx") >= 140, "we sent RTP: {e}");
-        assert!(num(e, "rtp_rx") >= 120, "its echo came back to it: {e}");
-        assert_eq!(num(e, "rtp_rx_ignored"), 0, "{e}");
-    }
+    // 3 s of frames out, and each call got back its own echo, none another's.
+    let log = echoed_calls_ended(&svc, 4, 140, 120);
     // The calls shared their loops' ports: at most one port per loop (core).
     let ports: std::collections::BTreeSet<u64> = log
         .iter()

@@ -2112,18 +2112,22 @@ fn pin_result_rides_in_refer_to_or_on_the_refer_or_both() {
     }
 }
 
-/// The argon2 comparison runs off the call's task; if it never comes back (a driver fault)
-/// the caller is not stuck and never verified: the failure extension, as crm_error.
-#[test]
-fn pin_check_queued_for_seconds_still_verifies() {
-    // Under load, argon2 checks wait their turn for a core (the driver runs a few at a
-    // time): four seconds in the queue is slow, not a fault, and a right PIN stays right.
-    let mut w = flow_world(611, "1234");
+/// A caller who typed the right PIN, with the driver not answering PIN checks (yet).
+fn typed_with_check_held(seed: u64) -> World {
+    let mut w = flow_world(seed, "1234");
     w.answer_checks = false;
     start(&mut w);
     w.run_for(0.5);
     let mut ts = 1000;
     type_keys(&mut w, "1234#", &mut ts);
+    w
+}
+
+#[test]
+fn pin_check_queued_for_seconds_still_verifies() {
+    // Under load, argon2 checks wait their turn for a core (the driver runs a few at a
+    // time): four seconds in the queue is slow, not a fault, and a right PIN stays right.
+    let mut w = typed_with_check_held(611);
     w.run_for(4.0);
     let check = w
         .events
@@ -2146,14 +2150,11 @@ fn pin_check_queued_for_seconds_still_verifies() {
     );
 }
 
+/// The argon2 comparison runs off the call's task; if it never comes back (a driver fault)
+/// the caller is not stuck and never verified: the failure extension, as crm_error.
 #[test]
 fn pin_check_that_never_returns_fails_closed() {
-    let mut w = flow_world(610, "1234");
-    w.answer_checks = false;
-    start(&mut w);
-    w.run_for(0.5);
-    let mut ts = 1000;
-    type_keys(&mut w, "1234#", &mut ts);
+    let mut w = typed_with_check_held(610);
     w.run_for(14.0);
     assert!(w.pbx.refer_to.is_empty(), "still waiting for the check");
     w.run_for(2.0);
