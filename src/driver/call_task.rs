@@ -358,7 +358,7 @@ impl CallIo for DriverIo<'_> {
                         let (v, inbox) = (v.clone(), self.inbox.clone());
                         let call_id = call.call_id().to_string();
                         let shared = self.g.shared.clone();
-                        tokio::spawn(async move {
+                        self.g.shared.rt.spawn(async move {
                             let asked = Instant::now();
                             let reply = v.verify(&organization, &caller, &pin, &call_id).await;
                             let outcome = match &reply {
@@ -386,7 +386,7 @@ impl CallIo for DriverIo<'_> {
                     Settle::Wait(check) => check,
                 };
                 let (inbox, shared) = (self.inbox.clone(), self.g.shared.clone());
-                tokio::spawn(async move {
+                self.g.shared.rt.spawn(async move {
                     let r =
                         super::lockout_store::settle(&shared.lockout, &shared.costly_checks, check)
                             .await;
@@ -401,7 +401,7 @@ impl CallIo for DriverIo<'_> {
                 }
                 _ => {
                     let (inbox, shared) = (self.inbox.clone(), self.g.shared.clone());
-                    tokio::spawn(async move {
+                    self.g.shared.rt.spawn(async move {
                         let state = super::lockout_store::lock_state(&shared.lockout, &keys).await;
                         let _ = inbox.send(CallInput::LockState(state)).await;
                     });
@@ -418,7 +418,7 @@ impl CallIo for DriverIo<'_> {
                         let (http, inbox) = (http.clone(), self.inbox.clone());
                         let shared = self.g.shared.clone();
                         let call_id = call.call_id().to_string();
-                        tokio::spawn(async move {
+                        self.g.shared.rt.spawn(async move {
                             let asked = Instant::now();
                             let reply = http.lookup(&organization, &number).await;
                             crm_done(&shared, "http_lookup", crm_outcome(&reply), asked);

@@ -70,6 +70,9 @@ pub(crate) struct CallStatus {
 
 /// State shared by every task of one running server.
 pub(crate) struct Shared {
+    /// The main runtime: CRM requests, PIN checks and SIP sends that must wait run here,
+    /// never on a call loop's thread.
+    pub rt: tokio::runtime::Handle,
     pub config: ArcSwap<Config>,
     pub calls: DashMap<String, CallEntry>,
     /// The call loops' inboxes (one loop per core; `shard`).
@@ -317,6 +320,7 @@ impl Server {
             .unzip();
         Ok(Server {
             shared: Arc::new(Shared {
+                rt: tokio::runtime::Handle::current(),
                 config: ArcSwap::new(config.clone()),
                 calls: DashMap::new(),
                 loops,
@@ -452,9 +456,9 @@ impl Server {
         for t in tasks {
             t.abort();
         }
-        for l in loops {
-            l.abort();
-        }
+        // Each loop drops the calls it still holds (each writes its audit record and gives
+        // back what it held) and ends its thread.
+        loops.stop(std::time::Duration::from_secs(5)).await;
         if let Some(a) = admin {
             a.abort();
         }
@@ -688,7 +692,7 @@ pub(crate) fn send_sip_now(shared: &Shared, t: SipTransmit) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     let sock = sock.clone();
-                    tokio::spawn(async move {
+                    shared.rt.spawn(async move {
                         if let Err(e) = sock.send_to(&t.data, t.flow.remote).await {
                             warn!(to = %t.flow.remote, error = %e, "udp send failed");
                         }

@@ -1,5 +1,5 @@
-//! Call loops: a few tokio tasks (one per core) that each own many calls, instead of a task
-//! per call. A loop holds its calls in a table, their deadlines in one timer heap, and
+//! Call loops: a few threads (one per core, each running its own current-thread tokio
+//! runtime) that each own many calls, instead of a task per call. A loop holds its calls in a table, their deadlines in one timer heap, and
 //! learns which media sockets have packets from a ready queue that the sockets' own wakers
 //! fill; one wake-up of the loop serves every call whose frame is due in that millisecond.
 //! Per call and frame that is one `sendto` and no task wake-up, no timer-wheel entry and no
@@ -30,7 +30,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake as TaskWake, Waker};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, info, warn, Instrument};
 
 /// Depth of a loop's inbox (SIP for its calls, CRM and store replies, new calls). A loop
@@ -252,7 +252,10 @@ const SHARED_POLL: Duration = Duration::from_millis(5);
 struct Loop {
     shared: Arc<Shared>,
     tx: mpsc::Sender<LoopMsg>,
-    calls: KeyMap<Slot>,
+    /// Boxed: the table holds a key and a pointer per call (its buckets stay in cache and
+    /// finding a call no longer touches the call's own memory), and the table's spare
+    /// capacity costs 16 bytes a bucket rather than a whole call's 4 KiB.
+    calls: KeyMap<Box<Slot>>,
     /// Every call's next deadline; entries that no longer match the call's `armed` are
     /// stale and skipped when they come up.
     timers: Timers,
@@ -272,44 +275,113 @@ struct Loop {
     demux: Option<Demux>,
 }
 
-/// Starts `n` call loops; returns their inboxes. The loops end when every sender is gone.
-pub(crate) fn start(
-    shared: &Arc<Shared>,
-    inboxes: Vec<mpsc::Receiver<LoopMsg>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    inboxes
-        .into_iter()
-        .zip(shared.loops.iter())
-        .enumerate()
-        .map(|(i, (rx, tx))| {
-            let (out, demux) = match shared_sockets(shared) {
-                Some((out, demux)) => {
-                    info!(loop_index = i, rtp_port = demux.port, "shared media socket");
-                    (Some(out), Some(demux))
+/// The running call loops: how to stop them, and their threads.
+pub(crate) struct Loops {
+    /// Dropping these ends the loops.
+    stops: Vec<oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Loops that could not have a thread of their own run as tasks of the main runtime.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Loops {
+    /// Ends every loop and waits (up to `within`) until they are gone: each drops the calls
+    /// it still holds, whose guards write their audit records and give back what they held.
+    pub async fn stop(self, within: Duration) {
+        let Loops {
+            stops,
+            threads,
+            tasks,
+        } = self;
+        drop(stops);
+        let joined = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+            let _ = tokio::task::spawn_blocking(move || {
+                for t in threads {
+                    let _ = t.join();
                 }
-                None => (None, None),
-            };
-            let l = Loop {
-                out,
-                demux,
-                shared: shared.clone(),
-                tx: tx.clone(),
-                calls: KeyMap::default(),
-                timers: Timers::new(Instant::now()),
-                due: Vec::new(),
-                ready: Arc::default(),
-                again: Vec::new(),
-                rx_buf: vec![0; MAX_RTP_PACKET + 1],
-                tx_buf: vec![0; MAX_RTP_PACKET],
-                lateness: shared.metrics.frame_lateness.local(),
-                flushed: Instant::now(),
-            };
-            tokio::spawn(
-                l.run(rx)
-                    .instrument(tracing::info_span!("loop", loop_index = i)),
-            )
-        })
-        .collect()
+            })
+            .await;
+        };
+        if tokio::time::timeout(within, joined).await.is_err() {
+            warn!("call loops did not stop in time");
+        }
+    }
+}
+
+/// Starts the call loops, one per inbox, each on a thread of its own with its own
+/// current-thread runtime: its media sockets and its timer are registered with that
+/// runtime's reactor alone, so a sent frame's release and a received packet's wake-up stay
+/// on the loop's core (with one reactor for every socket, both cores contended for its
+/// lock on every packet), and no other task runs between a loop's frames.
+pub(crate) fn start(shared: &Arc<Shared>, inboxes: Vec<mpsc::Receiver<LoopMsg>>) -> Loops {
+    let mut loops = Loops {
+        stops: Vec::new(),
+        threads: Vec::new(),
+        tasks: Vec::new(),
+    };
+    for (i, (rx, tx)) in inboxes.into_iter().zip(shared.loops.iter()).enumerate() {
+        let (out, demux) = match shared_sockets(shared) {
+            Some((out, demux)) => {
+                info!(loop_index = i, rtp_port = demux.port, "shared media socket");
+                (Some(out), Some(demux))
+            }
+            None => (None, None),
+        };
+        let l = Loop {
+            out,
+            demux,
+            shared: shared.clone(),
+            tx: tx.clone(),
+            calls: KeyMap::default(),
+            timers: Timers::new(Instant::now()),
+            due: Vec::new(),
+            ready: Arc::default(),
+            again: Vec::new(),
+            rx_buf: vec![0; MAX_RTP_PACKET + 1],
+            tx_buf: vec![0; MAX_RTP_PACKET],
+            lateness: shared.metrics.frame_lateness.local(),
+            flushed: Instant::now(),
+        };
+        let (stop, stopped) = oneshot::channel();
+        loops.stops.push(stop);
+        let run = l
+            .run(rx, stopped)
+            .instrument(tracing::info_span!("loop", loop_index = i));
+        // The loop's future goes to its thread once the thread runs (taken back if not).
+        let (give, take) = std::sync::mpsc::sync_channel(1);
+        let thread = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| {
+                std::thread::Builder::new()
+                    .name(format!("call-loop-{i}"))
+                    .spawn(move || {
+                        if let Ok(run) = take.recv() {
+                            rt.block_on(run);
+                        }
+                    })
+                    .map_err(|e| e.to_string())
+            });
+        let run = match thread {
+            Ok(t) => match give.send(run) {
+                Ok(()) => {
+                    loops.threads.push(t);
+                    continue;
+                }
+                Err(std::sync::mpsc::SendError(run)) => run,
+            },
+            Err(e) => {
+                warn!(loop_index = i, error = %e, "no thread for a call loop: it runs as a task");
+                run
+            }
+        };
+        loops.tasks.push(tokio::spawn(run));
+    }
+    loops
 }
 
 /// Binds a loop's shared RTP and RTCP sockets on a port pair from the pool, when the
@@ -374,7 +446,7 @@ enum Stepped {
 }
 
 impl Loop {
-    async fn run(mut self, mut rx: mpsc::Receiver<LoopMsg>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<LoopMsg>, mut stop: oneshot::Receiver<()>) {
         let mut msgs: Vec<LoopMsg> = Vec::with_capacity(256);
         let mut ready: Vec<(u64, Sock)> = Vec::with_capacity(256);
         let mut timer = super::loop_timer::LoopTimer::new();
@@ -401,6 +473,7 @@ impl Loop {
                     () = timer.rung(), if next.is_some() => {
                         slept_until = None;
                     }
+                    _ = &mut stop => return,
                 }
             } else {
                 tokio::task::yield_now().await;
@@ -681,7 +754,7 @@ impl Loop {
         };
         self.calls.insert(
             key,
-            Slot {
+            Box::new(Slot {
                 call,
                 guard,
                 media,
@@ -695,7 +768,7 @@ impl Loop {
                 last_flush: Instant::now(),
                 published: (u8::MAX, u32::MAX),
                 span,
-            },
+            }),
         );
         // First step: answer. Then arm both sockets' wakers (a first read that finds
         // nothing registers them).
