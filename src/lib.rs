@@ -82,7 +82,7 @@
 //! - [`sip`]: wire layer, builders, transactions, dialog, SDP, stateless endpoint;
 //! - [`media`]: RTP session and its RTCP, G.711, DTMF, prompts;
 //! - [`call`]: the call composer;
-//! - [`driver`]: tokio sockets, call loops (one per core, many calls each), the RTP port pool;
+//! - [`driver`]: tokio sockets, call loops (one thread per core, many calls each), the RTP port pool;
 //! - [`cli`]: the command line.
 
 // Panic policy: a peer's bytes (SIP, SDP, RTP, INFO bodies, WAV/pcap files, config) must never

@@ -421,6 +421,35 @@ fn check_call(
         ));
     }
 
+    // 1b. Marked as voice networks expect (RFC 4594): our SIP CS3, our RTP EF, sent
+    // don't-fragment with IP ID 0 (atomic datagrams, RFC 6864).
+    let (rtp_min, rtp_max) = ports.rtp();
+    for d in packets {
+        if d.src.port() == ours && d.tos != 24 << 2 {
+            fail(format!(
+                "our SIP left with TOS {:#x}, not CS3 (0x60)",
+                d.tos
+            ));
+            break;
+        }
+    }
+    let our_rtp = packets.iter().filter(|d| {
+        (rtp_min..=rtp_max).contains(&d.dst.port())
+            && !(ports.base..=ports.last()).contains(&d.src.port())
+    });
+    if let Some(d) = our_rtp
+        .clone()
+        .find(|d| d.tos != 46 << 2 || !d.df || d.ip_id != 0)
+    {
+        fail(format!(
+            "our RTP left with TOS {:#x}, DF {}, IP ID {}: expected EF (0xb8), DF, ID 0",
+            d.tos, d.df, d.ip_id
+        ));
+    }
+    if our_rtp.count() == 0 {
+        fail("no RTP from us on the wire".into());
+    }
+
     // 2. Our BYE within 100 ms of the final NOTIFY.
     let notify = sip
         .iter()

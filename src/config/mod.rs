@@ -278,6 +278,7 @@ struct RawSip {
     max_calls_per_source: usize,
     limited: String,
     auth: Option<RawAuth>,
+    dscp: u8,
 }
 
 /// `[sip.auth]`: digest authentication of INVITEs (RFC 8760 / RFC 7616).
@@ -333,6 +334,7 @@ impl Default for RawSip {
             max_calls_per_source: 0,
             limited: "503".into(),
             auth: None,
+            dscp: 24,
         }
     }
 }
@@ -349,6 +351,7 @@ struct RawMedia {
     media_timeout_secs: u64,
     dtmf_mode: DtmfMode,
     shared_socket: bool,
+    dscp: u8,
 }
 
 impl Default for RawMedia {
@@ -363,6 +366,7 @@ impl Default for RawMedia {
             media_timeout_secs: 30,
             dtmf_mode: DtmfMode::Auto,
             shared_socket: false,
+            dscp: 46,
         }
     }
 }
@@ -393,6 +397,8 @@ pub struct SipConfig {
     pub access: crate::sip::gate::AccessPolicy,
     /// Digest authentication of INVITEs; `None`: trust comes from `allow` alone.
     pub auth: Option<crate::sip::auth::AuthConfig>,
+    /// The DSCP our SIP is marked with (RFC 4594: 24, CS3, for signaling); 0 unmarked.
+    pub dscp: u8,
 }
 
 /// Media settings.
@@ -411,6 +417,9 @@ pub struct MediaConfig {
     /// All calls of a call loop share one RTP port (and the RTCP port above it), told
     /// apart by the source address in the peer's SDP; frames leave in batches.
     pub shared_socket: bool,
+    /// The DSCP our RTP and RTCP are marked with (RFC 4594: 46, Expedited Forwarding, for
+    /// telephony media); 0 leaves them unmarked.
+    pub dscp: u8,
 }
 
 /// Prompt settings. Paths are relative to the configuration file's directory.
@@ -708,6 +717,13 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
         key: key.to_string(),
         msg,
     };
+    // Six bits (RFC 2474); the TOS byte is this shifted left by two.
+    let dscp = |key: &str, v: u8| -> Result<u8, ConfigError> {
+        if v > 63 {
+            return Err(invalid(key, format!("{v} is not a DSCP value (0-63)")));
+        }
+        Ok(v)
+    };
     let ip = |key: &str, v: &Option<String>| -> Result<Option<IpAddr>, ConfigError> {
         v.as_deref()
             .filter(|s| !s.is_empty())
@@ -910,6 +926,7 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             source_header: s.source_header,
             access,
             auth,
+            dscp: dscp("dscp", s.dscp)?,
         },
         media: MediaConfig {
             rtp_bind,
@@ -921,6 +938,7 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             media_timeout: Duration::from_secs(m.media_timeout_secs),
             dtmf_mode: m.dtmf_mode,
             shared_socket: m.shared_socket,
+            dscp: dscp("dscp", m.dscp)?,
         },
         prompts: PromptConfig {
             dir: PathBuf::from(pr.dir),
@@ -1407,6 +1425,18 @@ url = \"http://127.0.0.1:9/x?p={{phone}}\"\nheaders = {{ Authorization = \"Beare
         std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
         let r = load(&cfg);
         assert!(r.is_ok(), "{:?}", r.err());
+    }
+
+    #[test]
+    fn dscp_defaults_to_cs3_for_sip_and_ef_for_media_and_takes_six_bits() {
+        let c = parse("", "x").unwrap();
+        assert_eq!((c.sip.dscp, c.media.dscp), (24, 46));
+        let c = parse("[sip]\ndscp = 0\n[media]\ndscp = 34\n", "x").unwrap();
+        assert_eq!((c.sip.dscp, c.media.dscp), (0, 34));
+        let e = parse("[media]\ndscp = 64\n", "f.toml").unwrap_err();
+        assert!(e.to_string().starts_with("f.toml:2: dscp"), "{e}");
+        assert!(e.to_string().contains("0-63"), "{e}");
+        assert!(parse("[sip]\ndscp = 300\n", "f.toml").is_err());
     }
 
     #[test]

@@ -44,6 +44,11 @@ pub(crate) struct MediaSockets {
 fn bind_udp(config: &Config, port: u16) -> std::io::Result<AsyncFd<std::net::UdpSocket>> {
     let s = std::net::UdpSocket::bind(SocketAddr::new(config.media.rtp_bind, port))?;
     s.set_nonblocking(true)?;
+    super::marking::mark_media(
+        socket2::SockRef::from(&s),
+        config.media.dscp,
+        config.media.rtp_bind.is_ipv6(),
+    );
     // SAFETY: the socket owns its file descriptor, and the `AsyncFd` owns the socket: the
     // descriptor is neither closed nor replaced while registered (it is deregistered when
     // the `AsyncFd` drops, before the socket closes it).

@@ -407,6 +407,11 @@ fn shared_sockets(shared: &Shared) -> Option<(SharedOut, Demux)> {
             let _ = s.set_send_buffer_size(8 << 20);
             s.set_nonblocking(true)?;
             s.bind(&addr.into())?;
+            super::marking::mark_media(
+                socket2::SockRef::from(&s),
+                config.media.dscp,
+                addr.is_ipv6(),
+            );
             Ok(s.into())
         };
         let pair = bind(port).and_then(|rtp| {

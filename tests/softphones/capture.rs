@@ -77,6 +77,10 @@ pub struct Datagram {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub data: Vec<u8>,
+    /// The IPv4 header's TOS byte (DSCP << 2), DF flag and identification.
+    pub tos: u8,
+    pub df: bool,
+    pub ip_id: u16,
 }
 
 /// The IPv4 UDP datagrams of a pcap (Ethernet as tcpdump writes for `lo`, Linux cooked, raw).
@@ -113,6 +117,9 @@ pub fn read_udp(pcap: &[u8]) -> Vec<Datagram> {
             src: addr(12, &udp[0..2]),
             dst: addr(16, &udp[2..4]),
             data: udp[8..].to_vec(),
+            tos: ip[1],
+            df: ip[6] & 0x40 != 0,
+            ip_id: u16::from_be_bytes([ip[4], ip[5]]),
         });
     }
     out
