@@ -270,3 +270,147 @@ fn tcp_content_length_disagreement_is_400_then_the_stream_closes() {
     assert!(buf[..n].starts_with(b"SIP/2.0 200 OK"));
     assert!(svc.is_running());
 }
+
+/// Reads one SIP message from a TCP stream (framed by its Content-Length); `None` when the
+/// stream ends or nothing whole comes within the stream's read timeout.
+fn read_sip(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).to_string();
+            let len: usize = header(&head, "Content-Length")
+                .or_else(|| header(&head, "l"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if pending.len() >= end + 4 + len {
+                let msg: Vec<u8> = pending.drain(..end + 4 + len).collect();
+                return Some(String::from_utf8_lossy(&msg).to_string());
+            }
+        }
+        let mut buf = [0u8; 4096];
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// The headers a response copies from its request (§8.2.6.2).
+fn answer(req: &str, status: &str) -> String {
+    let copy: String = ["Via", "From", "To", "Call-ID", "CSeq"]
+        .iter()
+        .filter_map(|h| header(req, h).map(|v| format!("{h}: {v}\r\n")))
+        .collect();
+    format!("SIP/2.0 {status}\r\n{copy}Content-Length: 0\r\n\r\n")
+}
+
+/// The PBX calls over TCP and then closes its connection (a proxy's idle timeout, a PBX
+/// restart): our REFER must still reach it, over a connection we open to the dialog's next
+/// hop — its Contact — and the rest of the transfer (202, NOTIFY, our BYE) goes on that
+/// connection (RFC 3261 §12.2.1.1, §18.1.1). Before, the REFER was dropped ("connection
+/// gone") and the caller was never transferred.
+#[test]
+fn tcp_requests_open_a_connection_to_the_next_hop_when_the_pbx_closed_its_own() {
+    let pbx = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pbx_port = pbx.local_addr().unwrap().port();
+    let svc = Service::launch_full(
+        "127.0.0.1",
+        "info",
+        "",
+        "",
+        "first_digit_timeout_secs = 1\nmax_attempts = 1\n",
+        "[audit]\nfile = \"audit.log\"\n",
+    );
+    let mut c = TcpStream::connect(svc.tcp).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let our = svc.tcp;
+    let dialog = |branch: &str, cseq: &str, to_tag: &str| {
+        format!(
+            "Via: SIP/2.0/TCP 127.0.0.1:{pbx_port};branch=z9hG4bK{branch}\r\n\
+From: <sip:+15551234567@127.0.0.1>;tag=pbx1\r\nTo: <sip:pincoderouting@127.0.0.1>{to_tag}\r\n\
+Call-ID: tcp-next-hop\r\nCSeq: {cseq}\r\nMax-Forwards: 70\r\n\
+Contact: <sip:pbx@127.0.0.1:{pbx_port};transport=tcp>\r\n"
+        )
+    };
+    let invite = format!(
+        "INVITE sip:pincoderouting@{our};transport=tcp SIP/2.0\r\n{}\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+        dialog("inv", "1 INVITE", ""),
+        SDP.len()
+    );
+    c.write_all(invite.as_bytes()).unwrap();
+    let mut pending = Vec::new();
+    let ok = loop {
+        let r = read_sip(&mut c, &mut pending).expect("a final response to the INVITE");
+        if !r.starts_with("SIP/2.0 1") {
+            break r;
+        }
+    };
+    assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
+    let to = header(&ok, "To").unwrap();
+    let to_tag = &to[to.find(";tag=").expect("a To tag")..];
+    let ack = format!(
+        "ACK sip:pincoderouting@{our};transport=tcp SIP/2.0\r\n{}Content-Length: 0\r\n\r\n",
+        dialog("ack", "1 ACK", to_tag)
+    );
+    c.write_all(ack.as_bytes()).unwrap();
+    // The PBX goes away from this connection.
+    std::thread::sleep(Duration::from_millis(200));
+    drop(c);
+
+    // No key: after the prompt and the first-digit timeout, the REFER to the failure
+    // extension comes on a connection we open to the PBX's Contact.
+    pbx.set_nonblocking(true).unwrap();
+    let start = std::time::Instant::now();
+    let mut back = loop {
+        match pbx.accept() {
+            Ok((s, _)) => break s,
+            Err(_) if start.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("no connection to the PBX's Contact: {e}\n{}", svc.raw_log()),
+        }
+    };
+    back.set_nonblocking(false).unwrap();
+    back.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut pending = Vec::new();
+    let refer = read_sip(&mut back, &mut pending).expect("our REFER");
+    assert!(
+        refer.starts_with(&format!(
+            "REFER sip:pbx@127.0.0.1:{pbx_port};transport=tcp SIP/2.0"
+        )),
+        "{refer}"
+    );
+    assert!(
+        header(&refer, "Refer-To").unwrap().contains("1002"),
+        "{refer}"
+    );
+    back.write_all(answer(&refer, "202 Accepted").as_bytes())
+        .unwrap();
+    let sipfrag = "SIP/2.0 200 OK\r\n";
+    let notify = format!(
+        "NOTIFY sip:pincoderouting@{our};transport=tcp SIP/2.0\r\n{}Event: refer\r\n\
+Subscription-State: terminated;reason=noresource\r\nContent-Type: message/sipfrag;version=2.0\r\n\
+Content-Length: {}\r\n\r\n{sipfrag}",
+        dialog("notify", "2 NOTIFY", to_tag),
+        sipfrag.len()
+    );
+    back.write_all(notify.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let bye = loop {
+        let m = read_sip(&mut back, &mut pending).expect("our 200 to the NOTIFY, then BYE");
+        if m.starts_with("BYE ") {
+            break m;
+        }
+        got.push(m);
+    };
+    assert!(
+        got.iter()
+            .any(|m| m.starts_with("SIP/2.0 200 ") && m.contains("NOTIFY")),
+        "{got:?}"
+    );
+    back.write_all(answer(&bye, "200 OK").as_bytes()).unwrap();
+    let rec = svc.wait_audit_calls(1, Duration::from_secs(10));
+    assert_eq!(rec[0]["transfer_target"], "1002", "{rec:?}");
+    assert_eq!(rec[0]["transfer_outcome"], "transferred", "{rec:?}");
+}

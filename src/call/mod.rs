@@ -365,11 +365,10 @@ impl Call {
     }
 
     /// The flow our own requests take: the dialog's next hop if it is an IP literal, else
-    /// back where the INVITE came from (and always the same connection on TCP).
+    /// back where the INVITE came from. On TCP, the INVITE's connection while it stands,
+    /// with the next hop as `remote`: where the driver opens a connection if the peer has
+    /// closed that one (RFC 3261 §12.2.1.1, §18.1.1: requests go to the next hop).
     fn request_flow(&self) -> Flow {
-        if self.flow.reliable() {
-            return self.flow;
-        }
         match self.dialog.next_hop() {
             Some(remote) => Flow {
                 remote,

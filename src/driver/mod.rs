@@ -86,6 +86,9 @@ pub(crate) struct Shared {
     pub active: AtomicUsize,
     pub udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
     pub tcp_conns: DashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>,
+    /// Connections we opened, by where to (`tcp::open`): our requests whose own connection
+    /// the peer closed go here.
+    pub tcp_out: DashMap<SocketAddr, u64>,
     pub next_conn: AtomicU64,
     pub ports: PortPool,
     pub calls_total: AtomicU64,
@@ -334,6 +337,7 @@ impl Server {
                 active: AtomicUsize::new(0),
                 udp,
                 tcp_conns: DashMap::new(),
+                tcp_out: DashMap::new(),
                 next_conn: AtomicU64::new(1),
                 ports,
                 calls_total: AtomicU64::new(0),
@@ -683,7 +687,7 @@ fn deliver(shared: &Shared, msg: Message, flow: Flow) {
 }
 
 /// Marks a SIP socket with its DSCP; a failure is logged (SIP goes on unmarked).
-fn mark_sip(sock: socket2::SockRef<'_>, dscp: u8, addr: SocketAddr) {
+pub(crate) fn mark_sip(sock: socket2::SockRef<'_>, dscp: u8, addr: SocketAddr) {
     if let Err(e) = marking::set_dscp(&sock, dscp, addr.is_ipv6()) {
         warn!(%addr, dscp, error = %e, "cannot mark SIP with its DSCP");
     }
@@ -691,8 +695,9 @@ fn mark_sip(sock: socket2::SockRef<'_>, dscp: u8, addr: SocketAddr) {
 
 /// Sends SIP bytes on their flow without waiting: a UDP datagram goes out now (or, if the
 /// socket buffer is full, from a task that waits for room); a TCP message joins its
-/// connection's write queue.
-pub(crate) fn send_sip_now(shared: &Shared, t: SipTransmit) {
+/// connection's write queue — or, for a request whose connection the peer has closed, the
+/// queue of a connection opened to its next hop (`tcp::open`).
+pub(crate) fn send_sip_now(shared: &Arc<Shared>, t: SipTransmit) {
     shared.metrics.sip("out", &t.data);
     match t.flow.transport {
         Transport::Udp => {
@@ -713,17 +718,23 @@ pub(crate) fn send_sip_now(shared: &Shared, t: SipTransmit) {
             }
         }
         Transport::Tcp => {
-            let tx = shared
-                .tcp_conns
-                .get(&t.flow.conn)
-                .map(|e| e.value().0.clone());
+            let conn = |id: &u64| shared.tcp_conns.get(id).map(|e| e.value().0.clone());
+            let tx = conn(&t.flow.conn).or_else(|| {
+                let id = shared.tcp_out.get(&t.flow.remote).map(|e| *e.value())?;
+                conn(&id)
+            });
             match tx {
                 Some(tx) => {
                     if tx.try_send(t.data).is_err() {
                         warn!(to = %t.flow.remote, "tcp connection backlog full; message dropped");
                     }
                 }
-                None => debug!(to = %t.flow.remote, "tcp connection gone; message dropped"),
+                // A response goes back on its request's connection only: connecting to the
+                // request's Via instead (§18.2.2's SHOULD) is not done.
+                None if t.data.starts_with(b"SIP/2.0 ") => {
+                    debug!(to = %t.flow.remote, "tcp connection gone; response dropped")
+                }
+                None => tcp::open(shared, t.flow.remote, t.data),
             }
         }
     }

@@ -1,6 +1,8 @@
 //! SIP over TCP (RFC 3261 §18.3): accept, frame by Content-Length, one writer per
 //! connection. A connection that breaks framing or exceeds the size limit is closed
-//! after a 400 when one can be addressed.
+//! after a 400 when one can be addressed. When the peer has closed the connection a
+//! dialog came on, our next request opens one to the dialog's next hop (§18.1.1), which
+//! that dialog's later requests share.
 
 use super::{dispatch, Shared};
 use crate::config::Transport;
@@ -18,6 +20,9 @@ use tracing::{debug, warn};
 const MAX_CONNECTIONS: usize = 4096;
 /// Outgoing messages queued per connection before we drop.
 const WRITE_QUEUE: usize = 256;
+/// How long opening a connection may take before its queued requests are dropped (the
+/// transactions then time out as on a lost datagram).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>) {
     loop {
@@ -58,12 +63,75 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>)
     }
 }
 
+/// Opens a connection to `to` for a request (`first`) whose own connection is gone, and
+/// keeps it, like an accepted one, for whatever else goes there or comes back: the
+/// request's responses and the peer's requests are read and dispatched as on any
+/// connection. Until it is up, what is sent to `to` waits in its queue.
+pub(crate) fn open(shared: &Arc<Shared>, to: std::net::SocketAddr, first: Bytes) {
+    if shared.tcp_conns.len() >= MAX_CONNECTIONS {
+        warn!(%to, "too many tcp connections; request dropped");
+        return;
+    }
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    // One connection per destination: a request racing this one joins its queue.
+    match shared.tcp_out.entry(to) {
+        dashmap::mapref::entry::Entry::Occupied(mut e) => {
+            if let Some(c) = shared.tcp_conns.get(e.get()) {
+                if c.value().0.try_send(first).is_err() {
+                    warn!(%to, "tcp connection backlog full; message dropped");
+                }
+                return;
+            }
+            // Its connection is gone: this one takes the entry over.
+            e.insert(id);
+        }
+        dashmap::mapref::entry::Entry::Vacant(v) => {
+            v.insert(id);
+        }
+    }
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+    let _ = tx.try_send(first);
+    let unbound = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
+    shared.tcp_conns.insert(id, (tx, unbound));
+    debug!(%to, "opening a tcp connection for a request");
+    let shared = shared.clone();
+    shared.rt.clone().spawn(async move {
+        let _entry = ConnEntry(shared.clone(), id);
+        let _out = OutEntry(shared.clone(), to, id);
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return warn!(%to, error = %e, "tcp connect failed; request dropped"),
+            Err(_) => return warn!(%to, "tcp connect timed out; request dropped"),
+        };
+        let _ = stream.set_nodelay(true);
+        super::mark_sip(
+            socket2::SockRef::from(&stream),
+            shared.config.load().sip.dscp,
+            to,
+        );
+        if let (Ok(local), Some(mut e)) = (stream.local_addr(), shared.tcp_conns.get_mut(&id)) {
+            e.value_mut().1 = local;
+        }
+        connection(&shared, stream, id, to, rx).await;
+    });
+}
+
 /// A connection's entry in `Shared::tcp_conns`, removed on drop.
 struct ConnEntry(Arc<Shared>, u64);
 
 impl Drop for ConnEntry {
     fn drop(&mut self) {
         self.0.tcp_conns.remove(&self.1);
+    }
+}
+
+/// An opened connection's entry in `Shared::tcp_out`, removed on drop (unless another
+/// connection has taken it over).
+struct OutEntry(Arc<Shared>, std::net::SocketAddr, u64);
+
+impl Drop for OutEntry {
+    fn drop(&mut self) {
+        self.0.tcp_out.remove_if(&self.1, |_, id| *id == self.2);
     }
 }
 
