@@ -111,10 +111,29 @@ fn malformed_udp_gets_400_413_or_silence_and_service_survives() {
     }
     std::thread::sleep(Duration::from_millis(500));
     assert!(svc.is_running(), "process survived");
+    // Still answering once the storm is behind it: the storm spends this source's request
+    // budget ([sip] requests_burst 2000, refilled at 1000/s), so on a loaded machine, where
+    // its datagrams are read late, the OPTIONS may first be limited (503) or wait behind
+    // them. It is asked again (a new OPTIONS every ~600 ms) for up to 12 s.
     let s2 = udp_client();
-    assert_eq!(
-        ask(&s2, svc.udp, options("rob-2", "UDP").as_bytes()),
-        Some(200)
+    let mut seen = Vec::new();
+    for i in 0..20 {
+        let r = ask(
+            &s2,
+            svc.udp,
+            options(&format!("rob-2-{i}"), "UDP").as_bytes(),
+        );
+        seen.push(r);
+        if r == Some(200) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(seen.last(), Some(&Some(200)), "answers: {seen:?}");
+    assert!(
+        seen.iter()
+            .all(|r| matches!(r, None | Some(200) | Some(503))),
+        "{seen:?}"
     );
 }
 
