@@ -95,9 +95,18 @@ fn calls_lists_calls_in_progress_with_a_digit_count_only() {
     let admin = svc.admin();
     let mut pbx = RawPbx::new(svc.udp, "ops-calls-1");
     pbx.call("+15551234567");
-    let (code, body) = http(admin, "GET", "/calls", None);
-    assert_eq!(code, 200);
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    // The listing is the loop's snapshot, published after the step that sent the 200 (and
+    // then the one that took the ACK): read until it has caught up.
+    let start = Instant::now();
+    let (body, v) = loop {
+        let (code, body) = http(admin, "GET", "/calls", None);
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v[0]["state"] == "collecting" || start.elapsed() > Duration::from_secs(5) {
+            break (body, v);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let calls = v.as_array().unwrap();
     assert_eq!(calls.len(), 1, "{body}");
     assert_eq!(calls[0]["call_id"], "ops-calls-1");
