@@ -1,7 +1,8 @@
 //! Call loops: a few threads (one per core, each running its own current-thread tokio
-//! runtime) that each own many calls, instead of a task per call. A loop holds its calls in a table, their deadlines in one timer heap, and
-//! learns which media sockets have packets from a ready queue that the sockets' own wakers
-//! fill; one wake-up of the loop serves every call whose frame is due in that millisecond.
+//! runtime) that each own many calls, instead of a task per call. A loop holds its calls in
+//! a table, their deadlines in one timer ring, and learns which media sockets have packets
+//! from a ready queue that the sockets' own wakers fill; one wake-up of the loop serves
+//! every call whose frame is due in that millisecond.
 //! Per call and frame that is one `sendto` and no task wake-up, no timer-wheel entry and no
 //! channel message (the per-call task it replaced paid all three).
 //!
