@@ -58,6 +58,14 @@ pub(crate) fn dont_fragment(_sock: &SockRef<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Marks a SIP socket (UDP, a TCP listener or connection) with its DSCP; a failure is
+/// logged (SIP goes on unmarked).
+pub(crate) fn mark_sip(sock: SockRef<'_>, dscp: u8, addr: std::net::SocketAddr) {
+    if let Err(e) = set_dscp(&sock, dscp, addr.is_ipv6()) {
+        tracing::warn!(%addr, dscp, error = %e, "cannot mark SIP with its DSCP");
+    }
+}
+
 /// Marks a media socket: its DSCP, and don't-fragment on IPv4. Failures are logged (the
 /// call goes on unmarked).
 pub(crate) fn mark_media(sock: SockRef<'_>, dscp: u8, ipv6: bool) {

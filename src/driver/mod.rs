@@ -275,14 +275,14 @@ impl Server {
                     let sock = socket2::SockRef::from(&s);
                     let _ = sock.set_recv_buffer_size(4 << 20);
                     let _ = sock.set_send_buffer_size(4 << 20);
-                    mark_sip(sock, config.sip.dscp, addr);
+                    marking::mark_sip(sock, config.sip.dscp, addr);
                     let local = s.local_addr().map_err(err)?;
                     udp.push((Arc::new(s), local));
                 }
                 Transport::Tcp => {
                     let l = TcpListener::bind(addr).await.map_err(err)?;
                     // Accepted connections take the listener's marking.
-                    mark_sip(socket2::SockRef::from(&l), config.sip.dscp, addr);
+                    marking::mark_sip(socket2::SockRef::from(&l), config.sip.dscp, addr);
                     let local = l.local_addr().map_err(err)?;
                     tcp.push((l, local));
                 }
@@ -683,13 +683,6 @@ fn deliver(shared: &Shared, msg: Message, flow: Flow) {
         if tx.try_send(CallInput::Sip(msg, flow)).is_err() {
             debug!("call inbox full or closed; message dropped (peer will retransmit)");
         }
-    }
-}
-
-/// Marks a SIP socket with its DSCP; a failure is logged (SIP goes on unmarked).
-pub(crate) fn mark_sip(sock: socket2::SockRef<'_>, dscp: u8, addr: SocketAddr) {
-    if let Err(e) = marking::set_dscp(&sock, dscp, addr.is_ipv6()) {
-        warn!(%addr, dscp, error = %e, "cannot mark SIP with its DSCP");
     }
 }
 

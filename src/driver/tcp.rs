@@ -104,7 +104,7 @@ pub(crate) fn open(shared: &Arc<Shared>, to: std::net::SocketAddr, first: Bytes)
             Err(_) => return warn!(%to, "tcp connect timed out; request dropped"),
         };
         let _ = stream.set_nodelay(true);
-        super::mark_sip(
+        super::marking::mark_sip(
             socket2::SockRef::from(&stream),
             shared.config.load().sip.dscp,
             to,
