@@ -57,7 +57,18 @@ fn metrics_move_by_exactly_the_calls_made_and_never_show_a_number_or_digit() {
     svc.wait_for(Duration::from_secs(10), |l| {
         l.iter().filter(|e| msg(e) == "call ended").count() >= 3
     });
-    let (_, after) = http(admin, "GET", "/metrics", None);
+    // "call ended" is logged once the call's counters have moved; the call leaves the
+    // calls-in-progress gauge when its loop drops it, just after: read until it has.
+    let start = Instant::now();
+    let after = loop {
+        let (_, after) = http(admin, "GET", "/metrics", None);
+        if metric(&after, "pincoderouting_calls_in_progress") == 0.0
+            || start.elapsed() > Duration::from_secs(5)
+        {
+            break after;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(
         metric(&after, calls) - metric(&before, calls),
         3.0,

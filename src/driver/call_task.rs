@@ -451,20 +451,6 @@ impl CallIo for DriverIo<'_> {
             CallEvent::Ended(s) => {
                 self.ended = true;
                 self.g.bye = None;
-                info!(
-                    reason = ?s.reason,
-                    answered = s.answered,
-                    duration_ms = s.duration_ms,
-                    rtp_rx = s.rtp.rx_packets,
-                    rtp_rx_ignored = s.rtp.rx_ignored,
-                    rtp_rx_wrong_source = s.rtp.rx_wrong_source,
-                    rtp_tx = s.rtp.tx_packets,
-                    rtp_late_skipped = s.rtp.tx_late_skipped,
-                    rtcp_rx = s.rtp.rtcp.rx,
-                    rtcp_tx = s.rtp.rtcp.tx,
-                    digit_count = s.digits,
-                    "call ended"
-                );
                 if let Some(r) = call.record() {
                     self.g.shared.audit.write("call", r);
                     self.g.audited = true;
@@ -489,6 +475,22 @@ impl CallIo for DriverIo<'_> {
                     }
                 }
                 self.g.flush_rtp(&s.rtp);
+                // The log line comes last: once it is written, the audit record and the
+                // counters of this call are too (what an operator or a test reads next).
+                info!(
+                    reason = ?s.reason,
+                    answered = s.answered,
+                    duration_ms = s.duration_ms,
+                    rtp_rx = s.rtp.rx_packets,
+                    rtp_rx_ignored = s.rtp.rx_ignored,
+                    rtp_rx_wrong_source = s.rtp.rx_wrong_source,
+                    rtp_tx = s.rtp.tx_packets,
+                    rtp_late_skipped = s.rtp.tx_late_skipped,
+                    rtcp_rx = s.rtp.rtcp.rx,
+                    rtcp_tx = s.rtp.rtcp.tx,
+                    digit_count = s.digits,
+                    "call ended"
+                );
             }
         }
     }
