@@ -312,32 +312,13 @@ fn answer(req: &str, status: &str) -> String {
 fn tcp_requests_open_a_connection_to_the_next_hop_when_the_pbx_closed_its_own() {
     let pbx = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let pbx_port = pbx.local_addr().unwrap().port();
-    let svc = Service::launch_full(
-        "127.0.0.1",
-        "info",
-        "",
-        "",
-        "first_digit_timeout_secs = 1\nmax_attempts = 1\n",
-        "[audit]\nfile = \"audit.log\"\n",
-    );
-    let mut c = TcpStream::connect(svc.tcp).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let svc = tcp_pbx_service();
     let our = svc.tcp;
-    let dialog = |branch: &str, cseq: &str, to_tag: &str| {
-        format!(
-            "Via: SIP/2.0/TCP 127.0.0.1:{pbx_port};branch=z9hG4bK{branch}\r\n\
-From: <sip:+15551234567@127.0.0.1>;tag=pbx1\r\nTo: <sip:pincoderouting@127.0.0.1>{to_tag}\r\n\
-Call-ID: tcp-next-hop\r\nCSeq: {cseq}\r\nMax-Forwards: 70\r\n\
-Contact: <sip:pbx@127.0.0.1:{pbx_port};transport=tcp>\r\n"
-        )
-    };
-    let invite = format!(
-        "INVITE sip:pincoderouting@{our};transport=tcp SIP/2.0\r\n{}\
-Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
-        dialog("inv", "1 INVITE", ""),
-        SDP.len()
-    );
-    c.write_all(invite.as_bytes()).unwrap();
+    let call_id = "tcp-next-hop";
+    let mut c = TcpStream::connect(our).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(tcp_invite(our, pbx_port, call_id).as_bytes())
+        .unwrap();
     let mut pending = Vec::new();
     let ok = loop {
         let r = read_sip(&mut c, &mut pending).expect("a final response to the INVITE");
@@ -346,11 +327,10 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
         }
     };
     assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
-    let to = header(&ok, "To").unwrap();
-    let to_tag = &to[to.find(";tag=").expect("a To tag")..];
+    let to_tag = to_tag_of(&ok);
     let ack = format!(
         "ACK sip:pincoderouting@{our};transport=tcp SIP/2.0\r\n{}Content-Length: 0\r\n\r\n",
-        dialog("ack", "1 ACK", to_tag)
+        tcp_dialog(pbx_port, call_id, "ack", "1 ACK", &to_tag)
     );
     c.write_all(ack.as_bytes()).unwrap();
     // The PBX goes away from this connection.
@@ -359,22 +339,128 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
 
     // No key: after the prompt and the first-digit timeout, the REFER to the failure
     // extension comes on a connection we open to the PBX's Contact.
+    let mut back = accept_within(&pbx, Duration::from_secs(20), &svc, "the PBX's Contact");
+    let mut pending = Vec::new();
+    finish_tcp_transfer(&svc, &mut back, &mut pending, pbx_port, call_id, &to_tag);
+}
+
+/// The PBX sends its INVITE over TCP and closes the connection before ACKing our 200 (a
+/// proxy's connection lifetime, a restart). The 200 is retransmitted until the ACK
+/// (§13.3.1.4, on TCP too), and once the request's connection is gone it must go on a
+/// connection we open to the Via's received IP and sent-by port (RFC 3261 §18.2.2).
+/// Before, the retransmissions were dropped ("connection gone"), the ACK never came, and
+/// the call was lost.
+#[test]
+fn tcp_responses_open_a_connection_to_the_via_when_the_request_connection_closed() {
+    let pbx = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pbx_port = pbx.local_addr().unwrap().port();
+    let svc = tcp_pbx_service();
+    let our = svc.tcp;
+    let call_id = "tcp-response-via";
+    let mut c = TcpStream::connect(our).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(tcp_invite(our, pbx_port, call_id).as_bytes())
+        .unwrap();
+    let mut pending = Vec::new();
+    loop {
+        let r = read_sip(&mut c, &mut pending).expect("a final response to the INVITE");
+        if !r.starts_with("SIP/2.0 1") {
+            assert!(r.starts_with("SIP/2.0 200 "), "{r}");
+            break;
+        }
+    }
+    // Gone before the ACK.
+    drop(c);
+
+    let mut back = accept_within(&pbx, Duration::from_secs(10), &svc, "the INVITE's Via");
+    let mut pending = Vec::new();
+    let ok = read_sip(&mut back, &mut pending).expect("the 200, retransmitted");
+    assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
+    assert_eq!(header(&ok, "Call-ID"), Some(call_id), "{ok}");
+    assert!(header(&ok, "CSeq").unwrap().ends_with("INVITE"), "{ok}");
+    let to_tag = to_tag_of(&ok);
+    let ack = format!(
+        "ACK sip:pincoderouting@{our};transport=tcp SIP/2.0\r\n{}Content-Length: 0\r\n\r\n",
+        tcp_dialog(pbx_port, call_id, "ack", "1 ACK", &to_tag)
+    );
+    back.write_all(ack.as_bytes()).unwrap();
+    // The call goes on, on the connection we opened: the REFER (same place: the Contact)
+    // comes on it, and the transfer ends there.
+    finish_tcp_transfer(&svc, &mut back, &mut pending, pbx_port, call_id, &to_tag);
+}
+
+/// A service for the raw TCP PBX tests: no key expected (the first-digit timeout sends the
+/// caller to the failure extension, 1002), an audit file.
+fn tcp_pbx_service() -> Service {
+    Service::launch_full(
+        "127.0.0.1",
+        "info",
+        "",
+        "",
+        "first_digit_timeout_secs = 1\nmax_attempts = 1\n",
+        "[audit]\nfile = \"audit.log\"\n",
+    )
+}
+
+/// The PBX's dialog headers: Via and Contact at its listening port.
+fn tcp_dialog(pbx_port: u16, call_id: &str, branch: &str, cseq: &str, to_tag: &str) -> String {
+    format!(
+        "Via: SIP/2.0/TCP 127.0.0.1:{pbx_port};branch=z9hG4bK{branch}\r\n\
+From: <sip:+15551234567@127.0.0.1>;tag=pbx1\r\nTo: <sip:pincoderouting@127.0.0.1>{to_tag}\r\n\
+Call-ID: {call_id}\r\nCSeq: {cseq}\r\nMax-Forwards: 70\r\n\
+Contact: <sip:pbx@127.0.0.1:{pbx_port};transport=tcp>\r\n"
+    )
+}
+
+fn tcp_invite(our: SocketAddr, pbx_port: u16, call_id: &str) -> String {
+    format!(
+        "INVITE sip:pincoderouting@{our};transport=tcp SIP/2.0\r\n{}\
+Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
+        tcp_dialog(pbx_port, call_id, "inv", "1 INVITE", ""),
+        SDP.len()
+    )
+}
+
+/// ";tag=…" of a response's To.
+fn to_tag_of(response: &str) -> String {
+    let to = header(response, "To").unwrap();
+    to[to.find(";tag=").expect("a To tag")..].to_string()
+}
+
+/// The connection the service opens to the PBX's listening socket.
+fn accept_within(
+    pbx: &std::net::TcpListener,
+    within: Duration,
+    svc: &Service,
+    what: &str,
+) -> TcpStream {
     pbx.set_nonblocking(true).unwrap();
     let start = std::time::Instant::now();
-    let mut back = loop {
+    let back = loop {
         match pbx.accept() {
             Ok((s, _)) => break s,
-            Err(_) if start.elapsed() < Duration::from_secs(20) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("no connection to the PBX's Contact: {e}\n{}", svc.raw_log()),
+            Err(_) if start.elapsed() < within => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("no connection to {what}: {e}\n{}", svc.raw_log()),
         }
     };
     back.set_nonblocking(false).unwrap();
     back.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut pending = Vec::new();
-    let refer = read_sip(&mut back, &mut pending).expect("our REFER");
+    back
+}
+
+/// From our REFER (to the failure extension) to our BYE, all on `back`; then the audit
+/// record must say transferred.
+fn finish_tcp_transfer(
+    svc: &Service,
+    back: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    pbx_port: u16,
+    call_id: &str,
+    to_tag: &str,
+) {
+    let our = svc.tcp;
+    let refer = read_sip(back, pending).expect("our REFER");
     assert!(
         refer.starts_with(&format!(
             "REFER sip:pbx@127.0.0.1:{pbx_port};transport=tcp SIP/2.0"
@@ -392,13 +478,13 @@ Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{SDP}",
         "NOTIFY sip:pincoderouting@{our};transport=tcp SIP/2.0\r\n{}Event: refer\r\n\
 Subscription-State: terminated;reason=noresource\r\nContent-Type: message/sipfrag;version=2.0\r\n\
 Content-Length: {}\r\n\r\n{sipfrag}",
-        dialog("notify", "2 NOTIFY", to_tag),
+        tcp_dialog(pbx_port, call_id, "notify", "2 NOTIFY", to_tag),
         sipfrag.len()
     );
     back.write_all(notify.as_bytes()).unwrap();
     let mut got = Vec::new();
     let bye = loop {
-        let m = read_sip(&mut back, &mut pending).expect("our 200 to the NOTIFY, then BYE");
+        let m = read_sip(back, pending).expect("our 200 to the NOTIFY, then BYE");
         if m.starts_with("BYE ") {
             break m;
         }
@@ -411,6 +497,7 @@ Content-Length: {}\r\n\r\n{sipfrag}",
     );
     back.write_all(answer(&bye, "200 OK").as_bytes()).unwrap();
     let rec = svc.wait_audit_calls(1, Duration::from_secs(10));
+    assert_eq!(rec[0]["call_id"], call_id, "{rec:?}");
     assert_eq!(rec[0]["transfer_target"], "1002", "{rec:?}");
     assert_eq!(rec[0]["transfer_outcome"], "transferred", "{rec:?}");
 }

@@ -688,8 +688,8 @@ fn deliver(shared: &Shared, msg: Message, flow: Flow) {
 
 /// Sends SIP bytes on their flow without waiting: a UDP datagram goes out now (or, if the
 /// socket buffer is full, from a task that waits for room); a TCP message joins its
-/// connection's write queue — or, for a request whose connection the peer has closed, the
-/// queue of a connection opened to its next hop (`tcp::open`).
+/// connection's write queue — or, when the peer has closed it, the queue of a connection
+/// opened to the request's next hop or the response's Via (`tcp::open`).
 pub(crate) fn send_sip_now(shared: &Arc<Shared>, t: SipTransmit) {
     shared.metrics.sip("out", &t.data);
     match t.flow.transport {
@@ -722,11 +722,9 @@ pub(crate) fn send_sip_now(shared: &Arc<Shared>, t: SipTransmit) {
                         warn!(to = %t.flow.remote, "tcp connection backlog full; message dropped");
                     }
                 }
-                // A response goes back on its request's connection only: connecting to the
-                // request's Via instead (§18.2.2's SHOULD) is not done.
-                None if t.data.starts_with(b"SIP/2.0 ") => {
-                    debug!(to = %t.flow.remote, "tcp connection gone; response dropped")
-                }
+                // The connection is gone: a request goes to the dialog's next hop, a
+                // response to its Via's received IP and sent-by port (§18.2.2), each on a
+                // connection opened there (or one already open to it).
                 None => tcp::open(shared, t.flow.remote, t.data),
             }
         }

@@ -1,8 +1,9 @@
 //! SIP over TCP (RFC 3261 §18.3): accept, frame by Content-Length, one writer per
 //! connection. A connection that breaks framing or exceeds the size limit is closed
 //! after a 400 when one can be addressed. When the peer has closed the connection a
-//! dialog came on, our next request opens one to the dialog's next hop (§18.1.1), which
-//! that dialog's later requests share.
+//! dialog or a request came on, our next request opens one to the dialog's next hop
+//! (§18.1.1) and a response one to its Via's received IP and sent-by port (§18.2.2);
+//! later messages to the same place share it.
 
 use super::{dispatch, Shared};
 use crate::config::Transport;
@@ -63,13 +64,13 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>)
     }
 }
 
-/// Opens a connection to `to` for a request (`first`) whose own connection is gone, and
+/// Opens a connection to `to` for a message (`first`) whose own connection is gone, and
 /// keeps it, like an accepted one, for whatever else goes there or comes back: the
 /// request's responses and the peer's requests are read and dispatched as on any
 /// connection. Until it is up, what is sent to `to` waits in its queue.
 pub(crate) fn open(shared: &Arc<Shared>, to: std::net::SocketAddr, first: Bytes) {
     if shared.tcp_conns.len() >= MAX_CONNECTIONS {
-        warn!(%to, "too many tcp connections; request dropped");
+        warn!(%to, "too many tcp connections; message dropped");
         return;
     }
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -93,15 +94,15 @@ pub(crate) fn open(shared: &Arc<Shared>, to: std::net::SocketAddr, first: Bytes)
     let _ = tx.try_send(first);
     let unbound = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
     shared.tcp_conns.insert(id, (tx, unbound));
-    debug!(%to, "opening a tcp connection for a request");
+    debug!(%to, "opening a tcp connection for a message whose own is gone");
     let shared = shared.clone();
     shared.rt.clone().spawn(async move {
         let _entry = ConnEntry(shared.clone(), id);
         let _out = OutEntry(shared.clone(), to, id);
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return warn!(%to, error = %e, "tcp connect failed; request dropped"),
-            Err(_) => return warn!(%to, "tcp connect timed out; request dropped"),
+            Ok(Err(e)) => return warn!(%to, error = %e, "tcp connect failed; message dropped"),
+            Err(_) => return warn!(%to, "tcp connect timed out; message dropped"),
         };
         let _ = stream.set_nodelay(true);
         super::marking::mark_sip(

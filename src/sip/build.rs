@@ -93,17 +93,17 @@ pub fn stamp_via(msg: &mut Message, src: SocketAddr) {
     *slot = parts.join(", ");
 }
 
-/// Where a response to a request received on `flow` goes (§18.2.2 + RFC 3581): back on
-/// the connection for TCP; for UDP to the source address and port when `rport` was asked
-/// for, else to the source IP and the Via port.
+/// Where a response to a request received on `flow` goes (§18.2.2 + RFC 3581): for UDP
+/// to the source address and port when `rport` was asked for, else to the source IP and
+/// the Via port. For TCP back on the request's connection (`conn`); `remote` is then
+/// where to open a new one if the peer has closed it: the source IP (the Via's
+/// `received`) and the Via's sent-by port, 5060 by default.
 pub fn response_flow(req: &Message, flow: Flow) -> Flow {
-    if flow.reliable() {
-        return flow;
-    }
     let Some(via) = req.top_via() else {
         return flow;
     };
-    if via.param("rport").is_some_and(|p| !p.is_empty()) || via.has_param("rport") {
+    let rport = via.param("rport").is_some_and(|p| !p.is_empty()) || via.has_param("rport");
+    if rport && !flow.reliable() {
         return flow;
     }
     Flow {
@@ -171,6 +171,26 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: abc\r\nCSeq: 1 OPTIONS\r\nCon
         assert_eq!(m.top_via().unwrap().param("received"), None);
         let f = response_flow(&m, udp("203.0.113.1:40000"));
         assert_eq!(f.remote.port(), 5060);
+    }
+
+    #[test]
+    fn tcp_response_keeps_its_connection_and_names_the_via_port_for_a_new_one() {
+        let tcp = |remote: &str| Flow {
+            transport: Transport::Tcp,
+            conn: 7,
+            remote: remote.parse().unwrap(),
+        };
+        // The request came from an ephemeral port; the PBX listens on its Via's port.
+        let mut m = req("SIP/2.0/TCP pbx.example.com:5070;branch=z9hG4bK1;rport");
+        stamp_via(&mut m, "203.0.113.1:40000".parse().unwrap());
+        let f = response_flow(&m, tcp("203.0.113.1:40000"));
+        assert_eq!(f.conn, 7);
+        assert_eq!(f.transport, Transport::Tcp);
+        assert_eq!(f.remote, "203.0.113.1:5070".parse().unwrap());
+        let mut m = req("SIP/2.0/TCP 203.0.113.1;branch=z9hG4bK1");
+        stamp_via(&mut m, "203.0.113.1:40000".parse().unwrap());
+        let f = response_flow(&m, tcp("203.0.113.1:40000"));
+        assert_eq!(f.remote, "203.0.113.1:5060".parse().unwrap());
     }
 
     #[test]
