@@ -389,6 +389,50 @@ fn tcp_responses_open_a_connection_to_the_via_when_the_request_connection_closed
     finish_tcp_transfer(&svc, &mut back, &mut pending, pbx_port, call_id, &to_tag);
 }
 
+/// The PBX closes its TCP connection after the ACK and nothing listens at its Contact any
+/// more (it went down). Our REFER's connection is refused: the call must take that as a
+/// 503 at once (RFC 3261 §17.1.4, §8.1.3.1), its BYE likewise, and end with its audit
+/// record within seconds. Before, each request waited out Timer F (32 s): the record came
+/// after more than a minute.
+#[test]
+fn tcp_requests_that_cannot_connect_fail_at_once() {
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let pbx_port = gone.local_addr().unwrap().port();
+    drop(gone);
+    let svc = tcp_pbx_service();
+    let our = svc.tcp;
+    let call_id = "tcp-refused";
+    let mut c = TcpStream::connect(our).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(tcp_invite(our, pbx_port, call_id).as_bytes())
+        .unwrap();
+    let mut pending = Vec::new();
+    let ok = loop {
+        let r = read_sip(&mut c, &mut pending).expect("a final response to the INVITE");
+        if !r.starts_with("SIP/2.0 1") {
+            break r;
+        }
+    };
+    assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
+    let ack = format!(
+        "ACK sip:pincoderouting@{our};transport=tcp SIP/2.0\r\n{}Content-Length: 0\r\n\r\n",
+        tcp_dialog(pbx_port, call_id, "ack", "1 ACK", &to_tag_of(&ok))
+    );
+    c.write_all(ack.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(c);
+    // The prompt, the first-digit timeout, then the REFER and the BYE fail: well under the
+    // 64 s that two Timer Fs take.
+    let rec = svc.wait_audit_calls(1, Duration::from_secs(20));
+    assert_eq!(rec.len(), 1, "no record within 20 s:\n{}", svc.raw_log());
+    assert_eq!(rec[0]["call_id"], call_id, "{rec:?}");
+    assert_eq!(rec[0]["transfer_target"], "1002", "{rec:?}");
+    let outcome = rec[0]["transfer_outcome"].as_str().unwrap_or_default();
+    assert!(outcome.contains("REFER could not be sent"), "{rec:?}");
+    let log = svc.raw_log();
+    assert!(log.contains("tcp connect failed"), "{log}");
+}
+
 /// A service for the raw TCP PBX tests: no key expected (the first-digit timeout sends the
 /// caller to the failure extension, 1002), an audit file.
 fn tcp_pbx_service() -> Service {

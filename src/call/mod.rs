@@ -605,6 +605,20 @@ impl Call {
         let Some(branch) = msg.top_via().and_then(|v| v.branch().map(str::to_string)) else {
             return;
         };
+        self.client_final(now, &branch, code, false);
+    }
+
+    /// Our request with this branch could not be sent: the driver could not open a
+    /// connection to its destination. The transaction ends at once and the TU takes it as
+    /// a 503 (RFC 3261 §17.1.4, §8.1.3.1) instead of waiting out Timer F (32 s): a REFER
+    /// fails over to the flow's next step, a BYE lets the call finish.
+    pub fn handle_transport_error(&mut self, now: Instant, branch: &str) {
+        self.client_final(now, branch, 503, true);
+    }
+
+    /// A final status for the client transaction with `branch`: a response, or a transport
+    /// error taken as 503.
+    fn client_final(&mut self, now: Instant, branch: &str, code: u16, transport_error: bool) {
         let Some((client, method)) = self.clients.iter_mut().find(|(c, _)| c.branch() == branch)
         else {
             return;
@@ -622,6 +636,9 @@ impl Call {
                 Some(r) if code == 491 && r.retries < MAX_REFER_RETRIES => {
                     r.retries += 1;
                     r.retry_at = Some(now + delay);
+                }
+                _ if transport_error => {
+                    self.transfer_done(now, Err("REFER could not be sent (transport)".into()))
                 }
                 _ => self.transfer_done(now, Err(format!("REFER answered {code}"))),
             }

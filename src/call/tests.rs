@@ -513,6 +513,10 @@ struct World {
     /// The shared lockout store is unreachable (every store answer is Unavailable).
     store_down: bool,
     lockout: Option<Arc<std::sync::Mutex<crate::call::lockout::Lockout>>>,
+    /// Our requests cannot be sent (the driver cannot open a connection to the PBX): each
+    /// is dropped and its branch comes back as a transport error, as the driver feeds it.
+    unreachable: bool,
+    transport_errors: Vec<String>,
 }
 
 /// The simulation's side of a drain: SIP and RTP into the simulated network, CRM lookups
@@ -527,11 +531,19 @@ struct WorldIo<'a> {
     lockout: Option<&'a std::sync::Mutex<crate::call::lockout::Lockout>>,
     events: &'a mut Vec<CallEvent>,
     timed: &'a mut Vec<(Instant, CallEvent)>,
+    unreachable: bool,
+    transport_errors: &'a mut Vec<String>,
 }
 
 impl crate::call::run::CallIo for WorldIo<'_> {
     fn sip(&mut self, t: crate::sip::SipTransmit) {
         assert_eq!(t.flow.remote, addr(PBX_SIP));
+        if self.unreachable && !t.data.starts_with(b"SIP/2.0 ") {
+            let m = Message::parse(&t.data, &Limits::default(), true).unwrap();
+            let branch = m.top_via().unwrap().branch().unwrap().to_string();
+            self.transport_errors.push(branch);
+            return;
+        }
         self.net.send(self.now, To::Pbx, Kind::Sip, &t.data);
     }
 
@@ -643,6 +655,8 @@ impl World {
             answer_checks: true,
             store_down: false,
             lockout: None,
+            unreachable: false,
+            transport_errors: vec![],
         }
     }
 
@@ -708,18 +722,29 @@ impl World {
             self.net.send(self.now, To::Us, Kind::Sip, &d);
         }
         if let Some(c) = self.call.as_mut() {
-            let mut io = WorldIo {
-                now: self.now,
-                net: &mut self.net,
-                crm: &self.crm,
-                answer_checks: self.answer_checks,
-                store_down: self.store_down,
-                lockout: self.lockout.as_deref(),
-                events: &mut self.events,
-                timed: &mut self.timed,
-            };
-            let mut buf = [0u8; 1500];
-            let _ = crate::call::run::drain(c, self.now, &mut io, &mut buf);
+            loop {
+                let mut io = WorldIo {
+                    now: self.now,
+                    net: &mut self.net,
+                    crm: &self.crm,
+                    answer_checks: self.answer_checks,
+                    store_down: self.store_down,
+                    lockout: self.lockout.as_deref(),
+                    events: &mut self.events,
+                    timed: &mut self.timed,
+                    unreachable: self.unreachable,
+                    transport_errors: &mut self.transport_errors,
+                };
+                let mut buf = [0u8; 1500];
+                let _ = crate::call::run::drain(c, self.now, &mut io, &mut buf);
+                // The driver reports a failed send as an input of its own, then drains.
+                if self.transport_errors.is_empty() {
+                    break;
+                }
+                for b in std::mem::take(&mut self.transport_errors) {
+                    c.handle_transport_error(self.now, &b);
+                }
+            }
         }
     }
 
@@ -1682,6 +1707,31 @@ fn refer_rejected_or_notify_never_arriving_ends_with_transfer_failed() {
         });
         assert!(said_failed);
     }
+}
+
+/// The PBX cannot be reached any more when the REFER leaves (over TCP: the driver cannot
+/// open a connection to the next hop). The driver reports it, the REFER fails at once as a
+/// 503 (RFC 3261 §8.1.3.1) and the BYE likewise, so the call ends with its record in the
+/// time the failure takes, not after Timer F (32 s) for each of them.
+#[test]
+fn requests_that_cannot_be_sent_end_the_call_without_waiting_for_timer_f() {
+    let mut w = flow_world(509, "1234");
+    start(&mut w);
+    w.run_for(0.5);
+    w.unreachable = true;
+    let mut ts = 1000;
+    type_keys(&mut w, "1234#", &mut ts);
+    w.run_for(2.0);
+    assert!(!w.pbx.requests.contains(&Method::Refer));
+    assert_eq!(w.ended().len(), 1, "ended well before Timer F");
+    let r = record(&w);
+    assert_eq!(r.flow.outcome, Some(flow::Outcome::Verified));
+    let t = r.flow.transfer_outcome.clone().unwrap();
+    assert!(t.contains("REFER could not be sent"), "{t}");
+    // Nothing is left waiting once the INVITE transaction's Timer L (32 s after the 200,
+    // on UDP) has run: the BYE's transaction is not (it would be, a Timer F later).
+    w.run_for(31.0);
+    assert!(w.call.as_ref().unwrap().is_done());
 }
 
 #[test]

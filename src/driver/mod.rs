@@ -50,6 +50,8 @@ pub(crate) enum CallInput {
     Checked(crate::call::verdict::CheckResult),
     /// The lockout store's answer about the caller's number.
     LockState(crate::call::verdict::LockState),
+    /// Our request with this branch could not be sent (no connection to its next hop).
+    TransportError(String),
     Shutdown,
 }
 
@@ -707,7 +709,10 @@ pub(crate) fn send_sip_now(shared: &Arc<Shared>, t: SipTransmit) {
                         }
                     });
                 }
-                Err(e) => warn!(to = %t.flow.remote, error = %e, "udp send failed"),
+                Err(e) => {
+                    warn!(to = %t.flow.remote, error = %e, "udp send failed");
+                    report_unsent(shared, &t.data);
+                }
             }
         }
         Transport::Tcp => {
@@ -728,6 +733,25 @@ pub(crate) fn send_sip_now(shared: &Arc<Shared>, t: SipTransmit) {
                 None => tcp::open(shared, t.flow.remote, t.data),
             }
         }
+    }
+}
+
+/// Tells the call a request of its own could not be sent (a connection that could not be
+/// opened, a send the OS refused), so its transaction ends now as on a 503 (RFC 3261
+/// §17.1.4) rather than after Timer F. Responses are not reported: their transaction ends
+/// on its own timer.
+pub(crate) fn report_unsent(shared: &Shared, data: &[u8]) {
+    if data.starts_with(b"SIP/2.0 ") {
+        return;
+    }
+    let Ok(m) = Message::parse(data, &crate::sip::msg::Limits::default(), false) else {
+        return;
+    };
+    let Some(branch) = m.top_via().and_then(|v| v.branch().map(str::to_string)) else {
+        return;
+    };
+    if let Some(e) = shared.calls.get(m.call_id()) {
+        let _ = e.value().tx.try_send(CallInput::TransportError(branch));
     }
 }
 

@@ -593,6 +593,7 @@ impl Loop {
             CallInput::Verify(reply) => call.handle_verify(now, reply),
             CallInput::Checked(r) => call.handle_check(now, r),
             CallInput::LockState(st) => call.handle_lock_state(now, st),
+            CallInput::TransportError(branch) => call.handle_transport_error(now, &branch),
             CallInput::Shutdown => call.shutdown(now),
         });
     }

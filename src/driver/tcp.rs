@@ -90,19 +90,31 @@ pub(crate) fn open(shared: &Arc<Shared>, to: std::net::SocketAddr, first: Bytes)
             v.insert(id);
         }
     }
-    let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+    let (tx, mut rx) = mpsc::channel(WRITE_QUEUE);
     let _ = tx.try_send(first);
     let unbound = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
     shared.tcp_conns.insert(id, (tx, unbound));
     debug!(%to, "opening a tcp connection for a message whose own is gone");
     let shared = shared.clone();
     shared.rt.clone().spawn(async move {
-        let _entry = ConnEntry(shared.clone(), id);
-        let _out = OutEntry(shared.clone(), to, id);
+        let entry = ConnEntry(shared.clone(), id);
+        let out = OutEntry(shared.clone(), to, id);
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return warn!(%to, error = %e, "tcp connect failed; message dropped"),
-            Err(_) => return warn!(%to, "tcp connect timed out; message dropped"),
+            failed => {
+                match failed {
+                    Ok(Err(e)) => warn!(%to, error = %e, "tcp connect failed; messages dropped"),
+                    _ => warn!(%to, "tcp connect timed out; messages dropped"),
+                }
+                // Nothing more joins the queue; the requests in it are reported to their
+                // calls, which take the failure as a 503 now (§17.1.4) — not after Timer F.
+                drop((out, entry));
+                rx.close();
+                while let Ok(b) = rx.try_recv() {
+                    super::report_unsent(&shared, &b);
+                }
+                return;
+            }
         };
         let _ = stream.set_nodelay(true);
         super::marking::mark_sip(
@@ -113,6 +125,7 @@ pub(crate) fn open(shared: &Arc<Shared>, to: std::net::SocketAddr, first: Bytes)
         if let (Ok(local), Some(mut e)) = (stream.local_addr(), shared.tcp_conns.get_mut(&id)) {
             e.value_mut().1 = local;
         }
+        let _kept = (entry, out);
         connection(&shared, stream, id, to, rx).await;
     });
 }
