@@ -114,8 +114,10 @@ fn wrong_pins_spread_over_two_instances_lock_the_number_on_both_and_redis_down_f
     pbx.accept_refer(&refer, 200);
     let (bye, _) = pbx.wait(Duration::from_secs(5), |g| g.method() == Some("BYE"));
     pbx.send(&bye.reply(200, "OK"));
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(b.audit_calls().last().unwrap()["outcome"], "locked_out");
+    // The record is written when our BYE's 200 has been taken: wait for it.
+    let recs = b.wait_audit_calls(2, Duration::from_secs(10));
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs[1]["outcome"], "locked_out");
     // The state is in Redis, with expiry.
     let out = Command::new("redis-cli")
         .args([
@@ -139,7 +141,9 @@ fn wrong_pins_spread_over_two_instances_lock_the_number_on_both_and_redis_down_f
         &[(repo().join("scenarios/pcap/rfc4733_pin.pcap"), "dtmf.pcap")],
     );
     assert!(out.status.success());
-    let recs = a.audit_calls();
+    // SIPp may exit before we have taken the 200 to our BYE (the record's moment).
+    let recs = a.wait_audit_calls(3, Duration::from_secs(10));
+    assert_eq!(recs.len(), 3, "{recs:?}");
     let last = recs.last().unwrap();
     assert_eq!(last["outcome"], "lockout_unavailable", "{last}");
     assert_eq!(last["transfer_target"], "1002");
