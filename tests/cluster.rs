@@ -123,27 +123,8 @@ impl Kamailio {
         let cfg = dir.path().join("kamailio.cfg");
         let ctl = dir.path().join("kamailio_ctl");
         std::fs::write(&cfg, derived_config(port, &list, &ctl)).unwrap();
-        let mut child = Command::new(kamailio_bin())
-            .args(["-DD", "-E", "-m", "64", "-M", "8", "-f"])
-            .arg(&cfg)
-            .arg("-Y")
-            .arg(dir.path())
-            .arg("-P")
-            .arg(dir.path().join("kamailio.pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("start kamailio");
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let err = child.stderr.take().unwrap();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push((Instant::now(), l));
-            }
-        });
+        let child = Self::spawn(dir.path(), &lines);
         let k = Kamailio {
             child,
             lines,
@@ -153,6 +134,57 @@ impl Kamailio {
         };
         k.wait_ready();
         k
+    }
+
+    /// Runs the kamailio.cfg in `dir`, its stderr lines into `lines`.
+    fn spawn(dir: &Path, lines: &Arc<Mutex<Vec<(Instant, String)>>>) -> Child {
+        let mut child = Command::new(kamailio_bin())
+            .args(["-DD", "-E", "-m", "64", "-M", "8", "-f"])
+            .arg(dir.join("kamailio.cfg"))
+            .arg("-Y")
+            .arg(dir)
+            .arg("-P")
+            .arg(dir.join("kamailio.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("start kamailio");
+        let err = child.stderr.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push((Instant::now(), l));
+            }
+        });
+        child
+    }
+
+    /// Stops it and starts it again on the same address: a proxy restarted (an upgrade, a
+    /// crash) with calls up. Its connections close with the old process.
+    fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self._dir.path(), &self.lines);
+        self.wait_ready();
+    }
+
+    /// Ends the whole process group: the main process and the workers it forked.
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-s", "TERM", "--", &format!("-{}", self.child.id())])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
     }
 
     fn wait_ready(&self) {
@@ -222,21 +254,7 @@ Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
 
 impl Drop for Kamailio {
     fn drop(&mut self) {
-        // The whole group: the main process and the workers it forked.
-        let _ = Command::new("kill")
-            .args(["-s", "TERM", "--", &format!("-{}", self.child.id())])
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = Command::new("kill")
-            .args(["-s", "KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
@@ -355,12 +373,33 @@ impl Sipp {
         rate: u32,
         extra: &[&str],
     ) -> Sipp {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(
-            repo().join("scenarios/pcap/rfc4733_pin.pcap"),
-            dir.path().join("dtmf.pcap"),
+        let pcap = repo().join("scenarios/pcap/rfc4733_pin.pcap");
+        Self::run_pcap(
+            pbx_ip,
+            scenario_name,
+            proxy,
+            transport,
+            calls,
+            rate,
+            extra,
+            &pcap,
         )
-        .unwrap();
+    }
+
+    /// As `run`, the callers playing `pcap` for their keys.
+    #[allow(clippy::too_many_arguments)]
+    fn run_pcap(
+        pbx_ip: &str,
+        scenario_name: &str,
+        proxy: SocketAddr,
+        transport: &str,
+        calls: usize,
+        rate: u32,
+        extra: &[&str],
+        pcap: &Path,
+    ) -> Sipp {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(pcap, dir.path().join("dtmf.pcap")).unwrap();
         let local = UdpSocket::bind((pbx_ip, 0)).unwrap();
         let port = local.local_addr().unwrap().port();
         drop(local);
@@ -744,6 +783,64 @@ fn pin_calls_through_kamailio_over_tcp() {
     eprintln!(
         "30 calls over TCP, {:.1} s",
         started.elapsed().as_secs_f64()
+    );
+}
+
+/// The proxy is restarted (an upgrade, a crash) while calls are up: the TCP connection it
+/// opened to the instance for the INVITEs closes with the old process. Every call must
+/// still be transferred: our REFER and BYE go on a connection we open to the proxy's
+/// Record-Route — the new process, on the same address — which routes them to the PBX by
+/// their Route headers, and the PBX's answers come back the same way. Before we reopened
+/// connections, these REFERs were dropped and no caller was transferred.
+#[test]
+fn a_proxy_restarted_mid_call_over_tcp_loses_no_transfer() {
+    let _t = turn();
+    assert!(sipp_available(), "apt-get install -y sip-tester");
+    let dir = tempfile::tempdir().unwrap();
+    let contacts = cheap_contacts(dir.path());
+    let svc = instance(&contacts);
+    let mut proxy = Kamailio::start(&[format!("sip:{};transport=tcp", svc.tcp)]);
+    // The callers wait 6 s before their keys: time to restart the proxy in between.
+    let pcap = dir.path().join("late_pin.pcap");
+    let out = Command::new(env!("CARGO_BIN_EXE_pincoderouting"))
+        .args(["gen-pcap", "--digits", "1234#", "--method", "rfc4733"])
+        .args(["--lead-ms", "6000", "-o"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    const CALLS: usize = 2;
+    let sipp = Sipp::run_pcap(
+        PBX_IP,
+        "uac_pin_transfer.xml",
+        proxy.addr,
+        "u1",
+        CALLS,
+        4,
+        &["-recv_timeout", "20000"],
+        &pcap,
+    );
+    svc.wait_for(Duration::from_secs(10), |l| {
+        l.iter().filter(|e| msg(e) == "new call").count() >= CALLS
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.restart();
+    let run = sipp.finish();
+    run.assert_requests_came_through(proxy.addr);
+    assert_eq!((run.ok, run.failed), (CALLS, 0), "{}", run.report);
+    let records = settled_records(&svc);
+    assert_eq!(records.len(), CALLS);
+    assert_all_verified_through_the_proxy(&records);
+    // The test is about reopened connections: they must have happened.
+    let reopened = svc
+        .log()
+        .iter()
+        .filter(|e| msg(e).starts_with("opening a tcp connection"))
+        .count();
+    assert!(
+        reopened >= 1,
+        "no connection was reopened; the test proves nothing\n{}",
+        proxy.log()
     );
 }
 

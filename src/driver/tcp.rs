@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// Most simultaneous TCP connections; more are refused (closed at once).
 const MAX_CONNECTIONS: usize = 4096;
@@ -94,7 +94,9 @@ pub(crate) fn open(shared: &Arc<Shared>, to: std::net::SocketAddr, first: Bytes)
     let _ = tx.try_send(first);
     let unbound = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
     shared.tcp_conns.insert(id, (tx, unbound));
-    debug!(%to, "opening a tcp connection for a message whose own is gone");
+    // Info: rare (a peer or proxy closed a connection a dialog still needs), and an
+    // operator tuning a proxy's connection lifetime wants to see it.
+    info!(%to, "opening a tcp connection for a message whose own is gone");
     let shared = shared.clone();
     shared.rt.clone().spawn(async move {
         let entry = ConnEntry(shared.clone(), id);
