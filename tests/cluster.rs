@@ -351,6 +351,11 @@ impl Drop for Sipp {
     }
 }
 
+/// 1234# as RFC 4733 events, the callers' keys unless a test says otherwise.
+fn pin_pcap() -> PathBuf {
+    repo().join("scenarios/pcap/rfc4733_pin.pcap")
+}
+
 impl Sipp {
     fn start(proxy: SocketAddr, transport: &str, calls: usize, rate: u32) -> Sipp {
         Self::run(
@@ -361,34 +366,14 @@ impl Sipp {
             calls,
             rate,
             &[],
+            &pin_pcap(),
         )
     }
 
-    fn run(
-        pbx_ip: &str,
-        scenario_name: &str,
-        proxy: SocketAddr,
-        transport: &str,
-        calls: usize,
-        rate: u32,
-        extra: &[&str],
-    ) -> Sipp {
-        let pcap = repo().join("scenarios/pcap/rfc4733_pin.pcap");
-        Self::run_pcap(
-            pbx_ip,
-            scenario_name,
-            proxy,
-            transport,
-            calls,
-            rate,
-            extra,
-            &pcap,
-        )
-    }
-
-    /// As `run`, the callers playing `pcap` for their keys.
+    /// SIPp from `pbx_ip` running `scenario_name` through `proxy`; `pcap` is what its
+    /// callers play for their keys.
     #[allow(clippy::too_many_arguments)]
-    fn run_pcap(
+    fn run(
         pbx_ip: &str,
         scenario_name: &str,
         proxy: SocketAddr,
@@ -810,7 +795,7 @@ fn a_proxy_restarted_mid_call_over_tcp_loses_no_transfer() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     const CALLS: usize = 2;
-    let sipp = Sipp::run_pcap(
+    let sipp = Sipp::run(
         PBX_IP,
         "uac_pin_transfer.xml",
         proxy.addr,
@@ -870,6 +855,7 @@ fn pbx_reinvite_and_bye_cross_the_proxy_to_udp_and_tcp() {
         CALLS,
         10,
         &["-d", "1000"],
+        &pin_pcap(),
     )
     .finish();
     assert_eq!((run.ok, run.failed), (CALLS, 0), "{}", run.report);
@@ -906,7 +892,17 @@ fn calls_per_source_count_each_pbx_behind_the_proxy() {
     let contacts = cheap_contacts(dir.path());
     let svc = instance_with(&contacts, "max_calls = 200\nmax_calls_per_source = 1");
     let proxy = Kamailio::start(&[format!("sip:{}", svc.udp)]);
-    let a = Sipp::run(PBX_IP, "uac_pin_transfer.xml", proxy.addr, "u1", 1, 1, &[]);
+    let pcap = pin_pcap();
+    let a = Sipp::run(
+        PBX_IP,
+        "uac_pin_transfer.xml",
+        proxy.addr,
+        "u1",
+        1,
+        1,
+        &[],
+        &pcap,
+    );
     let b = Sipp::run(
         "127.0.0.4",
         "uac_pin_transfer.xml",
@@ -915,6 +911,7 @@ fn calls_per_source_count_each_pbx_behind_the_proxy() {
         1,
         1,
         &[],
+        &pcap,
     );
     for (pbx, run) in [(PBX_IP, a.finish()), ("127.0.0.4", b.finish())] {
         assert_eq!((run.ok, run.failed), (1, 0), "{pbx}\n{}", run.report);
@@ -967,6 +964,7 @@ algorithms = [\"MD5\"]";
             "-auth_uri",
             &auth_uri,
         ],
+        &pin_pcap(),
     )
     .finish();
     assert_eq!((run.ok, run.failed), (CALLS, 0), "{}", run.report);

@@ -315,18 +315,7 @@ fn tcp_requests_open_a_connection_to_the_next_hop_when_the_pbx_closed_its_own() 
     let svc = tcp_pbx_service();
     let our = svc.tcp;
     let call_id = "tcp-next-hop";
-    let mut c = TcpStream::connect(our).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    c.write_all(tcp_invite(our, pbx_port, call_id).as_bytes())
-        .unwrap();
-    let mut pending = Vec::new();
-    let ok = loop {
-        let r = read_sip(&mut c, &mut pending).expect("a final response to the INVITE");
-        if !r.starts_with("SIP/2.0 1") {
-            break r;
-        }
-    };
-    assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
+    let (mut c, ok) = tcp_call(our, pbx_port, call_id);
     let to_tag = to_tag_of(&ok);
     let ack = format!(
         "ACK sip:pincoderouting@{our};transport=tcp SIP/2.0\r\n{}Content-Length: 0\r\n\r\n",
@@ -357,18 +346,7 @@ fn tcp_responses_open_a_connection_to_the_via_when_the_request_connection_closed
     let svc = tcp_pbx_service();
     let our = svc.tcp;
     let call_id = "tcp-response-via";
-    let mut c = TcpStream::connect(our).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    c.write_all(tcp_invite(our, pbx_port, call_id).as_bytes())
-        .unwrap();
-    let mut pending = Vec::new();
-    loop {
-        let r = read_sip(&mut c, &mut pending).expect("a final response to the INVITE");
-        if !r.starts_with("SIP/2.0 1") {
-            assert!(r.starts_with("SIP/2.0 200 "), "{r}");
-            break;
-        }
-    }
+    let (c, _) = tcp_call(our, pbx_port, call_id);
     // Gone before the ACK.
     drop(c);
 
@@ -402,18 +380,7 @@ fn tcp_requests_that_cannot_connect_fail_at_once() {
     let svc = tcp_pbx_service();
     let our = svc.tcp;
     let call_id = "tcp-refused";
-    let mut c = TcpStream::connect(our).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    c.write_all(tcp_invite(our, pbx_port, call_id).as_bytes())
-        .unwrap();
-    let mut pending = Vec::new();
-    let ok = loop {
-        let r = read_sip(&mut c, &mut pending).expect("a final response to the INVITE");
-        if !r.starts_with("SIP/2.0 1") {
-            break r;
-        }
-    };
-    assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
+    let (mut c, ok) = tcp_call(our, pbx_port, call_id);
     let ack = format!(
         "ACK sip:pincoderouting@{our};transport=tcp SIP/2.0\r\n{}Content-Length: 0\r\n\r\n",
         tcp_dialog(pbx_port, call_id, "ack", "1 ACK", &to_tag_of(&ok))
@@ -454,6 +421,23 @@ From: <sip:+15551234567@127.0.0.1>;tag=pbx1\r\nTo: <sip:pincoderouting@127.0.0.1
 Call-ID: {call_id}\r\nCSeq: {cseq}\r\nMax-Forwards: 70\r\n\
 Contact: <sip:pbx@127.0.0.1:{pbx_port};transport=tcp>\r\n"
     )
+}
+
+/// The PBX's INVITE on a connection of its own, up to our 200 (returned with the stream).
+fn tcp_call(our: SocketAddr, pbx_port: u16, call_id: &str) -> (TcpStream, String) {
+    let mut c = TcpStream::connect(our).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(tcp_invite(our, pbx_port, call_id).as_bytes())
+        .unwrap();
+    let mut pending = Vec::new();
+    let ok = loop {
+        let r = read_sip(&mut c, &mut pending).expect("a final response to the INVITE");
+        if !r.starts_with("SIP/2.0 1") {
+            break r;
+        }
+    };
+    assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
+    (c, ok)
 }
 
 fn tcp_invite(our: SocketAddr, pbx_port: u16, call_id: &str) -> String {
