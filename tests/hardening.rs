@@ -398,6 +398,13 @@ fn tcp_requests_that_cannot_connect_fail_at_once() {
     assert!(outcome.contains("REFER could not be sent"), "{rec:?}");
     let log = svc.raw_log();
     assert!(log.contains("tcp connect failed"), "{log}");
+    // Counted for the operator: the REFER and the BYE.
+    let (_, m) = http(svc.admin(), "GET", "/metrics", None);
+    let failed = metric(
+        &m,
+        "pincoderouting_sip_send_failures_total{transport=\"tcp\",reason=\"connect_failed\"}",
+    );
+    assert_eq!(failed, 2.0, "{m}");
 }
 
 /// A service for the raw TCP PBX tests: no key expected (the first-digit timeout sends the

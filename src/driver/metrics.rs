@@ -167,6 +167,12 @@ pub struct DirectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SendFailureLabels {
+    pub transport: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
     pub revision: &'static str,
@@ -193,6 +199,7 @@ pub struct Metrics {
     pub entry_to_refer: Histogram,
     pub sip_messages: Family<SipLabels, Counter>,
     pub parse_errors: Counter,
+    pub send_failures: Family<SendFailureLabels, Counter>,
     pub overload_rejections: Counter,
     pub draining_rejections: Counter,
     pub rejections: Family<ReasonLabels, Counter>,
@@ -226,6 +233,7 @@ impl Default for Metrics {
             entry_to_refer: latency_histogram(),
             sip_messages: Family::default(),
             parse_errors: Counter::default(),
+            send_failures: Family::default(),
             overload_rejections: Counter::default(),
             draining_rejections: Counter::default(),
             rejections: Family::default(),
@@ -292,6 +300,12 @@ impl Default for Metrics {
             "sip_parse_errors",
             "SIP messages that could not be parsed (answered 400/413 or dropped)",
             m.parse_errors.clone(),
+        );
+        r.register(
+            "sip_send_failures",
+            "SIP messages we could not send, by transport and reason (send_error, \
+             backlog_full, connect_failed, too_many_connections)",
+            m.send_failures.clone(),
         );
         r.register(
             "overload_rejections",
@@ -392,6 +406,16 @@ impl Metrics {
         for source in ["rfc4733", "inband", "info"] {
             let _ = self.digits.get_or_create(&SourceLabels { source });
         }
+        for (transport, reason) in [
+            ("udp", "send_error"),
+            ("tcp", "connect_failed"),
+            ("tcp", "backlog_full"),
+            ("tcp", "too_many_connections"),
+        ] {
+            let _ = self
+                .send_failures
+                .get_or_create(&SendFailureLabels { transport, reason });
+        }
         for adapter in ["file", "http_lookup", "http_verify"] {
             let _ = self.crm_latency.get_or_create(&AdapterLabels { adapter });
             for outcome in ["found", "not_found", "ambiguous", "error"] {
@@ -436,6 +460,17 @@ impl Metrics {
             .get_or_create(&ReasonLabels {
                 reason: why.as_str(),
             })
+            .inc();
+    }
+
+    /// Counts a SIP message that could not be sent (`reason`: a fixed word).
+    pub fn send_failed(&self, transport: crate::config::Transport, reason: &'static str) {
+        let transport = match transport {
+            crate::config::Transport::Udp => "udp",
+            crate::config::Transport::Tcp => "tcp",
+        };
+        self.send_failures
+            .get_or_create(&SendFailureLabels { transport, reason })
             .inc();
     }
 

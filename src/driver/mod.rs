@@ -703,14 +703,18 @@ pub(crate) fn send_sip_now(shared: &Arc<Shared>, t: SipTransmit) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     let sock = sock.clone();
-                    shared.rt.spawn(async move {
+                    let shared = shared.clone();
+                    shared.rt.clone().spawn(async move {
                         if let Err(e) = sock.send_to(&t.data, t.flow.remote).await {
                             warn!(to = %t.flow.remote, error = %e, "udp send failed");
+                            shared.metrics.send_failed(Transport::Udp, "send_error");
+                            report_unsent(&shared, &t.data);
                         }
                     });
                 }
                 Err(e) => {
                     warn!(to = %t.flow.remote, error = %e, "udp send failed");
+                    shared.metrics.send_failed(Transport::Udp, "send_error");
                     report_unsent(shared, &t.data);
                 }
             }
@@ -725,6 +729,7 @@ pub(crate) fn send_sip_now(shared: &Arc<Shared>, t: SipTransmit) {
                 Some(tx) => {
                     if tx.try_send(t.data).is_err() {
                         warn!(to = %t.flow.remote, "tcp connection backlog full; message dropped");
+                        shared.metrics.send_failed(Transport::Tcp, "backlog_full");
                     }
                 }
                 // The connection is gone: a request goes to the dialog's next hop, a

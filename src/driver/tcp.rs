@@ -71,6 +71,10 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: Arc<TcpListener>)
 pub(crate) fn open(shared: &Arc<Shared>, to: std::net::SocketAddr, first: Bytes) {
     if shared.tcp_conns.len() >= MAX_CONNECTIONS {
         warn!(%to, "too many tcp connections; message dropped");
+        shared
+            .metrics
+            .send_failed(Transport::Tcp, "too_many_connections");
+        super::report_unsent(shared, &first);
         return;
     }
     let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -80,6 +84,7 @@ pub(crate) fn open(shared: &Arc<Shared>, to: std::net::SocketAddr, first: Bytes)
             if let Some(c) = shared.tcp_conns.get(e.get()) {
                 if c.value().0.try_send(first).is_err() {
                     warn!(%to, "tcp connection backlog full; message dropped");
+                    shared.metrics.send_failed(Transport::Tcp, "backlog_full");
                 }
                 return;
             }
@@ -113,6 +118,7 @@ pub(crate) fn open(shared: &Arc<Shared>, to: std::net::SocketAddr, first: Bytes)
                 drop((out, entry));
                 rx.close();
                 while let Ok(b) = rx.try_recv() {
+                    shared.metrics.send_failed(Transport::Tcp, "connect_failed");
                     super::report_unsent(&shared, &b);
                 }
                 return;
