@@ -407,6 +407,74 @@ fn tcp_requests_that_cannot_connect_fail_at_once() {
     assert_eq!(failed, 2.0, "{m}");
 }
 
+/// TCP connections are bounded in time as they are in size: one that brings nothing for
+/// `tcp_idle_timeout_secs` is closed; one whose message stays unfinished for 64×T1 is
+/// closed even while bytes trickle in (slowloris: each byte would reset an idle timer); a
+/// double-CRLF keep-alive is answered with a CRLF (RFC 5626 §4.4.1) and keeps the
+/// connection open past the idle timeout. Before, an idle or dribbling connection held one
+/// of the 4096 connection slots for ever.
+#[test]
+fn tcp_connections_idle_or_dribbling_are_closed_and_keepalives_answered() {
+    let svc = Service::launch_full(
+        "127.0.0.1",
+        "info",
+        // 64×T1 = 3.2 s.
+        "tcp_idle_timeout_secs = 1\nt1_ms = 50\n",
+        "",
+        "",
+        "",
+    );
+    // Idle: closed after about a second, well before the read gives up.
+    let mut idle = TcpStream::connect(svc.tcp).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    let start = std::time::Instant::now();
+    let mut b = [0u8; 64];
+    let n = idle.read(&mut b);
+    assert!(matches!(n, Ok(0)), "closed by us, not timed out: {n:?}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Keep-alives: each ping gets its pong, and the connection outlives the idle timeout.
+    let mut kept = TcpStream::connect(svc.tcp).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    for _ in 0..5 {
+        kept.write_all(b"\r\n\r\n").unwrap();
+        let mut pong = [0u8; 2];
+        kept.read_exact(&mut pong).expect("a pong");
+        assert_eq!(&pong, b"\r\n");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // Dribbling: a header line every 300 ms never finishes the message; closed within
+    // 64×T1 of its first byte although the idle timer never fires.
+    let mut slow = TcpStream::connect(svc.tcp).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let _ = slow.write_all(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\n");
+    let shut = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "a dribbling connection was never closed"
+        );
+        let _ = slow.write_all(b"X-Pad: a\r\n");
+        match slow.read(&mut b) {
+            Ok(0) => break start.elapsed(),
+            Ok(_) => panic!("nothing is answered to half a message"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break start.elapsed(),
+        }
+    };
+    assert!(shut >= Duration::from_millis(2500), "{shut:?}");
+}
+
 /// A service for the raw TCP PBX tests: no key expected (the first-digit timeout sends the
 /// caller to the failure extension, 1002), an audit file.
 fn tcp_pbx_service() -> Service {

@@ -279,6 +279,7 @@ struct RawSip {
     limited: String,
     auth: Option<RawAuth>,
     dscp: u8,
+    tcp_idle_timeout_secs: u64,
 }
 
 /// `[sip.auth]`: digest authentication of INVITEs (RFC 8760 / RFC 7616).
@@ -335,6 +336,7 @@ impl Default for RawSip {
             limited: "503".into(),
             auth: None,
             dscp: 24,
+            tcp_idle_timeout_secs: 120,
         }
     }
 }
@@ -399,6 +401,9 @@ pub struct SipConfig {
     pub auth: Option<crate::sip::auth::AuthConfig>,
     /// The DSCP our SIP is marked with (RFC 4594: 24, CS3, for signaling); 0 unmarked.
     pub dscp: u8,
+    /// A TCP connection that brings nothing for this long is closed (ours reopen when a
+    /// dialog needs them); a message begun must be whole within 64×T1 whatever comes.
+    pub tcp_idle_timeout: Duration,
 }
 
 /// Media settings.
@@ -795,6 +800,12 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
     if s.max_calls == 0 {
         return Err(invalid("max_calls", "must be at least 1".into()));
     }
+    if !(1..=86_400).contains(&s.tcp_idle_timeout_secs) {
+        return Err(invalid(
+            "tcp_idle_timeout_secs",
+            "must be 1..=86400 (seconds)".into(),
+        ));
+    }
     if s.t1_ms == 0 || s.t2_ms < s.t1_ms || s.t4_ms == 0 {
         return Err(invalid(
             "t1_ms",
@@ -927,6 +938,7 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             access,
             auth,
             dscp: dscp("dscp", s.dscp)?,
+            tcp_idle_timeout: Duration::from_secs(s.tcp_idle_timeout_secs),
         },
         media: MediaConfig {
             rtp_bind,
@@ -1425,6 +1437,19 @@ url = \"http://127.0.0.1:9/x?p={{phone}}\"\nheaders = {{ Authorization = \"Beare
         std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
         let r = load(&cfg);
         assert!(r.is_ok(), "{:?}", r.err());
+    }
+
+    #[test]
+    fn tcp_idle_timeout_defaults_to_two_minutes_and_is_bounded() {
+        let c = parse("", "x").unwrap();
+        assert_eq!(c.sip.tcp_idle_timeout, Duration::from_secs(120));
+        let c = parse("[sip]\ntcp_idle_timeout_secs = 30\n", "x").unwrap();
+        assert_eq!(c.sip.tcp_idle_timeout, Duration::from_secs(30));
+        for bad in ["0", "86401"] {
+            let e =
+                parse(&format!("[sip]\ntcp_idle_timeout_secs = {bad}\n"), "f.toml").unwrap_err();
+            assert!(e.to_string().contains("tcp_idle_timeout_secs"), "{e}");
+        }
     }
 
     #[test]

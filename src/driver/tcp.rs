@@ -1,6 +1,8 @@
 //! SIP over TCP (RFC 3261 §18.3): accept, frame by Content-Length, one writer per
 //! connection. A connection that breaks framing or exceeds the size limit is closed
-//! after a 400 when one can be addressed. When the peer has closed the connection a
+//! after a 400 when one can be addressed; one that brings nothing for
+//! `[sip] tcp_idle_timeout_secs`, or leaves a message unfinished for 64×T1, is closed;
+//! a double-CRLF keep-alive gets its CRLF pong (RFC 5626 §4.4.1). When the peer has closed the connection a
 //! dialog or a request came on, our next request opens one to the dialog's next hop
 //! (§18.1.1) and a response one to its Via's received IP and sent-by port (§18.2.2);
 //! later messages to the same place share it.
@@ -12,6 +14,7 @@ use crate::sip::Flow;
 use bytes::{Buf, Bytes, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -172,23 +175,56 @@ async fn connection(
             }
         }
     });
-    let limits = Limits::for_message(shared.config.load().sip.max_message_bytes);
+    let (limits, idle, whole_within) = {
+        let c = shared.config.load();
+        let s = &c.sip;
+        (
+            Limits::for_message(s.max_message_bytes),
+            s.tcp_idle_timeout,
+            s.timers.t1.saturating_mul(64),
+        )
+    };
     let flow = Flow {
         transport: Transport::Tcp,
         conn: id,
         remote: peer,
     };
     let mut buf = BytesMut::with_capacity(4096);
+    // When the message now in `buf` began (a peer dribbling bytes keeps the idle timer
+    // from firing, not this one), and keep-alive CRLF bytes since the last message.
+    let mut begun: Option<Instant> = None;
+    let mut crlf = 0usize;
     'read: loop {
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        let wait = match begun {
+            Some(t) => (t + whole_within)
+                .saturating_duration_since(Instant::now())
+                .min(idle),
+            None => idle,
+        };
+        match tokio::time::timeout(wait, rd.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                debug!(%peer, incomplete = begun.is_some(), "tcp connection idle; closing");
+                break;
+            }
         }
         loop {
             match frame_stream(&buf, &limits) {
                 Ok(Frame::Incomplete) => break,
-                Ok(Frame::Skip(n)) => buf.advance(n),
+                Ok(Frame::Skip(n)) => {
+                    buf.advance(n);
+                    // RFC 5626 §4.4.1: a double-CRLF ping gets a single-CRLF pong.
+                    crlf += n;
+                    if crlf >= 4 {
+                        crlf = 0;
+                        if let Some(c) = shared.tcp_conns.get(&id) {
+                            let _ = c.value().0.try_send(Bytes::from_static(b"\r\n"));
+                        }
+                    }
+                }
                 Ok(Frame::Message(n)) => {
+                    crlf = 0;
                     let msg = buf.split_to(n);
                     dispatch(shared, flow, &msg, false);
                 }
@@ -200,6 +236,11 @@ async fn connection(
                 }
             }
         }
+        begun = if buf.is_empty() {
+            None
+        } else {
+            begun.or_else(|| Some(Instant::now()))
+        };
     }
     // Let queued responses go out before the writer is dropped.
     tokio::task::yield_now().await;
