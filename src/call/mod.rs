@@ -60,6 +60,9 @@ pub enum EndReason {
     Transferred,
     /// The flow ended the call (after a failed transfer).
     FlowEnded,
+    /// The call reached `[sip] max_call_secs`, whatever state it was in: the safety net
+    /// under every other timer, so no call outlives it.
+    MaxDuration,
 }
 
 /// What the call reports to its driver.
@@ -133,6 +136,8 @@ pub enum Wake {
     Flow,
     /// Our next RTCP report (RFC 3550 §6.2).
     Rtcp,
+    /// `[sip] max_call_secs` since the INVITE.
+    MaxDuration,
 }
 
 /// The names of `Call::progress`'s values (for the operator's list of calls).
@@ -1252,6 +1257,9 @@ impl Call {
                 self.end(now, EndReason::MediaTimeout);
             }
         }
+        if now >= self.started + self.config.sip.max_call {
+            self.end(now, EndReason::MaxDuration);
+        }
         self.digits.handle_timeout(now);
         self.drain_digits(now);
         if let Some(f) = self.pin.as_mut() {
@@ -1369,6 +1377,12 @@ impl Call {
         };
         if let Phase::Ringing { answer_at } = self.phase {
             consider(Some((answer_at, Wake::Answer)));
+        }
+        if !matches!(self.phase, Phase::Ended) {
+            consider(Some((
+                self.started + self.config.sip.max_call,
+                Wake::MaxDuration,
+            )));
         }
         consider(
             self.initial

@@ -938,6 +938,26 @@ fn cancel_before_answer_gets_200_and_487() {
     assert!(w.call.as_ref().unwrap().is_done());
 }
 
+/// `[sip] max_call_secs` is the net under every other timer: a call still collecting (its
+/// digit timeouts far away, RTP flowing) is ended with BYE at the limit, not before.
+#[test]
+fn a_call_never_outlives_max_call_secs() {
+    let mut w = World::new("[sip]\nmax_call_secs = 20\n", 11, 0.0, 0.0);
+    start(&mut w);
+    w.run_for(19.0);
+    assert!(w.ended().is_empty(), "{:?}", w.ended());
+    assert!(!w.pbx.requests.contains(&Method::Bye));
+    w.run_for(2.0);
+    let e = w.ended();
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].reason, EndReason::MaxDuration);
+    assert!(
+        e[0].duration_ms >= 20_000 && e[0].duration_ms < 20_100,
+        "{e:?}"
+    );
+    assert!(w.pbx.requests.contains(&Method::Bye));
+}
+
 #[test]
 fn cancel_racing_the_answer_leaves_the_call_up() {
     let mut w = World::new("", 4, 0.0, 0.0);

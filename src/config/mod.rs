@@ -280,6 +280,7 @@ struct RawSip {
     auth: Option<RawAuth>,
     dscp: u8,
     tcp_idle_timeout_secs: u64,
+    max_call_secs: u64,
 }
 
 /// `[sip.auth]`: digest authentication of INVITEs (RFC 8760 / RFC 7616).
@@ -337,6 +338,7 @@ impl Default for RawSip {
             auth: None,
             dscp: 24,
             tcp_idle_timeout_secs: 120,
+            max_call_secs: 600,
         }
     }
 }
@@ -404,6 +406,9 @@ pub struct SipConfig {
     /// A TCP connection that brings nothing for this long is closed (ours reopen when a
     /// dialog needs them); a message begun must be whole within 64×T1 whatever comes.
     pub tcp_idle_timeout: Duration,
+    /// No call lasts longer, whatever state it is in: it is then ended (BYE) with its
+    /// audit record. The safety net under the flow's own timers.
+    pub max_call: Duration,
 }
 
 /// Media settings.
@@ -800,6 +805,12 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
     if s.max_calls == 0 {
         return Err(invalid("max_calls", "must be at least 1".into()));
     }
+    if !(10..=86_400).contains(&s.max_call_secs) {
+        return Err(invalid(
+            "max_call_secs",
+            "must be 10..=86400 (seconds)".into(),
+        ));
+    }
     if !(1..=86_400).contains(&s.tcp_idle_timeout_secs) {
         return Err(invalid(
             "tcp_idle_timeout_secs",
@@ -939,6 +950,7 @@ pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
             auth,
             dscp: dscp("dscp", s.dscp)?,
             tcp_idle_timeout: Duration::from_secs(s.tcp_idle_timeout_secs),
+            max_call: Duration::from_secs(s.max_call_secs),
         },
         media: MediaConfig {
             rtp_bind,
@@ -1437,6 +1449,16 @@ url = \"http://127.0.0.1:9/x?p={{phone}}\"\nheaders = {{ Authorization = \"Beare
         std::fs::set_permissions(&tok, std::fs::Permissions::from_mode(0o600)).unwrap();
         let r = load(&cfg);
         assert!(r.is_ok(), "{:?}", r.err());
+    }
+
+    #[test]
+    fn max_call_defaults_to_ten_minutes_and_is_bounded() {
+        let c = parse("", "x").unwrap();
+        assert_eq!(c.sip.max_call, Duration::from_secs(600));
+        for bad in ["0", "9", "86401"] {
+            let e = parse(&format!("[sip]\nmax_call_secs = {bad}\n"), "f.toml").unwrap_err();
+            assert!(e.to_string().starts_with("f.toml:2: max_call_secs"), "{e}");
+        }
     }
 
     #[test]
