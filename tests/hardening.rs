@@ -365,6 +365,23 @@ fn tcp_responses_open_a_connection_to_the_via_when_the_request_connection_closed
     // The call goes on, on the connection we opened: the REFER (same place: the Contact)
     // comes on it, and the transfer ends there.
     finish_tcp_transfer(&svc, &mut back, &mut pending, pbx_port, call_id, &to_tag);
+    // A new call on the connection we opened: our Contact names the port we listen on, not
+    // this connection's own (ephemeral) one, which nobody can reach once it closes.
+    let second = "tcp-on-ours";
+    back.write_all(tcp_invite(our, pbx_port, second).as_bytes())
+        .unwrap();
+    let ok = loop {
+        let m = read_sip(&mut back, &mut pending).expect("our answer to the new INVITE");
+        if header(&m, "Call-ID") == Some(second) && !m.starts_with("SIP/2.0 1") {
+            break m;
+        }
+    };
+    assert!(ok.starts_with("SIP/2.0 200 "), "{ok}");
+    let contact = header(&ok, "Contact").unwrap();
+    assert!(
+        contact.contains(&format!("127.0.0.1:{}", our.port())),
+        "{contact}"
+    );
 }
 
 /// The PBX closes its TCP connection after the ACK and nothing listens at its Contact any
@@ -491,7 +508,7 @@ fn tcp_pbx_service() -> Service {
 /// The PBX's dialog headers: Via and Contact at its listening port.
 fn tcp_dialog(pbx_port: u16, call_id: &str, branch: &str, cseq: &str, to_tag: &str) -> String {
     format!(
-        "Via: SIP/2.0/TCP 127.0.0.1:{pbx_port};branch=z9hG4bK{branch}\r\n\
+        "Via: SIP/2.0/TCP 127.0.0.1:{pbx_port};branch=z9hG4bK{branch}-{call_id}\r\n\
 From: <sip:+15551234567@127.0.0.1>;tag=pbx1\r\nTo: <sip:pincoderouting@127.0.0.1>{to_tag}\r\n\
 Call-ID: {call_id}\r\nCSeq: {cseq}\r\nMax-Forwards: 70\r\n\
 Contact: <sip:pbx@127.0.0.1:{pbx_port};transport=tcp>\r\n"

@@ -88,6 +88,9 @@ pub(crate) struct Shared {
     pub active: AtomicUsize,
     pub udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
     pub tcp_conns: DashMap<u64, (mpsc::Sender<Bytes>, SocketAddr)>,
+    /// The TCP listeners' bound addresses: what a connection we opened advertises as its
+    /// local address (a new call on it gets a Contact where we listen, not its own port).
+    pub tcp_listen: Vec<SocketAddr>,
     /// Connections we opened, by where to (`tcp::open`): our requests whose own connection
     /// the peer closed go here.
     pub tcp_out: DashMap<SocketAddr, u64>,
@@ -339,6 +342,7 @@ impl Server {
                 active: AtomicUsize::new(0),
                 udp,
                 tcp_conns: DashMap::new(),
+                tcp_listen: tcp.iter().map(|(_, a)| *a).collect(),
                 tcp_out: DashMap::new(),
                 next_conn: AtomicU64::new(1),
                 ports,

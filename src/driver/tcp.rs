@@ -100,7 +100,10 @@ pub(crate) fn open(shared: &Arc<Shared>, to: std::net::SocketAddr, first: Bytes)
     }
     let (tx, mut rx) = mpsc::channel(WRITE_QUEUE);
     let _ = tx.try_send(first);
-    let unbound = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), 0);
+    let unbound = match to {
+        std::net::SocketAddr::V4(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        std::net::SocketAddr::V6(_) => std::net::SocketAddr::from(([0u16; 8], 0)),
+    };
     shared.tcp_conns.insert(id, (tx, unbound));
     // Info: rare (a peer or proxy closed a connection a dialog still needs), and an
     // operator tuning a proxy's connection lifetime wants to see it.
@@ -134,7 +137,14 @@ pub(crate) fn open(shared: &Arc<Shared>, to: std::net::SocketAddr, first: Bytes)
             to,
         );
         if let (Ok(local), Some(mut e)) = (stream.local_addr(), shared.tcp_conns.get_mut(&id)) {
-            e.value_mut().1 = local;
+            // Our address on it, with the port we listen on (of the same family): where a
+            // peer reaches us again once this connection is gone.
+            let listen = shared
+                .tcp_listen
+                .iter()
+                .find(|a| a.is_ipv4() == local.is_ipv4())
+                .map_or(local.port(), |a| a.port());
+            e.value_mut().1 = std::net::SocketAddr::new(local.ip(), listen);
         }
         let _kept = (entry, out);
         connection(&shared, stream, id, to, rx).await;
