@@ -731,9 +731,10 @@ pub(crate) fn send_sip_now(shared: &Arc<Shared>, t: SipTransmit) {
             });
             match tx {
                 Some(tx) => {
-                    if tx.try_send(t.data).is_err() {
+                    if let Err(e) = tx.try_send(t.data) {
                         warn!(to = %t.flow.remote, "tcp connection backlog full; message dropped");
                         shared.metrics.send_failed(Transport::Tcp, "backlog_full");
+                        report_unsent(shared, &e.into_inner());
                     }
                 }
                 // The connection is gone: a request goes to the dialog's next hop, a

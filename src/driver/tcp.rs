@@ -85,9 +85,10 @@ pub(crate) fn open(shared: &Arc<Shared>, to: std::net::SocketAddr, first: Bytes)
     match shared.tcp_out.entry(to) {
         dashmap::mapref::entry::Entry::Occupied(mut e) => {
             if let Some(c) = shared.tcp_conns.get(e.get()) {
-                if c.value().0.try_send(first).is_err() {
+                if let Err(e) = c.value().0.try_send(first) {
                     warn!(%to, "tcp connection backlog full; message dropped");
                     shared.metrics.send_failed(Transport::Tcp, "backlog_full");
+                    super::report_unsent(shared, &e.into_inner());
                 }
                 return;
             }
