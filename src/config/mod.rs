@@ -1194,9 +1194,14 @@ impl Default for Config {
 mod tests {
     use super::*;
 
+    /// The configuration `text` gives, or a failure naming the text and the error.
+    fn parsed(text: &str) -> Config {
+        parse(text, "x").unwrap_or_else(|e| panic!("{text:?}: {e}"))
+    }
+
     #[test]
     fn empty_config_is_the_default() {
-        let c = parse("", "x").unwrap();
+        let c = parsed("");
         assert_eq!(c.sip.listen.len(), 2);
         assert_eq!(c.media.media_timeout, Duration::from_secs(30));
         assert_eq!(c.media.codecs, vec![Codec::Pcmu, Codec::Pcma]);
@@ -1204,7 +1209,7 @@ mod tests {
 
     #[test]
     fn interruptible_prompts_default_to_those_asking_for_input_and_names_are_checked() {
-        let c = parse("", "x").unwrap();
+        let c = parsed("");
         assert_eq!(c.prompts.interruptible, INPUT_PROMPTS);
         let e = parse(
             "[prompts]\ninterruptible = [\"enter_pin\", \"verifyed\"]\n",
@@ -1315,7 +1320,7 @@ mod tests {
     #[test]
     fn access_policy_defaults_to_loopback_and_is_validated() {
         use crate::sip::gate::{Action, Rate};
-        let c = parse("", "x").unwrap();
+        let c = parsed("");
         let a = &c.sip.access;
         assert!(a.allows("127.0.0.1".parse().unwrap()));
         assert!(a.allows("::1".parse().unwrap()));
@@ -1453,7 +1458,7 @@ url = \"http://127.0.0.1:9/x?p={{phone}}\"\nheaders = {{ Authorization = \"Beare
 
     #[test]
     fn max_call_defaults_to_ten_minutes_and_is_bounded() {
-        let c = parse("", "x").unwrap();
+        let c = parsed("");
         assert_eq!(c.sip.max_call, Duration::from_secs(600));
         for bad in ["0", "9", "86401"] {
             let e = parse(&format!("[sip]\nmax_call_secs = {bad}\n"), "f.toml").unwrap_err();
@@ -1463,9 +1468,9 @@ url = \"http://127.0.0.1:9/x?p={{phone}}\"\nheaders = {{ Authorization = \"Beare
 
     #[test]
     fn tcp_idle_timeout_defaults_to_two_minutes_and_is_bounded() {
-        let c = parse("", "x").unwrap();
+        let c = parsed("");
         assert_eq!(c.sip.tcp_idle_timeout, Duration::from_secs(120));
-        let c = parse("[sip]\ntcp_idle_timeout_secs = 30\n", "x").unwrap();
+        let c = parsed("[sip]\ntcp_idle_timeout_secs = 30\n");
         assert_eq!(c.sip.tcp_idle_timeout, Duration::from_secs(30));
         for bad in ["0", "86401"] {
             let e =
@@ -1476,9 +1481,9 @@ url = \"http://127.0.0.1:9/x?p={{phone}}\"\nheaders = {{ Authorization = \"Beare
 
     #[test]
     fn dscp_defaults_to_cs3_for_sip_and_ef_for_media_and_takes_six_bits() {
-        let c = parse("", "x").unwrap();
+        let c = parsed("");
         assert_eq!((c.sip.dscp, c.media.dscp), (24, 46));
-        let c = parse("[sip]\ndscp = 0\n[media]\ndscp = 34\n", "x").unwrap();
+        let c = parsed("[sip]\ndscp = 0\n[media]\ndscp = 34\n");
         assert_eq!((c.sip.dscp, c.media.dscp), (0, 34));
         let e = parse("[media]\ndscp = 64\n", "f.toml").unwrap_err();
         assert!(e.to_string().starts_with("f.toml:2: dscp"), "{e}");
