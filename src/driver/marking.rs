@@ -102,22 +102,24 @@ mod tests {
     }
 
     #[test]
-    fn media_sockets_carry_ef_and_dont_fragment() {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    fn media_sockets_carry_ef_and_dont_fragment() -> std::io::Result<()> {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
         assert_ne!(mtu_discover(&s), libc::IP_PMTUDISC_PROBE);
         mark_media(SockRef::from(&s), 46, false);
-        assert_eq!(SockRef::from(&s).tos_v4().unwrap(), 46 << 2);
+        assert_eq!(SockRef::from(&s).tos_v4()?, 46 << 2);
         assert_eq!(mtu_discover(&s), libc::IP_PMTUDISC_PROBE);
+        Ok(())
     }
 
     #[test]
-    fn dscp_zero_leaves_the_socket_alone_and_ipv6_gets_its_traffic_class() {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        set_dscp(&SockRef::from(&s), 0, false).unwrap();
-        assert_eq!(SockRef::from(&s).tos_v4().unwrap(), 0);
+    fn dscp_zero_leaves_the_socket_alone_and_ipv6_gets_its_traffic_class() -> std::io::Result<()> {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        set_dscp(&SockRef::from(&s), 0, false)?;
+        assert_eq!(SockRef::from(&s).tos_v4()?, 0);
         if let Ok(s6) = std::net::UdpSocket::bind("[::1]:0") {
-            set_dscp(&SockRef::from(&s6), 24, true).unwrap();
-            assert_eq!(SockRef::from(&s6).tclass_v6().unwrap(), 24 << 2);
+            set_dscp(&SockRef::from(&s6), 24, true)?;
+            assert_eq!(SockRef::from(&s6).tclass_v6()?, 24 << 2);
         }
+        Ok(())
     }
 }
